@@ -1,0 +1,152 @@
+"""Blocks shared by every method's config.
+
+A config file is ``get_config(arg) -> ConfigDict``. ``arg`` is a comma-separated
+list: a data preset ("digits", "cifar10", "cifar10_folder", "stl10",
+"imagenet") optionally followed by modifiers ("smoke" shrinks everything to a
+seconds-long run), e.g. ``configs/simclr.py:digits,smoke``.
+
+Config files are Python code that runs when loaded: only load configs you trust.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+DATA_PRESETS = ("digits", "cifar10", "cifar10_folder", "stl10", "imagenet")
+MODIFIERS = ("smoke",)
+
+
+def parse_arg(arg: str | None, default: str = "digits") -> tuple[str, set[str]]:
+    """'cifar10,smoke' -> ('cifar10', {'smoke'}); errors list what would work."""
+    parts = [p.strip() for p in (arg or default).split(",") if p.strip()]
+    presets = [p for p in parts if p in DATA_PRESETS]
+    unknown = [p for p in parts if p not in DATA_PRESETS and p not in MODIFIERS]
+    if unknown or len(presets) > 1:
+        raise ValueError(
+            f"Bad config argument {arg!r}: use one of {', '.join(DATA_PRESETS)} "
+            f"optionally followed by modifiers {', '.join(MODIFIERS)} (e.g. 'digits,smoke')."
+        )
+    return (presets[0] if presets else default), set(parts) - set(presets)
+
+
+def base_config(method: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.method = method
+    c.seed = 0
+    c.batch_size = 256
+    c.num_epochs = 100.0
+    c.num_steps = 0  # > 0 overrides num_epochs
+    c.log_every = 20
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 3
+    c.async_checkpoints = True
+    # Refuse to resume a workdir whose saved config differs in anything but
+    # RESUMABLE_FIELDS, unless this is True.
+    c.allow_config_change = False
+    # Stop with an error at the first non-finite loss/gradient (the update is
+    # never applied); > 0 tolerates that many skipped steps instead.
+    c.max_nonfinite_steps = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"  # digits | image_folder | tfds
+    c.data.path = ""  # image_folder root with train/ and test/
+    c.data.tfds_name = ""
+    c.data.data_dir = ""  # tfds data_dir ("" = tfds default)
+    c.data.train_split = "train"
+    c.data.test_split = "test"
+    c.data.image_size = 0  # 0 = native size
+    c.data.cache_dir = ""  # "" = ~/.cache/jssl or $JSSL_CACHE_DIR
+    c.data.on_bad_image = "fail"  # fail | skip
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "convnet"
+    c.model.dtype = "float32"  # compute dtype; parameters stay float32
+    c.model.kwargs = ml_collections.ConfigDict()
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.crop_size = 32
+    c.augment.scale = (0.08, 1.0)
+    c.augment.strength = 0.5
+    c.augment.jitter_p = 0.8
+    c.augment.gray_p = 0.2
+    c.augment.blur_p = 0.0
+    c.augment.flip = True
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "sgd"  # sgd | lars | adamw
+    c.optim.learning_rate = 0.1
+    c.optim.scale_lr_by_batch = True  # peak lr = learning_rate * batch_size / 256
+    c.optim.warmup_epochs = 10.0
+    c.optim.end_lr_factor = 0.0
+    c.optim.weight_decay = 1e-4
+    c.optim.momentum = 0.9
+    c.optim.nesterov = False
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.grad_clip = 0.0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 512
+    c.eval.knn_k = 20
+    c.eval.knn_temperature = 0.07
+    c.eval.probe_epochs = 100
+    c.eval.untrained = True  # also evaluate the network at initialisation
+    c.eval.max_train_examples = 0  # > 0 caps the train features used by kNN/probe
+    return c
+
+
+def apply_data_preset(c: ml_collections.ConfigDict, preset: str) -> None:
+    """Data, model and augmentation blocks for a data preset."""
+    if preset == "digits":
+        c.data.name = "digits"
+        c.model.name = "convnet"
+        c.model.kwargs = ml_collections.ConfigDict({"widths": (32, 64, 128)})
+        c.augment.crop_size = 16
+        c.augment.scale = (0.3, 1.0)
+        c.augment.flip = False  # digits are not mirror-symmetric
+        c.augment.gray_p = 0.0
+        c.batch_size = 256
+    elif preset in ("cifar10", "cifar10_folder"):
+        if preset == "cifar10":
+            c.data.name, c.data.tfds_name = "tfds", "cifar10"
+        else:
+            c.data.name = "image_folder"
+        c.model.name = "resnet18"
+        c.model.kwargs = ml_collections.ConfigDict({"stem": "cifar"})
+        c.augment.crop_size = 32
+        c.augment.scale = (0.08, 1.0)
+        c.batch_size = 512
+    elif preset == "stl10":
+        c.data.name, c.data.tfds_name = "tfds", "stl10"
+        c.model.name = "resnet18"
+        c.model.kwargs = ml_collections.ConfigDict({"stem": "imagenet"})
+        c.augment.crop_size = 96
+        c.augment.blur_p = 0.5
+        c.augment.strength = 1.0
+        c.batch_size = 256
+    elif preset == "imagenet":
+        c.data.name, c.data.tfds_name = "tfds", "imagenet2012"
+        c.data.test_split = "validation"
+        c.data.image_size = 256
+        c.model.name = "resnet50"
+        c.model.kwargs = ml_collections.ConfigDict({"stem": "imagenet"})
+        c.model.dtype = "bfloat16"
+        c.augment.crop_size = 224
+        c.augment.blur_p = 0.5
+        c.augment.strength = 1.0
+        c.batch_size = 4096
+        c.eval.batch_size = 1024
+    else:
+        raise ValueError(f"Unknown data preset {preset!r}; valid: {', '.join(DATA_PRESETS)}.")
+
+
+def apply_smoke(c: ml_collections.ConfigDict) -> None:
+    """Seconds-long run for tests: a few steps, tiny batch, short evaluation."""
+    c.num_steps = 4
+    c.batch_size = 32
+    c.log_every = 2
+    c.checkpoint_every = 2
+    c.optim.warmup_epochs = 0.0
+    c.eval.batch_size = 128
+    c.eval.probe_epochs = 5
+    c.eval.max_train_examples = 512

@@ -1,0 +1,116 @@
+"""orbax checkpoints of the whole TrainState: restore-or-init, save, wait.
+
+- Saves are asynchronous; ``wait()`` blocks until they are on disk and raises
+  if a background save failed (call it before exit, also on error paths).
+- orbax writes each step into a temporary folder and renames it when
+  complete, so a killed save is never taken for a checkpoint; leftovers are
+  removed at start (``cleanup_tmp_directories``).
+- Restores use an abstract target whose shardings come from the *current*
+  mesh, so a checkpoint saved on N devices restores onto M devices.
+- No pickle: arrays go through orbax, the config is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+CONFIG_FILE = "config.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be saved or restored."""
+
+
+class Checkpointer:
+    """Wraps an orbax ``CheckpointManager`` rooted at ``workdir/checkpoints``."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, save_every: int = 1000, async_save: bool = True):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.save_every = save_every
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=1,  # the trainer decides when to save
+            preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, state, *, force: bool = False) -> bool:
+        """Starts an (async) save of ``state`` at ``state.step``; a no-op if that step exists."""
+        step = int(jax.device_get(state.step))
+        if step in self.manager.all_steps():
+            return False
+        try:
+            return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        except Exception as e:  # a previous background save failed and surfaces here
+            raise CheckpointError(f"Saving the checkpoint of step {step} in {self.directory} failed: {e}") from e
+
+    def wait(self) -> None:
+        """Blocks until pending saves are complete; raises if one failed."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise CheckpointError(f"A background checkpoint save in {self.directory} failed: {e}") from e
+
+    def restore(self, abstract_state, step: int | None = None):
+        """Restores ``step`` (default latest) into the structure/shardings of ``abstract_state``.
+
+        Strict: a saved tree that differs from the current one (missing DINO
+        centre, another model) raises instead of silently re-initialising.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"No checkpoint found in {self.directory}.")
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+            if hasattr(x, "sharding")
+            else x,
+            abstract_state,
+        )
+        try:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as e:
+            raise CheckpointError(
+                f"Restoring step {step} from {self.directory} failed ({type(e).__name__}: {e}). "
+                "Was it written by a different model or method config?"
+            ) from e
+
+    def restore_or_init(self, state):
+        """Returns the latest checkpoint restored into ``state``'s layout, or ``state`` itself."""
+        if self.latest_step() is None:
+            return state
+        logging.info("Restoring checkpoint %d from %s", self.latest_step(), self.directory)
+        return self.restore(state)
+
+    def close(self) -> None:
+        self.wait()
+        self.manager.close()
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes the resolved config as JSON (atomically) and returns its path."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def load_saved_config(workdir: str) -> dict[str, Any] | None:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,428 @@
+"""train_and_evaluate(config, workdir): mesh, data, init, loop, logging, checkpoints, evaluation."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jssl import augment, data, evaluation, optim, sharding
+from jssl.errors import UserError
+from jssl.checkpoint import Checkpointer, load_saved_config, save_config
+from jssl.methods import get_method
+from jssl.train_step import TrainState, train_step
+
+# Fields that may differ between a saved run and its resumption.
+RESUMABLE_FIELDS = (
+    "num_epochs",
+    "num_steps",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "async_checkpoints",
+    "allow_config_change",
+    "max_nonfinite_steps",
+    "eval.",
+    "data.cache_dir",
+    "data.data_dir",
+    "data.path",
+)
+
+EVAL_METRICS = (
+    ("knn_top1", "kNN top-1"),
+    ("linear_top1", "linear-probe top-1"),
+    ("cluster_acc", "clustering ACC"),
+    ("nmi", "NMI"),
+    ("ari", "ARI"),
+)
+
+
+class ConfigMismatchError(UserError):
+    """The workdir holds a run with another config."""
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or gradient."""
+
+
+class Experiment:
+    """Everything derived from (config, devices): data, model, optimiser, compiled step."""
+
+    def __init__(self, config: ml_collections.ConfigDict, devices=None):
+        self.config = config
+        self.mesh = sharding.make_mesh(devices)
+        sharding.check_batch_size(config.batch_size, self.mesh)
+        d = config.data
+        self.dataset = data.load_dataset(
+            d.name,
+            path=d.path or None,
+            image_size=d.image_size or None,
+            tfds_name=d.tfds_name or None,
+            train_split=d.train_split,
+            test_split=d.test_split,
+            data_dir=d.data_dir or None,
+            cache_dir=d.cache_dir or None,
+            on_bad_image=d.on_bad_image,
+        )
+        n = len(self.dataset.train.labels)
+        if config.batch_size > n:
+            raise UserError(
+                f"batch_size={config.batch_size} is larger than the {n} training examples of "
+                f"{self.dataset.name}; set --config.batch_size to at most {n}."
+            )
+        self.steps_per_epoch = n // config.batch_size
+        self.total_steps = config.num_steps or max(
+            1, int(math.ceil(config.num_epochs * self.steps_per_epoch))
+        )
+        self.method = get_method(config.method)
+        self.model = self.method.build_model(config)
+        self.tx, self.schedule = optim.make_optimizer(config, self.total_steps, self.steps_per_epoch)
+        step = functools.partial(
+            train_step,
+            method=self.method,
+            model=self.model,
+            tx=self.tx,
+            schedule=self.schedule,
+            config=config,
+        )
+        rep = sharding.replicated(self.mesh)
+        self.train_step = jax.jit(
+            step,
+            in_shardings=(rep, sharding.data_sharded(self.mesh)),
+            out_shardings=(rep, rep),
+            donate_argnums=(0,),
+        )
+
+    def init_state(self) -> TrainState:
+        """Fresh TrainState, replicated over the mesh; a function of config.seed only."""
+        config = self.config
+        c = self.dataset.train.images.shape[-1]
+        size = config.augment.crop_size
+
+        def init():
+            rng = jax.random.PRNGKey(config.seed)
+            init_key, state_key = jax.random.split(rng)
+            variables = self.model.init(init_key, jnp.zeros((2, size, size, c)), train=False)
+            params = variables["params"]
+            return TrainState(
+                step=jnp.zeros((), jnp.int32),
+                params=params,
+                batch_stats=variables.get("batch_stats", {}),
+                opt_state=self.tx.init(params),
+                method_state=self.method.init_method_state(params, config),
+                rng=state_key,
+                nonfinite_steps=jnp.zeros((), jnp.int32),
+            )
+
+        return jax.jit(init, out_shardings=sharding.replicated(self.mesh))()
+
+    def global_batch(self, step: int) -> dict[str, jax.Array]:
+        """This step's global batch, sharded over the mesh (a function of seed and step)."""
+        idx = data.host_batch_indices(
+            len(self.dataset.train.labels),
+            self.config.batch_size,
+            seed=self.config.seed,
+            step=step,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        return sharding.put_global_batch({"image": self.dataset.train.images[idx]}, self.mesh)
+
+    def evaluate(self, state: TrainState) -> dict[str, float]:
+        """kNN, linear probe and k-means clustering on the frozen pre-projection features."""
+        config = self.config
+        size = (config.augment.crop_size, config.augment.crop_size)
+        variables = {"params": state.params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        batch_size = config.eval.batch_size
+        sharding.check_batch_size(batch_size, self.mesh)
+        data_sharding = sharding.data_sharded(self.mesh)
+
+        @jax.jit
+        def features(variables, images):
+            _, aux = self.model.apply(variables, augment.eval_view(images, size=size), train=False)
+            return aux["features"].astype(jnp.float32)
+
+        def apply_fn(images):
+            return features(variables, jax.device_put(images, data_sharding))
+
+        train, test = self.dataset.train, self.dataset.test
+        cap = config.eval.max_train_examples
+        if cap and cap < len(train.labels):
+            keep = np.sort(np.random.default_rng(config.seed).permutation(len(train.labels))[:cap])
+            train = data.Split(images=train.images[keep], labels=train.labels[keep])
+        f_train = evaluation.extract_features(apply_fn, train.images, batch_size=batch_size)
+        f_test = evaluation.extract_features(apply_fn, test.images, batch_size=batch_size)
+        return evaluation.evaluate_features(
+            f_train,
+            train.labels,
+            f_test,
+            test.labels,
+            num_classes=self.dataset.num_classes,
+            knn_k=config.eval.knn_k,
+            knn_temperature=config.eval.knn_temperature,
+            probe_epochs=config.eval.probe_epochs,
+            seed=config.seed,
+        )
+
+
+# ----------------------------------------------------------------------------- config checks
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+    """Non-resumable fields whose values differ between a saved run and ``config``."""
+    current = _flatten(json.loads(config.to_json_best_effort()))
+    saved = _flatten(saved)
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        if any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUMABLE_FIELDS):
+            continue
+        if saved.get(key, "<missing>") != current.get(key, "<missing>"):
+            diffs.append(f"{key}: saved {saved.get(key, '<missing>')!r}, now {current.get(key, '<missing>')!r}")
+    return diffs
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+    saved = load_saved_config(workdir)
+    if saved is None or config.allow_config_change:
+        return
+    diffs = config_differences(saved, config)
+    if diffs:
+        raise ConfigMismatchError(
+            f"{workdir} holds a run with a different config ({'; '.join(diffs)}). "
+            "Use a new --workdir, or pass --config.allow_config_change=True to resume anyway."
+        )
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class MetricWriter:
+    """metrics.jsonl (one JSON object per line) and TensorBoard events."""
+
+    def __init__(self, workdir: str):
+        from tensorboardX import SummaryWriter
+
+        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, float], *, kind: str = "train") -> None:
+        self.jsonl.write(json.dumps({"step": step, "kind": kind, **metrics}) + "\n")
+        self.jsonl.flush()
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)):
+                self.tb.add_scalar(f"{kind}/{k}", v, step)
+        self.tb.flush()
+
+    def close(self) -> None:
+        self.jsonl.close()
+        self.tb.close()
+
+
+def summary_table(trained: dict[str, float], untrained: dict[str, float] | None, step: int) -> str:
+    lines = [f"{'metric':<20} {'untrained':>10} {'step ' + str(step):>12} {'change':>8}"]
+    for key, name in EVAL_METRICS:
+        if key not in trained:
+            continue
+        u = untrained.get(key) if untrained else None
+        t = trained[key]
+        lines.append(
+            f"{name:<20} {u if u is not None else float('nan'):>10.4f} {t:>12.4f} "
+            f"{(t - u) if u is not None else float('nan'):>+8.4f}"
+        )
+    rule = "-" * len(lines[0])
+    return "\n".join([rule, lines[0], rule, *lines[1:], rule])
+
+
+def _write_json(path: str, obj: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+    stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *history))
+    return {k: float(np.mean(v)) for k, v in stacked.items()}
+
+
+class _Preemption:
+    """Sets a flag on SIGTERM so the loop saves at the next step boundary and exits 0."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, devices=None, show_progress: bool = True
+) -> dict[str, Any]:
+    """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates.
+
+    Returns {"state", "eval", "untrained_eval"}.
+    """
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    check_resumable(config, workdir)
+    exp = Experiment(config, devices)
+    save_config(config, workdir)
+    ckpt = Checkpointer(
+        workdir,
+        keep=config.keep_checkpoints,
+        save_every=config.checkpoint_every,
+        async_save=config.async_checkpoints,
+    )
+    writer = MetricWriter(workdir)
+    try:
+        state = ckpt.restore_or_init(exp.init_state())
+        start = int(jax.device_get(state.step))
+        untrained_path = os.path.join(workdir, "eval_untrained.json")
+        if start == 0 and config.eval.untrained and not os.path.exists(untrained_path):
+            logging.info("Evaluating the untrained network")
+            _write_json(untrained_path, exp.evaluate(state))
+        untrained = _read_json(untrained_path)
+        logging.info(
+            "Training %s on %s: %d steps (%d per epoch), batch %d, %d devices, from step %d",
+            config.method, exp.dataset.name, exp.total_steps, exp.steps_per_epoch,
+            config.batch_size, exp.mesh.devices.size, start,
+        )
+        state = _train_loop(exp, state, start, ckpt, writer, show_progress)
+        step = int(jax.device_get(state.step))
+        if step < exp.total_steps:  # preempted: state saved, nothing to evaluate yet
+            return {"state": state, "eval": None, "untrained_eval": untrained}
+        results = _evaluate_and_report(exp, state, workdir, writer, untrained)
+        return {"state": state, "eval": results, "untrained_eval": untrained}
+    finally:
+        writer.close()
+        ckpt.close()
+
+
+def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress):
+    from tqdm import tqdm
+
+    config = exp.config
+    history: list[dict[str, jax.Array]] = []
+    bar = tqdm(
+        total=exp.total_steps,
+        initial=start,
+        desc="train",
+        unit="step",
+        disable=not show_progress,
+        dynamic_ncols=True,
+        file=sys.stdout,
+    )
+    t0, steps_in_interval = time.perf_counter(), 0
+    with _Preemption() as preemption:
+        for step in range(start, exp.total_steps):
+            state, metrics = exp.train_step(state, exp.global_batch(step))
+            history.append(metrics)
+            steps_in_interval += 1
+            bar.update(1)
+            done = step + 1
+            if done % config.log_every == 0 or done == exp.total_steps:
+                logged = _mean_metrics(history)
+                elapsed = time.perf_counter() - t0
+                logged["images_per_sec"] = steps_in_interval * config.batch_size / elapsed
+                history, t0, steps_in_interval = [], time.perf_counter(), 0
+                _check_finite(state, logged, done, config)
+                writer.write(done, logged)
+                bar.set_postfix(loss=f"{logged['loss']:.4f}", img_s=f"{logged['images_per_sec']:.0f}")
+            if done % config.checkpoint_every == 0 or done == exp.total_steps or preemption.requested:
+                ckpt.save(state)
+            if preemption.requested:
+                logging.warning("SIGTERM: saved step %d; exiting so the run can be resumed.", done)
+                ckpt.wait()
+                break
+    bar.close()
+    return state
+
+
+def _check_finite(state, logged: dict[str, float], step: int, config) -> None:
+    skipped = int(jax.device_get(state.nonfinite_steps))
+    if skipped > config.max_nonfinite_steps:
+        bad = [k for k, v in logged.items() if not math.isfinite(v)]
+        raise NonFiniteError(
+            f"Non-finite loss or gradient in the steps up to {step} ({skipped} skipped updates; "
+            f"non-finite metrics: {', '.join(bad) or 'gradients only'}). Those updates were not "
+            "applied and the latest checkpoint is the last good state. Lower the learning rate, "
+            "or set --config.max_nonfinite_steps=N to skip up to N bad steps."
+        )
+
+
+def _evaluate_and_report(exp, state, workdir, writer, untrained) -> dict[str, float]:
+    step = int(jax.device_get(state.step))
+    t0 = time.perf_counter()
+    results = exp.evaluate(state)
+    results["eval_seconds"] = time.perf_counter() - t0
+    _write_json(os.path.join(workdir, f"eval_{step}.json"), results)
+    writer.write(step, results, kind="eval")
+    print(summary_table(results, untrained, step), flush=True)
+    return results
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
+    """--mode=eval: restores the latest checkpoint of ``workdir`` and runs the evaluations."""
+    workdir = os.path.abspath(workdir)
+    check_resumable(config, workdir)
+    exp = Experiment(config, devices)
+    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
+    try:
+        if ckpt.latest_step() is None:
+            raise UserError(
+                f"No checkpoint in {ckpt.directory}: train first with --mode=train and this --workdir."
+            )
+        state = ckpt.restore(exp.init_state())
+    finally:
+        ckpt.close()
+    writer = MetricWriter(workdir)
+    try:
+        untrained = _read_json(os.path.join(workdir, "eval_untrained.json"))
+        return _evaluate_and_report(exp, state, workdir, writer, untrained)
+    finally:
+        writer.close()
