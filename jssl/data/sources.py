@@ -1,0 +1,123 @@
+"""The SOURCES registry and ``load_dataset``, the one entry point for in-memory data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from jssl.data.core import DataError, Dataset, Split, as_hw, resize_array
+from jssl.data.image_folder import load_image_folder
+from jssl.data.tfds_source import load_tfds
+
+
+def load_digits(*, image_size: tuple[int, int] | None = None, seed: int = 0, **_: Any) -> Dataset:
+    """scikit-learn's 1,797 8x8 handwritten digits as uint8 [N, 8, 8, 1].
+
+    Pixel values 0..16 become round(v * 255 / 16). The split is stratified 80/20
+    (``train_test_split(stratify=labels, random_state=seed, test_size=0.2)``);
+    seed 0 gives the reference split: 1,437 train and 360 test images.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sk_load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int32)
+    if image_size is not None:
+        images = np.stack([resize_array(im, image_size) for im in images])
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=0.2, stratify=labels, random_state=seed
+    )
+    return Dataset(
+        train=Split(x_train, y_train),
+        test=Split(x_test, y_test),
+        num_classes=10,
+        class_names=tuple(str(d) for d in range(10)),
+        name="digits",
+    )
+
+
+def _image_folder(
+    *, path: Any, image_size: Any, cache_dir: Any, on_bad_image: str, **_: Any
+) -> Dataset:
+    return load_image_folder(
+        path, image_size=image_size, cache_dir=cache_dir, on_bad_image=on_bad_image
+    )
+
+
+def _tfds(
+    *,
+    tfds_name: str | None,
+    train_split: str,
+    test_split: str,
+    data_dir: Any,
+    image_size: Any,
+    **_: Any,
+) -> Dataset:
+    return load_tfds(
+        tfds_name,
+        train_split=train_split,
+        test_split=test_split,
+        data_dir=data_dir,
+        image_size=image_size,
+    )
+
+
+# name -> loader(**options) -> Dataset. Loaders take every load_dataset option by
+# keyword and ignore the ones that do not apply to them.
+SOURCES: dict[str, Callable[..., Dataset]] = {
+    "digits": load_digits,
+    "image_folder": _image_folder,
+    "tfds": _tfds,
+}
+
+
+def load_dataset(
+    name: str,
+    *,
+    path: str | os.PathLike | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    tfds_name: str | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    on_bad_image: str = "fail",
+    seed: int = 0,
+) -> Dataset:
+    """Loads a labelled train/test dataset into memory as uint8 arrays.
+
+    Args:
+      name: a key of SOURCES: "digits", "image_folder" or "tfds".
+      path: image_folder root holding train/<class>/* and test/<class>/*.
+      image_size: int or (height, width); images are resized (bilinear) to it.
+      tfds_name: tfds dataset name, e.g. "cifar10" (source "tfds").
+      train_split, test_split: tfds split names (source "tfds").
+      data_dir: tfds data directory (default: tfds's own).
+      cache_dir: where decoded image folders are cached (default $JSSL_CACHE_DIR or
+        ~/.cache/jssl).
+      on_bad_image: "fail" (raise DataError naming the file) or "skip" (skip and log
+        the count).
+      seed: digits train/test split seed (0 is the reference split).
+
+    Raises:
+      DataError: for any problem with the data or these options.
+    """
+    if name not in SOURCES:
+        raise DataError(f"unknown dataset source '{name}'; known sources: {sorted(SOURCES)}")
+    if on_bad_image not in ("fail", "skip"):
+        raise DataError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
+    return SOURCES[name](
+        path=path,
+        image_size=as_hw(image_size),
+        tfds_name=tfds_name,
+        train_split=train_split,
+        test_split=test_split,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        on_bad_image=on_bad_image,
+        seed=seed,
+    )

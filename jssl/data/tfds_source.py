@@ -1,0 +1,129 @@
+"""TFDS source: reads prepared ArrayRecord data with ``tfds.data_source`` (no TensorFlow).
+
+Reading needs only ``tensorflow_datasets`` and ``array_record``. Preparing
+(downloading and converting) a dataset needs TensorFlow for most builders: if
+the dataset is not prepared in ``data_dir`` and TensorFlow is importable, it is
+prepared here in ArrayRecord format; without TensorFlow a ``DataError`` says
+how to install it and prepare the data once.
+
+Images keep their stored channel count (e.g. 1 for MNIST, 3 for CIFAR-10). If
+``image_size`` is not given and images differ in size, all are resized to the
+size of the first training image.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from jssl.data.core import DataError, Dataset, Split, resize_array
+
+_BATCH = 1024  # examples per __getitems__ call
+
+
+def _has_tensorflow() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _prepare_hint(name: str, data_dir: str | os.PathLike | None) -> str:
+    dd = f", data_dir={str(data_dir)!r}" if data_dir is not None else ""
+    return (
+        f'run `pip install -e ".[tfds]"` then `python -c "import tensorflow_datasets as tfds; '
+        f"tfds.builder('{name}'{dd}, file_format='array_record').download_and_prepare()\"`"
+    )
+
+
+def _read_split(
+    source: Sequence[Any], split: str, size: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reads every example's 'image' and 'label' of one data source."""
+    n = len(source)
+    if n == 0:
+        raise DataError(f"tfds split '{split}' is empty; choose a split with examples")
+    images: list[np.ndarray] = []
+    labels = np.empty(n, np.int32)
+    for start in range(0, n, _BATCH):
+        keys = list(range(start, min(start + _BATCH, n)))
+        for i, example in zip(keys, source.__getitems__(keys), strict=True):
+            image = np.asarray(example["image"])
+            if image.ndim == 2:
+                image = image[..., None]
+            images.append(image)
+            labels[i] = int(example["label"])
+    target = size or images[0].shape[:2]
+    out = np.empty((n, target[0], target[1], images[0].shape[2]), np.uint8)
+    for i, image in enumerate(images):
+        if image.dtype != np.uint8 or image.shape[2] != out.shape[3]:
+            raise DataError(
+                f"tfds split '{split}' example {i} has image {image.dtype} {image.shape}; "
+                "only uint8 images with one channel count are supported"
+            )
+        out[i] = resize_array(image, target)
+    return out, labels
+
+
+def load_tfds(
+    tfds_name: str | None,
+    *,
+    train_split: str = "train",
+    test_split: str = "test",
+    data_dir: str | os.PathLike | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> Dataset:
+    """Loads a prepared tfds dataset's 'image'/'label' features into memory."""
+    if not tfds_name:
+        raise DataError("the tfds source needs tfds_name=... (e.g. 'cifar10')")
+    import tensorflow_datasets as tfds  # slow import, only for this source
+
+    try:
+        builder = tfds.builder(tfds_name, data_dir=data_dir, file_format="array_record")
+    except tfds.core.DatasetNotFoundError:
+        close = difflib.get_close_matches(
+            tfds_name, tfds.list_builders(with_community_datasets=False), n=3
+        )
+        raise DataError(
+            f"unknown tfds dataset '{tfds_name}' (not in the tfds catalog nor prepared in "
+            f"data_dir={data_dir}); close names: {close}"
+        ) from None
+    if not builder.is_prepared():
+        if not _has_tensorflow():
+            raise DataError(
+                f"tfds dataset '{tfds_name}' is not prepared in {builder.data_dir} and "
+                f"preparing it needs TensorFlow: {_prepare_hint(tfds_name, data_dir)}"
+            )
+        logging.info("preparing tfds dataset %s in %s", tfds_name, builder.data_dir)
+        builder.download_and_prepare()
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise DataError(
+            f"tfds dataset '{tfds_name}' has features {sorted(features)}, not 'image' and "
+            "'label'; use a labelled image dataset"
+        )
+    try:
+        sources = builder.as_data_source(split=[train_split, test_split])
+    except (ValueError, KeyError, NotImplementedError) as err:
+        raise DataError(
+            f"cannot read splits '{train_split}'/'{test_split}' of tfds dataset '{tfds_name}' "
+            f"({' '.join(str(err).split())[:300]}); available splits: "
+            f"{sorted(builder.info.splits)}; the data must be prepared with "
+            "file_format='array_record'"
+        ) from None
+    train_images, train_labels = _read_split(sources[0], train_split, image_size)
+    size = image_size or train_images.shape[1:3]
+    test_images, test_labels = _read_split(sources[1], test_split, size)
+    label = features["label"]
+    names = tuple(label.names) if hasattr(label, "names") else ()
+    num_classes = int(getattr(label, "num_classes", 0)) or int(train_labels.max()) + 1
+    return Dataset(
+        train=Split(train_images, train_labels),
+        test=Split(test_images, test_labels),
+        num_classes=num_classes,
+        class_names=names or tuple(str(i) for i in range(num_classes)),
+        name=f"tfds:{tfds_name}",
+    )
