@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
 from jssl.errors import UserError
-
-
-def decay_mask(params):
-    """True for weights that get weight decay: kernels and embeddings (ndim > 1).
-
-    Biases, BatchNorm/LayerNorm scales and offsets are excluded, as in SimCLR,
-    BYOL and DINO.
-    """
-    return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
+from jssl.models import weight_decay_mask
 
 
 def learning_rate_schedule(
@@ -43,19 +33,19 @@ def make_optimizer(
     schedule = learning_rate_schedule(config, total_steps, steps_per_epoch)
     if oc.name == "sgd":
         tx = optax.chain(
-            optax.add_decayed_weights(oc.weight_decay, mask=decay_mask),
+            optax.add_decayed_weights(oc.weight_decay, mask=weight_decay_mask),
             optax.sgd(schedule, momentum=oc.momentum or None, nesterov=oc.nesterov),
         )
     elif oc.name == "lars":
         tx = optax.lars(
             schedule,
             weight_decay=oc.weight_decay,
-            weight_decay_mask=decay_mask,
-            trust_ratio_mask=decay_mask,
+            weight_decay_mask=weight_decay_mask,
+            trust_ratio_mask=weight_decay_mask,
             momentum=oc.momentum,
         )
     elif oc.name == "adamw":
-        tx = optax.adamw(schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=decay_mask)
+        tx = optax.adamw(schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=weight_decay_mask)
     else:
         raise UserError(f"Unknown optimizer {oc.name!r}; valid: 'sgd', 'lars', 'adamw'.")
     if oc.grad_clip > 0:

@@ -1,0 +1,29 @@
+"""Backbones and heads.
+
+Every backbone's ``__call__(x [B, H, W, C], *, train)`` returns
+``(features [B, D] float32, aux)`` where ``features`` is the pooled pre-projection
+representation and ``aux["feature_map"]`` the last spatial map ([B, h, w, C']); ViTs
+also give ``aux["cls"]`` and, when asked, ``aux["attention"]`` [B, heads, T, T].
+Every module takes ``dtype`` (compute dtype); parameters are always float32.
+"""
+
+from jssl.models.convnet import ConvNet
+from jssl.models.heads import MLPHead
+from jssl.models.registry import MODELS, count_params, create_model, weight_decay_mask
+from jssl.models.resnet import BasicBlock, BottleneckBlock, ResNet
+from jssl.models.vit import MultiHeadAttention, ViT, interpolate_pos_embed
+
+__all__ = [
+    "MODELS",
+    "BasicBlock",
+    "BottleneckBlock",
+    "ConvNet",
+    "MLPHead",
+    "MultiHeadAttention",
+    "ResNet",
+    "ViT",
+    "count_params",
+    "create_model",
+    "interpolate_pos_embed",
+    "weight_decay_mask",
+]

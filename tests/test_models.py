@@ -1,0 +1,253 @@
+"""Tests for jssl.models: shapes, dtypes, BatchNorm modes, ViT position interpolation,
+registry, weight-decay mask and parameter counts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jssl.models import (
+    MODELS,
+    ConvNet,
+    MLPHead,
+    ResNet,
+    ViT,
+    count_params,
+    create_model,
+    interpolate_pos_embed,
+    weight_decay_mask,
+)
+
+
+# Everything runs under jit: eager Flax compiles each op separately, which is far
+# slower on CPU than compiling one program.
+def _init(model, x, **kwargs):
+    return jax.jit(lambda x: model.init(jax.random.key(0), x, train=False, **kwargs))(x)
+
+
+def _apply(model, variables, x, **kwargs):
+    return jax.jit(lambda v, x: model.apply(v, x, **kwargs))(variables, x)
+
+
+def _abstract_init(model, shape):
+    return jax.eval_shape(lambda: _init(model, jnp.zeros(shape, jnp.float32)))
+
+
+def _all_dtypes(tree):
+    return {x.dtype for x in jax.tree_util.tree_leaves(tree)}
+
+
+# Shapes only (traced, not computed) for the large models: keeps the suite fast on CPU;
+# test_resnet18_forward_train computes one of them for real.
+@pytest.mark.parametrize(
+    "name,stem,dim,grid",
+    [
+        ("resnet18", "cifar", 512, 4),
+        ("resnet18", "imagenet", 512, 1),
+        ("resnet34", "cifar", 512, 4),
+        ("resnet34", "imagenet", 512, 1),
+        ("resnet50", "cifar", 2048, 4),
+        ("resnet50", "imagenet", 2048, 1),
+    ],
+)
+def test_resnet_output_shapes(name, stem, dim, grid):
+    model = create_model(name, stem=stem)
+    assert model.feature_dim == dim
+    x = jnp.zeros((2, 32, 32, 3))
+    variables = _abstract_init(model, x.shape)
+    features, aux = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+    assert features.shape == (2, dim) and features.dtype == jnp.float32
+    assert aux["feature_map"].shape == (2, grid, grid, dim)
+
+
+def test_resnet18_forward_train():
+    model = create_model("resnet18")
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    variables = _init(model, x)
+    (features, aux), updates = _apply(model, variables, x, train=True, mutable=["batch_stats"])
+    assert features.shape == (2, 512) and aux["feature_map"].shape == (2, 4, 4, 512)
+    assert np.isfinite(np.asarray(features)).all()
+    assert jax.tree_util.tree_structure(updates["batch_stats"]) == jax.tree_util.tree_structure(
+        variables["batch_stats"]
+    )
+
+
+def test_resnet_zero_init_residual():
+    model = ResNet(stage_sizes=(1,), width=8, zero_init_residual=True)
+    params = _init(model, jnp.zeros((1, 8, 8, 3)))["params"]
+    last_bn = params["stage1_block1"]["BatchNorm_1"]["scale"]
+    np.testing.assert_array_equal(last_bn, 0.0)
+    np.testing.assert_array_equal(params["stage1_block1"]["BatchNorm_0"]["scale"], 1.0)
+
+
+@pytest.mark.parametrize("shape,grid", [((4, 8, 8, 1), 2), ((4, 16, 16, 1), 4)])
+def test_convnet_small_digits(shape, grid):
+    model = ConvNet()
+    x = jax.random.uniform(jax.random.key(0), shape)
+    variables = _init(model, x)
+    features, aux = _apply(model, variables, x, train=False)
+    assert features.shape == (4, 128) and features.dtype == jnp.float32
+    assert aux["feature_map"].shape == (4, grid, grid, 128)
+    assert model.feature_dim == 128
+
+
+def test_batchnorm_stats_update_in_train_and_unused_in_eval():
+    model = ConvNet(widths=(8, 16))
+    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 1)) * 3.0 + 1.0
+    variables = _init(model, x)
+    _, updates = _apply(model, variables, x, train=True, mutable=["batch_stats"])
+    old = jax.tree_util.tree_leaves(variables["batch_stats"])
+    new = jax.tree_util.tree_leaves(updates["batch_stats"])
+    assert any(not np.allclose(a, b) for a, b in zip(old, new, strict=True))
+
+    # Eval mode: running averages are used, so an example's output ignores the rest
+    # of the batch and the stats are not updated.
+    full, _ = _apply(model, variables, x, train=False)
+    alone, _ = _apply(model, variables, x[:1], train=False)
+    np.testing.assert_allclose(full[:1], alone, rtol=1e-5, atol=1e-6)
+    _, eval_updates = _apply(model, variables, x, train=False, mutable=["batch_stats"])
+    jax.tree.map(np.testing.assert_array_equal, eval_updates["batch_stats"],
+                 variables["batch_stats"])
+    # ...while train mode normalises with batch statistics, so the batch matters.
+    train_full, _ = _apply(model, variables, x, train=True, mutable=["batch_stats"])
+    train_alone, _ = _apply(model, variables, x[:2], train=True, mutable=["batch_stats"])
+    assert not np.allclose(train_full[0][:2], train_alone[0], atol=1e-4)
+
+
+def test_vit_interpolates_position_embeddings_and_returns_attention():
+    model = create_model("vit_tiny", patch_size=4, image_size=32, depth=2)
+    x32 = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    variables = _init(model, x32)
+    assert variables["params"]["pos_embed"].shape == (1, 1 + 64, 192)
+
+    features, aux = _apply(model, variables, x32, train=False)
+    assert features.shape == (2, 192) and features.dtype == jnp.float32
+    assert aux["feature_map"].shape == (2, 8, 8, 192)
+    np.testing.assert_array_equal(aux["cls"], features)
+    assert "attention" not in aux
+
+    x16 = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+    features, aux = jax.jit(lambda v, x: model.apply(v, x, train=False, return_attention=True))(
+        variables, x16
+    )
+    assert features.shape == (2, 192)
+    assert aux["feature_map"].shape == (2, 4, 4, 192)
+    assert aux["attention"].shape == (2, 3, 17, 17)
+    np.testing.assert_allclose(aux["attention"].sum(-1), 1.0, rtol=1e-5)
+    assert np.isfinite(np.asarray(features)).all()
+
+
+def test_vit_return_attention_attribute():
+    model = ViT(patch_size=4, hidden=32, depth=1, num_heads=2, mlp_dim=64, image_size=16,
+                return_attention=True)
+    x = jnp.ones((1, 16, 16, 3))
+    _, aux = _apply(model, _init(model, x), x, train=False)
+    assert aux["attention"].shape == (1, 2, 17, 17)
+
+
+def test_interpolate_pos_embed():
+    pe = jax.random.normal(jax.random.key(0), (1, 16, 8))
+    assert interpolate_pos_embed(pe, (4, 4)) is pe
+    assert interpolate_pos_embed(pe, (2, 6)).shape == (1, 12, 8)
+    # A constant embedding stays constant under interpolation.
+    const = jnp.ones((1, 16, 8))
+    np.testing.assert_allclose(interpolate_pos_embed(const, (6, 6)), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "model,shape",
+    [
+        (ResNet(stage_sizes=(1, 1), width=8, dtype=jnp.bfloat16), (2, 8, 8, 3)),
+        (ViT(patch_size=4, hidden=32, depth=1, num_heads=2, mlp_dim=64, image_size=16,
+             dtype=jnp.bfloat16), (2, 16, 16, 3)),
+    ],
+)
+def test_bfloat16_compute_keeps_float32_params_and_outputs(model, shape):
+    x = jax.random.normal(jax.random.key(0), shape)
+    variables = _init(model, x)
+    assert _all_dtypes(variables) == {jnp.dtype(jnp.float32)}
+    (features, aux), _ = _apply(model, variables, x, train=True, mutable=["batch_stats"],
+                                     **({"return_attention": True} if isinstance(model, ViT)
+                                        else {}))
+    assert features.dtype == jnp.float32
+    assert _all_dtypes(aux) == {jnp.dtype(jnp.float32)}
+    assert np.isfinite(np.asarray(features)).all()
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("use_bn,activation", [(True, "relu"), (False, "gelu")])
+def test_mlp_head(dtype, use_bn, activation):
+    head = MLPHead((16, 16), 8, use_bn=use_bn, activation=activation, dtype=dtype)
+    x = jax.random.normal(jax.random.key(0), (4, 12))
+    variables = _init(head, x)
+    assert _all_dtypes(variables) == {jnp.dtype(jnp.float32)}
+    assert ("batch_stats" in variables) == use_bn
+    out, _ = _apply(head, variables, x, train=True, mutable=["batch_stats"])
+    assert out.shape == (4, 8) and out.dtype == jnp.float32
+
+
+def test_mlp_head_unknown_activation():
+    head = MLPHead((4,), 2, activation="swishy")
+    with pytest.raises(ValueError, match="gelu"):
+        _init(head, jnp.zeros((2, 3)))
+
+
+def test_create_model_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        create_model("resnet1000")
+    for name in ("resnet18", "resnet50", "convnet", "vit_small"):
+        assert name in str(err.value)
+    assert set(MODELS) == {
+        "resnet18", "resnet34", "resnet50", "convnet", "vit_tiny", "vit_small", "vit_base"
+    }
+
+
+def test_weight_decay_mask():
+    resnet = ResNet(stage_sizes=(1, 1), width=8, block="bottleneck")
+    mask = weight_decay_mask(_abstract_init(resnet, (1, 16, 16, 3))["params"])
+    block = mask["stage2_block1"]
+    assert block["Conv_0"]["kernel"] and block["proj_conv"]["kernel"]
+    assert not block["BatchNorm_0"]["scale"] and not block["BatchNorm_0"]["bias"]
+
+    vit = ViT(patch_size=4, hidden=32, depth=1, num_heads=2, mlp_dim=64, image_size=16)
+    mask = weight_decay_mask(_abstract_init(vit, (1, 16, 16, 3))["params"])
+    assert mask["patch_embed"]["kernel"] and not mask["patch_embed"]["bias"]
+    assert not mask["pos_embed"] and not mask["cls_token"]
+    attn = mask["block1"]["attn"]
+    assert attn["qkv"]["kernel"] and not attn["qkv"]["bias"]
+    assert not mask["block1"]["ln1"]["scale"] and not mask["norm"]["bias"]
+
+    head = MLPHead((8,), 4)
+    mask = weight_decay_mask(_abstract_init(head, (2, 8))["params"])
+    assert mask["Dense_1"]["kernel"] and not mask["Dense_1"]["bias"]
+
+
+# Published counts without the classifier: torchvision resnet18 11,689,512 - 513,000,
+# resnet50 25,557,032 - 2,049,000; timm vit_small_patch16_224 22,050,664 - 385,000.
+@pytest.mark.parametrize(
+    "name,kwargs,expected",
+    [
+        ("resnet18", {"stem": "imagenet"}, 11_176_512),
+        ("resnet50", {"stem": "imagenet"}, 23_508_032),
+        ("vit_small", {}, 21_665_664),
+    ],
+)
+def test_param_counts(name, kwargs, expected):
+    variables = _abstract_init(create_model(name, **kwargs), (1, 224, 224, 3))
+    assert abs(count_params(variables["params"]) - expected) <= 0.01 * expected
+
+
+def test_sharded_batch_matches_single_device():
+    """BatchNorm statistics are global when the batch is sharded over the mesh."""
+    model = ConvNet(widths=(8, 16))
+    x = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+    variables = _init(model, x)
+    fn = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
+    (ref, _), ref_stats = fn(variables, x)
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    xs = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+    (out, _), stats = fn(variables, xs)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 stats, ref_stats)
