@@ -18,7 +18,10 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)  # so config files can `from configs import common`
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_HERE, "configs", "simclr.py"), "Config file[:preset,modifiers].", lock_config=True
+    "config",
+    os.path.join(_HERE, "configs", "simclr.py"),
+    "Config file[:preset,modifiers].",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: ./runs/<method>_<preset>).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (and evaluate), or eval only.")
@@ -37,7 +40,9 @@ def main(argv):
     from jssl.errors import UserError
 
     config = _CONFIG.value
-    workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].serialize().split("=", 1)[-1], config.method)
+    workdir = _WORKDIR.value or default_workdir(
+        flags.FLAGS["config"].serialize().split("=", 1)[-1], config.method
+    )
     print(f"workdir: {os.path.abspath(workdir)}", flush=True)
     try:
         if _MODE.value == "eval":

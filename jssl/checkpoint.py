@@ -31,7 +31,9 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
     """Wraps an orbax ``CheckpointManager`` rooted at ``workdir/checkpoints``."""
 
-    def __init__(self, workdir: str, *, keep: int = 3, save_every: int = 1000, async_save: bool = True):
+    def __init__(
+        self, workdir: str, *, keep: int = 3, save_every: int = 1000, async_save: bool = True
+    ):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         self.save_every = save_every
         options = ocp.CheckpointManagerOptions(
@@ -54,14 +56,18 @@ class Checkpointer:
         try:
             return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
         except Exception as e:  # a previous background save failed and surfaces here
-            raise CheckpointError(f"Saving the checkpoint of step {step} in {self.directory} failed: {e}") from e
+            raise CheckpointError(
+                f"Saving the checkpoint of step {step} in {self.directory} failed: {e}"
+            ) from e
 
     def wait(self) -> None:
         """Blocks until pending saves are complete; raises if one failed."""
         try:
             self.manager.wait_until_finished()
         except Exception as e:
-            raise CheckpointError(f"A background checkpoint save in {self.directory} failed: {e}") from e
+            raise CheckpointError(
+                f"A background checkpoint save in {self.directory} failed: {e}"
+            ) from e
 
     def restore(self, abstract_state, step: int | None = None):
         """Restores ``step`` (default latest) into the structure/shardings of ``abstract_state``.
@@ -73,9 +79,11 @@ class Checkpointer:
         if step is None:
             raise CheckpointError(f"No checkpoint found in {self.directory}.")
         target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-            if hasattr(x, "sharding")
-            else x,
+            lambda x: (
+                jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+                if hasattr(x, "sharding")
+                else x
+            ),
             abstract_state,
         )
         try:

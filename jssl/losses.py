@@ -34,7 +34,9 @@ def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature: float) -> jax.Array:
       Scalar float32 loss.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"nt_xent expects two [N, D] arrays of one shape, got {z1.shape} and {z2.shape}")
+        raise ValueError(
+            f"nt_xent expects two [N, D] arrays of one shape, got {z1.shape} and {z2.shape}"
+        )
     n = z1.shape[0]
     z = l2_normalize(jnp.concatenate([z1, z2], axis=0).astype(jnp.float32))
     logits = (z @ z.T) / temperature  # [2N, 2N]

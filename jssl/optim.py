@@ -14,7 +14,9 @@ def learning_rate_schedule(
 ) -> optax.Schedule:
     """Linear warm-up to ``lr * batch_size / 256`` then cosine decay to ``end_lr_factor * peak``."""
     oc = config.optim
-    peak = oc.learning_rate * config.batch_size / 256.0 if oc.scale_lr_by_batch else oc.learning_rate
+    peak = (
+        oc.learning_rate * config.batch_size / 256.0 if oc.scale_lr_by_batch else oc.learning_rate
+    )
     warmup = min(int(round(oc.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
@@ -45,7 +47,9 @@ def make_optimizer(
             momentum=oc.momentum,
         )
     elif oc.name == "adamw":
-        tx = optax.adamw(schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=weight_decay_mask)
+        tx = optax.adamw(
+            schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=weight_decay_mask
+        )
     else:
         raise UserError(f"Unknown optimizer {oc.name!r}; valid: 'sgd', 'lars', 'adamw'.")
     if oc.grad_clip > 0:

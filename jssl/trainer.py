@@ -18,8 +18,8 @@ import numpy as np
 from absl import logging
 
 from jssl import augment, data, evaluation, optim, sharding
-from jssl.errors import UserError
 from jssl.checkpoint import Checkpointer, load_saved_config, save_config
+from jssl.errors import UserError
 from jssl.methods import get_method
 from jssl.train_step import TrainState, train_step
 
@@ -59,12 +59,12 @@ class NonFiniteError(FloatingPointError):
 class Experiment:
     """Everything derived from (config, devices): data, model, optimiser, compiled step."""
 
-    def __init__(self, config: ml_collections.ConfigDict, devices=None):
+    def __init__(self, config: ml_collections.ConfigDict, devices=None, dataset=None):
         self.config = config
         self.mesh = sharding.make_mesh(devices)
         sharding.check_batch_size(config.batch_size, self.mesh)
         d = config.data
-        self.dataset = data.load_dataset(
+        self.dataset = dataset or data.load_dataset(
             d.name,
             path=d.path or None,
             image_size=d.image_size or None,
@@ -87,7 +87,9 @@ class Experiment:
         )
         self.method = get_method(config.method)
         self.model = self.method.build_model(config)
-        self.tx, self.schedule = optim.make_optimizer(config, self.total_steps, self.steps_per_epoch)
+        self.tx, self.schedule = optim.make_optimizer(
+            config, self.total_steps, self.steps_per_epoch
+        )
         step = functools.partial(
             train_step,
             method=self.method,
@@ -199,8 +201,9 @@ def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[s
     for key in sorted(set(saved) | set(current)):
         if any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUMABLE_FIELDS):
             continue
-        if saved.get(key, "<missing>") != current.get(key, "<missing>"):
-            diffs.append(f"{key}: saved {saved.get(key, '<missing>')!r}, now {current.get(key, '<missing>')!r}")
+        before, now = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if before != now:
+            diffs.append(f"{key}: saved {before!r}, now {now!r}")
     return diffs
 
 
@@ -301,11 +304,20 @@ class _Preemption:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, devices=None, show_progress: bool = True
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    devices=None,
+    show_progress: bool = True,
+    stop_at_step: int | None = None,
 ) -> dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates.
 
-    Returns {"state", "eval", "untrained_eval"}.
+    ``stop_at_step`` interrupts the run after that many updates, saving a
+    checkpoint as a preemption would (the schedules still span the full run).
+
+    Returns {"state", "eval", "untrained_eval"}; "eval" is None for an
+    interrupted run.
     """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -329,12 +341,17 @@ def train_and_evaluate(
         untrained = _read_json(untrained_path)
         logging.info(
             "Training %s on %s: %d steps (%d per epoch), batch %d, %d devices, from step %d",
-            config.method, exp.dataset.name, exp.total_steps, exp.steps_per_epoch,
-            config.batch_size, exp.mesh.devices.size, start,
+            config.method,
+            exp.dataset.name,
+            exp.total_steps,
+            exp.steps_per_epoch,
+            config.batch_size,
+            exp.mesh.devices.size,
+            start,
         )
-        state = _train_loop(exp, state, start, ckpt, writer, show_progress)
+        state = _train_loop(exp, state, start, ckpt, writer, show_progress, stop_at_step)
         step = int(jax.device_get(state.step))
-        if step < exp.total_steps:  # preempted: state saved, nothing to evaluate yet
+        if step < exp.total_steps:  # interrupted: state saved, nothing to evaluate yet
             return {"state": state, "eval": None, "untrained_eval": untrained}
         results = _evaluate_and_report(exp, state, workdir, writer, untrained)
         return {"state": state, "eval": results, "untrained_eval": untrained}
@@ -343,7 +360,7 @@ def train_and_evaluate(
         ckpt.close()
 
 
-def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress):
+def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop_at_step=None):
     from tqdm import tqdm
 
     config = exp.config
@@ -365,6 +382,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress):
             steps_in_interval += 1
             bar.update(1)
             done = step + 1
+            stop = preemption.requested or done == stop_at_step
             if done % config.log_every == 0 or done == exp.total_steps:
                 logged = _mean_metrics(history)
                 elapsed = time.perf_counter() - t0
@@ -372,11 +390,13 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress):
                 history, t0, steps_in_interval = [], time.perf_counter(), 0
                 _check_finite(state, logged, done, config)
                 writer.write(done, logged)
-                bar.set_postfix(loss=f"{logged['loss']:.4f}", img_s=f"{logged['images_per_sec']:.0f}")
-            if done % config.checkpoint_every == 0 or done == exp.total_steps or preemption.requested:
+                bar.set_postfix(
+                    loss=f"{logged['loss']:.4f}", img_s=f"{logged['images_per_sec']:.0f}"
+                )
+            if done % config.checkpoint_every == 0 or done == exp.total_steps or stop:
                 ckpt.save(state)
-            if preemption.requested:
-                logging.warning("SIGTERM: saved step %d; exiting so the run can be resumed.", done)
+            if stop:
+                logging.warning("Stopping at step %d (saved); rerun to resume.", done)
                 ckpt.wait()
                 break
     bar.close()
@@ -415,7 +435,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, devi
     try:
         if ckpt.latest_step() is None:
             raise UserError(
-                f"No checkpoint in {ckpt.directory}: train first with --mode=train and this --workdir."
+                f"No checkpoint in {ckpt.directory}: "
+                "train first with --mode=train and this --workdir."
             )
         state = ckpt.restore(exp.init_state())
     finally:

@@ -72,7 +72,9 @@ def test_perfect_alignment_is_lower():
 def test_bf16_inputs_computed_in_float32():
     rng = np.random.default_rng(3)
     z1, z2 = rng.normal(size=(2, 8, 4)).astype(np.float32)
-    got = losses.nt_xent(jnp.asarray(z1, jnp.bfloat16), jnp.asarray(z2, jnp.bfloat16), temperature=0.5)
+    got = losses.nt_xent(
+        jnp.asarray(z1, jnp.bfloat16), jnp.asarray(z2, jnp.bfloat16), temperature=0.5
+    )
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(float(got), numpy_nt_xent(z1, z2, 0.5), rtol=2e-2)
 

@@ -107,8 +107,9 @@ def test_batchnorm_stats_update_in_train_and_unused_in_eval():
     alone, _ = _apply(model, variables, x[:1], train=False)
     np.testing.assert_allclose(full[:1], alone, rtol=1e-5, atol=1e-6)
     _, eval_updates = _apply(model, variables, x, train=False, mutable=["batch_stats"])
-    jax.tree.map(np.testing.assert_array_equal, eval_updates["batch_stats"],
-                 variables["batch_stats"])
+    jax.tree.map(
+        np.testing.assert_array_equal, eval_updates["batch_stats"], variables["batch_stats"]
+    )
     # ...while train mode normalises with batch statistics, so the batch matters.
     train_full, _ = _apply(model, variables, x, train=True, mutable=["batch_stats"])
     train_alone, _ = _apply(model, variables, x[:2], train=True, mutable=["batch_stats"])
@@ -139,8 +140,15 @@ def test_vit_interpolates_position_embeddings_and_returns_attention():
 
 
 def test_vit_return_attention_attribute():
-    model = ViT(patch_size=4, hidden=32, depth=1, num_heads=2, mlp_dim=64, image_size=16,
-                return_attention=True)
+    model = ViT(
+        patch_size=4,
+        hidden=32,
+        depth=1,
+        num_heads=2,
+        mlp_dim=64,
+        image_size=16,
+        return_attention=True,
+    )
     x = jnp.ones((1, 16, 16, 3))
     _, aux = _apply(model, _init(model, x), x, train=False)
     assert aux["attention"].shape == (1, 2, 17, 17)
@@ -159,17 +167,32 @@ def test_interpolate_pos_embed():
     "model,shape",
     [
         (ResNet(stage_sizes=(1, 1), width=8, dtype=jnp.bfloat16), (2, 8, 8, 3)),
-        (ViT(patch_size=4, hidden=32, depth=1, num_heads=2, mlp_dim=64, image_size=16,
-             dtype=jnp.bfloat16), (2, 16, 16, 3)),
+        (
+            ViT(
+                patch_size=4,
+                hidden=32,
+                depth=1,
+                num_heads=2,
+                mlp_dim=64,
+                image_size=16,
+                dtype=jnp.bfloat16,
+            ),
+            (2, 16, 16, 3),
+        ),
     ],
 )
 def test_bfloat16_compute_keeps_float32_params_and_outputs(model, shape):
     x = jax.random.normal(jax.random.key(0), shape)
     variables = _init(model, x)
     assert _all_dtypes(variables) == {jnp.dtype(jnp.float32)}
-    (features, aux), _ = _apply(model, variables, x, train=True, mutable=["batch_stats"],
-                                     **({"return_attention": True} if isinstance(model, ViT)
-                                        else {}))
+    (features, aux), _ = _apply(
+        model,
+        variables,
+        x,
+        train=True,
+        mutable=["batch_stats"],
+        **({"return_attention": True} if isinstance(model, ViT) else {}),
+    )
     assert features.dtype == jnp.float32
     assert _all_dtypes(aux) == {jnp.dtype(jnp.float32)}
     assert np.isfinite(np.asarray(features)).all()
@@ -199,7 +222,13 @@ def test_create_model_unknown_name_lists_valid_names():
     for name in ("resnet18", "resnet50", "convnet", "vit_small"):
         assert name in str(err.value)
     assert set(MODELS) == {
-        "resnet18", "resnet34", "resnet50", "convnet", "vit_tiny", "vit_small", "vit_base"
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "convnet",
+        "vit_tiny",
+        "vit_small",
+        "vit_base",
     }
 
 
@@ -249,5 +278,6 @@ def test_sharded_batch_matches_single_device():
     xs = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
     (out, _), stats = fn(variables, xs)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 stats, ref_stats)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), stats, ref_stats
+    )

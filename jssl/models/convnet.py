@@ -42,10 +42,21 @@ class ConvNet(nn.Module):
             if i > 0 and min(x.shape[1:3]) >= 2:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
             for _ in range(self.convs_per_stage):
-                x = nn.Conv(width, (3, 3), padding=1, use_bias=False,
-                            dtype=self.dtype, param_dtype=jnp.float32)(x)
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                 dtype=self.dtype, param_dtype=jnp.float32)(x)
+                x = nn.Conv(
+                    width,
+                    (3, 3),
+                    padding=1,
+                    use_bias=False,
+                    dtype=self.dtype,
+                    param_dtype=jnp.float32,
+                )(x)
+                x = nn.BatchNorm(
+                    use_running_average=not train,
+                    momentum=0.9,
+                    epsilon=1e-5,
+                    dtype=self.dtype,
+                    param_dtype=jnp.float32,
+                )(x)
                 x = nn.relu(x)
         feature_map = x.astype(jnp.float32)
         return jnp.mean(feature_map, axis=(1, 2)), {"feature_map": feature_map}

@@ -42,11 +42,17 @@ class MLPHead(nn.Module):
         act = _ACTIVATIONS[self.activation]
         x = x.astype(self.dtype)
         for width in self.hidden_dims:
-            x = nn.Dense(width, use_bias=not self.use_bn, dtype=self.dtype,
-                         param_dtype=jnp.float32)(x)
+            x = nn.Dense(
+                width, use_bias=not self.use_bn, dtype=self.dtype, param_dtype=jnp.float32
+            )(x)
             if self.use_bn:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                 dtype=self.dtype, param_dtype=jnp.float32)(x)
+                x = nn.BatchNorm(
+                    use_running_average=not train,
+                    momentum=0.9,
+                    epsilon=1e-5,
+                    dtype=self.dtype,
+                    param_dtype=jnp.float32,
+                )(x)
             x = act(x)
         x = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=jnp.float32)(x)
         return x.astype(jnp.float32)

@@ -28,16 +28,18 @@ class MultiHeadAttention(nn.Module):
         if d % self.num_heads:
             raise ValueError(f"hidden size {d} is not divisible by num_heads={self.num_heads}.")
         head_dim = d // self.num_heads
-        qkv = nn.Dense(3 * d, kernel_init=_dense_init, dtype=self.dtype,
-                       param_dtype=jnp.float32, name="qkv")(x)
+        qkv = nn.Dense(
+            3 * d, kernel_init=_dense_init, dtype=self.dtype, param_dtype=jnp.float32, name="qkv"
+        )(x)
         qkv = qkv.reshape(b, t, 3, self.num_heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, heads, head_dim]
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
         # Softmax in float32 so bf16 compute keeps attention rows normalised.
         attention = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         y = jnp.einsum("bhqk,bkhd->bqhd", attention.astype(self.dtype), v).reshape(b, t, d)
-        y = nn.Dense(d, kernel_init=_dense_init, dtype=self.dtype,
-                     param_dtype=jnp.float32, name="proj")(y)
+        y = nn.Dense(
+            d, kernel_init=_dense_init, dtype=self.dtype, param_dtype=jnp.float32, name="proj"
+        )(y)
         return y, attention
 
 
@@ -55,11 +57,17 @@ class EncoderBlock(nn.Module):
         y, attention = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(y)
         x = x + y
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32, name="ln2")(x)
-        y = nn.Dense(self.mlp_dim, kernel_init=_dense_init, dtype=self.dtype,
-                     param_dtype=jnp.float32, name="mlp_fc1")(y)
+        y = nn.Dense(
+            self.mlp_dim,
+            kernel_init=_dense_init,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="mlp_fc1",
+        )(y)
         y = nn.gelu(y, approximate=False)
-        y = nn.Dense(d, kernel_init=_dense_init, dtype=self.dtype,
-                     param_dtype=jnp.float32, name="mlp_fc2")(y)
+        y = nn.Dense(
+            d, kernel_init=_dense_init, dtype=self.dtype, param_dtype=jnp.float32, name="mlp_fc2"
+        )(y)
         return x + y, attention
 
 
@@ -127,10 +135,15 @@ class ViT(nn.Module):
         p = self.patch_size
         if x.shape[1] < p or x.shape[2] < p:
             raise ValueError(f"ViT input {x.shape[1:3]} is smaller than patch_size={p}.")
-        x = nn.Conv(self.hidden, (p, p), strides=(p, p), padding="VALID",
-                    dtype=self.dtype, param_dtype=jnp.float32, name="patch_embed")(
-            x.astype(self.dtype)
-        )
+        x = nn.Conv(
+            self.hidden,
+            (p, p),
+            strides=(p, p),
+            padding="VALID",
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="patch_embed",
+        )(x.astype(self.dtype))
         b, gh, gw, d = x.shape
         x = x.reshape(b, gh * gw, d)
 
@@ -144,10 +157,10 @@ class ViT(nn.Module):
 
         attention = None
         for i in range(self.depth):
-            x, attention = EncoderBlock(self.num_heads, self.mlp_dim, dtype=self.dtype,
-                                        name=f"block{i + 1}")(x)
-        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32,
-                         name="norm")(x)
+            x, attention = EncoderBlock(
+                self.num_heads, self.mlp_dim, dtype=self.dtype, name=f"block{i + 1}"
+            )(x)
+        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32, name="norm")(x)
         x = x.astype(jnp.float32)
         features = x[:, 0]
         aux = {"cls": features, "feature_map": x[:, 1:].reshape(b, gh, gw, d)}

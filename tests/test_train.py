@@ -1,0 +1,189 @@
+"""The generic train step and trainer: sharding equivalence, exact resume, train.py end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import simclr as simclr_config
+from jssl import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(**overrides):
+    c = simclr_config.get_config("digits,smoke")
+    c.eval.untrained = False
+    c.async_checkpoints = True
+    for k, v in overrides.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+def leaves_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_one_step_8_devices_equals_1_device():
+    config = smoke_config(batch_size=64)
+    results = {}
+    for name, devices in (("one", jax.devices()[:1]), ("eight", jax.devices())):
+        exp = trainer.Experiment(config, devices)
+        assert exp.mesh.devices.size == len(devices)
+        state = exp.init_state()
+        state, metrics = exp.train_step(state, exp.global_batch(0))
+        results[name] = jax.device_get((state.params, state.batch_stats, metrics))
+    (p1, b1, m1), (p8, b8, m8) = results["one"], results["eight"]
+    np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5), p1, p8)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5), b1, b8)
+
+
+def test_step_compiles_once_and_is_deterministic():
+    config = smoke_config()
+    exp = trainer.Experiment(config)
+    state = exp.init_state()
+    losses = []
+    for step in range(3):
+        state, metrics = exp.train_step(state, exp.global_batch(step))
+        losses.append(float(metrics["loss"]))
+    assert exp.train_step._cache_size() == 1  # no recompilation after the first step
+    assert int(state.step) == 3
+    assert all(np.isfinite(losses))
+    for key in ("loss", "grad_norm", "param_norm", "learning_rate", "z_std", "h_std"):
+        assert key in metrics
+    # Same seed and step -> same batch and same update.
+    again = exp.init_state()
+    again, m0 = exp.train_step(again, exp.global_batch(0))
+    assert float(m0["loss"]) == losses[0]
+
+
+def test_exact_resume(tmp_path):
+    straight = trainer.train_and_evaluate(
+        smoke_config(num_steps=4), str(tmp_path / "a"), show_progress=False
+    )["state"]
+    interrupted = trainer.train_and_evaluate(
+        smoke_config(num_steps=4), str(tmp_path / "b"), show_progress=False, stop_at_step=2
+    )
+    assert int(interrupted["state"].step) == 2 and interrupted["eval"] is None
+    resumed = trainer.train_and_evaluate(
+        smoke_config(num_steps=4), str(tmp_path / "b"), show_progress=False
+    )["state"]
+    assert int(resumed.step) == int(straight.step) == 4
+    leaves_equal(
+        (straight.params, straight.opt_state, straight.batch_stats, straight.rng),
+        (resumed.params, resumed.opt_state, resumed.batch_stats, resumed.rng),
+    )
+
+
+def test_resume_refuses_changed_config(tmp_path):
+    trainer.train_and_evaluate(smoke_config(num_steps=2), str(tmp_path), show_progress=False)
+    with pytest.raises(trainer.ConfigMismatchError, match="simclr.temperature"):
+        trainer.train_and_evaluate(
+            smoke_config(num_steps=4, **{"simclr.temperature": 0.2}),
+            str(tmp_path),
+            show_progress=False,
+        )
+
+
+def run_train_py(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+def test_train_py_smoke_and_eval_mode(tmp_path):
+    workdir = str(tmp_path / "run")
+    proc = run_train_py("--config=configs/simclr.py:digits,smoke", f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "kNN top-1" in proc.stdout
+        and "clustering ACC" in proc.stdout
+        and "untrained" in proc.stdout
+    )
+    assert f"workdir: {workdir}" in proc.stdout
+    for name in ("config.json", "metrics.jsonl", "eval_4.json", "eval_untrained.json"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    train_records = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train_records] == [2, 4]
+    assert all(np.isfinite(r["loss"]) and r["images_per_sec"] > 0 for r in train_records)
+    saved = json.load(open(os.path.join(workdir, "config.json")))
+    assert saved["method"] == "simclr" and saved["num_steps"] == 4
+
+    os.remove(os.path.join(workdir, "eval_4.json"))
+    proc = run_train_py(
+        "--config=configs/simclr.py:digits,smoke", f"--workdir={workdir}", "--mode=eval"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.load(open(os.path.join(workdir, "eval_4.json")))
+    assert set(result) >= {"knn_top1", "linear_top1", "cluster_acc", "nmi", "ari"}
+
+
+def test_train_py_unknown_config_key(tmp_path):
+    proc = run_train_py(
+        "--config=configs/simclr.py:digits,smoke", f"--workdir={tmp_path}", "--config.no_such_key=1"
+    )
+    assert proc.returncode != 0
+    assert "no_such_key" in proc.stderr
+
+
+def test_train_py_missing_dataset_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    workdir = tmp_path / "run"
+    proc = run_train_py(
+        "--config=configs/simclr.py:cifar10_folder,smoke",
+        f"--config.data.path={missing}",
+        f"--workdir={workdir}",
+    )
+    assert proc.returncode == 1
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and str(missing) in error_lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(workdir / "checkpoints")
+
+
+def _image_folder(root, corrupt=False, empty_test=False):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            os.makedirs(root / split / cls, exist_ok=True)
+            if split == "test" and empty_test:
+                continue
+            for i in range(4):
+                arr = rng.integers(0, 255, size=(12, 12, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / split / cls / f"{i}.jpg")
+    if corrupt:
+        (root / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+
+
+@pytest.mark.parametrize("kind, expected", [("corrupt", "broken.jpg"), ("empty_test", "test")])
+def test_bad_image_folder_fails_cleanly(tmp_path, kind, expected):
+    from jssl import data
+
+    root = tmp_path / "images"
+    _image_folder(root, corrupt=kind == "corrupt", empty_test=kind == "empty_test")
+    config = smoke_config(**{"data.name": "image_folder", "data.path": str(root), "batch_size": 8})
+    config.data.cache_dir = str(tmp_path / "cache")
+    workdir = tmp_path / "run"
+    with pytest.raises(data.DataError, match=expected):
+        trainer.train_and_evaluate(config, str(workdir), show_progress=False)
+    assert not os.path.exists(workdir / "checkpoints")
