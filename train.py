@@ -39,6 +39,8 @@ def main(argv):
     from jssl.checkpoint import CheckpointError
     from jssl.errors import UserError
 
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; -v 0 brings it back
     config = _CONFIG.value
     workdir = _WORKDIR.value or default_workdir(
         flags.FLAGS["config"].serialize().split("=", 1)[-1], config.method

@@ -26,7 +26,6 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from ml_collections import config_flags  # noqa: E402,F401
 
 from jssl import data, trainer  # noqa: E402
 

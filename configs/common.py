@@ -46,6 +46,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     # Stop with an error at the first non-finite loss/gradient (the update is
     # never applied); > 0 tolerates that many skipped steps instead.
     c.max_nonfinite_steps = 0
+    # > 0: stop (after saving) once training has run this long; rerun to continue.
+    c.max_train_seconds = 0.0
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"  # digits | image_folder | tfds

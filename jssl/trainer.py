@@ -33,6 +33,7 @@ RESUMABLE_FIELDS = (
     "async_checkpoints",
     "allow_config_change",
     "max_nonfinite_steps",
+    "max_train_seconds",
     "eval.",
     "data.cache_dir",
     "data.data_dir",
@@ -375,6 +376,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
         file=sys.stdout,
     )
     t0, steps_in_interval = time.perf_counter(), 0
+    deadline = time.monotonic() + config.max_train_seconds if config.max_train_seconds else math.inf
     with _Preemption() as preemption:
         for step in range(start, exp.total_steps):
             state, metrics = exp.train_step(state, exp.global_batch(step))
@@ -382,7 +384,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
             steps_in_interval += 1
             bar.update(1)
             done = step + 1
-            stop = preemption.requested or done == stop_at_step
+            stop = preemption.requested or done == stop_at_step or time.monotonic() > deadline
             if done % config.log_every == 0 or done == exp.total_steps:
                 logged = _mean_metrics(history)
                 elapsed = time.perf_counter() - t0
