@@ -60,7 +60,7 @@ def train_step(
     """
     step_key = jax.random.fold_in(state.rng, state.step)
     view_key, loss_key = jax.random.split(step_key)
-    views = method.make_views(view_key, batch["image"], config)
+    views = method.make_views(view_key, batch, config)
     loss_fn = method.make_loss(model, config)
 
     def objective(params):
@@ -75,7 +75,7 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if method.after_update is not None:
-        method_state = method.after_update(params, method_state, state.step, config)
+        method_state = method.after_update(params, batch_stats, method_state, state.step, config)
 
     finite = jnp.isfinite(loss) & _all_finite(grads)
     new = state.replace(

@@ -88,6 +88,8 @@ class Experiment:
         )
         self.method = get_method(config.method)
         self.model = self.method.build_model(config)
+        if self.method.prepare is not None:
+            self.method.prepare(self)
         self.tx, self.schedule = optim.make_optimizer(
             config, self.total_steps, self.steps_per_epoch
         )
@@ -140,7 +142,10 @@ class Experiment:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        return sharding.put_global_batch({"image": self.dataset.train.images[idx]}, self.mesh)
+        batch = {"image": self.dataset.train.images[idx], "index": idx.astype(np.int32)}
+        if self.method.batch_extras is not None:
+            batch.update(self.method.batch_extras(self, idx))
+        return sharding.put_global_batch(batch, self.mesh)
 
     def evaluate(self, state: TrainState) -> dict[str, float]:
         """kNN, linear probe and k-means clustering on the frozen pre-projection features."""
@@ -380,6 +385,8 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     with _Preemption() as preemption:
         for step in range(start, exp.total_steps):
             state, metrics = exp.train_step(state, exp.global_batch(step))
+            if exp.method.host_update is not None:
+                state = exp.method.host_update(exp, state)
             history.append(metrics)
             steps_in_interval += 1
             bar.update(1)
@@ -391,6 +398,10 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 logged["images_per_sec"] = steps_in_interval * config.batch_size / elapsed
                 history, t0, steps_in_interval = [], time.perf_counter(), 0
                 _check_finite(state, logged, done, config)
+                if exp.method.collapse_warnings is not None:
+                    for warning in exp.method.collapse_warnings(logged, config):
+                        logging.warning("step %d: %s", done, warning)
+                        bar.write(f"warning: step {done}: {warning}")
                 writer.write(done, logged)
                 bar.set_postfix(
                     loss=f"{logged['loss']:.4f}", img_s=f"{logged['images_per_sec']:.0f}"

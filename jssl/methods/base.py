@@ -25,13 +25,24 @@ class Method:
       build_model: config -> Flax module whose ``__call__(x, *, train)`` returns
         ``(outputs, aux)`` with ``aux["features"]`` the representation used by
         evaluation.
-      make_views: (key, images uint8 [B, H, W, C], config) -> the views the loss
-        needs (runs on device inside the jitted step).
+      make_views: (key, batch, config) -> the views the loss needs (runs on
+        device inside the jitted step); batch["image"] is uint8 [B, H, W, C].
       make_loss: (model, config) -> LossFn.
       init_method_state: (params, config) -> method state pytree (DINO centre,
         teacher, SeLa labels...); ``{}`` when the method has none.
-      after_update: optional (new params, method_state, step, config) ->
-        method_state, e.g. an EMA teacher update.
+      after_update: optional, inside the jitted step after the optimiser:
+        (new params, new batch_stats, method_state, step, config) -> method_state,
+        e.g. an EMA teacher update.
+      prepare: optional host-side hook run once when an Experiment is built
+        (after the data is loaded): (experiment) -> None; may store arrays on
+        the experiment (e.g. SCAN's mined neighbours).
+      batch_extras: optional host-side (experiment, indices [B]) -> dict of
+        extra per-example arrays for the batch (e.g. neighbour images). Every
+        batch already holds "image" [B, H, W, C] uint8 and "index" [B] int32.
+      host_update: optional host-side (experiment, state) -> state, called after
+        every step (keep it cheap unless due, e.g. SeLa's periodic relabelling).
+      collapse_warnings: optional (logged metrics, config) -> list of warning
+        strings, checked at every logging interval.
     """
 
     name: str
@@ -42,6 +53,10 @@ class Method:
         lambda params, config: {}
     )
     after_update: Callable[..., PyTree] | None = None
+    prepare: Callable[[Any], None] | None = None
+    batch_extras: Callable[[Any, Any], dict] | None = None
+    host_update: Callable[[Any, Any], Any] | None = None
+    collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None
 
 
 class EncoderWithHead(nn.Module):

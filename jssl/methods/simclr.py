@@ -37,8 +37,18 @@ def policy_kwargs(config: ml_collections.ConfigDict) -> dict:
     )
 
 
-def make_views(key: jax.Array, images: jax.Array, config: ml_collections.ConfigDict):
-    return augment.two_views(key, images, **policy_kwargs(config))
+def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict):
+    return augment.two_views(key, batch["image"], **policy_kwargs(config))
+
+
+def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:
+    # Healthy L2-normalised embeddings have a per-dimension std near 1/sqrt(D).
+    floor = 0.1 / config.simclr.proj_dim**0.5
+    if metrics.get("z_std", 1.0) < floor:
+        return [
+            f"embedding std {metrics['z_std']:.2e} < {floor:.2e}: the projections are collapsing"
+        ]
+    return []
 
 
 def make_loss(model, config: ml_collections.ConfigDict):
@@ -60,4 +70,10 @@ def make_loss(model, config: ml_collections.ConfigDict):
     return loss_fn
 
 
-SIMCLR = Method(name="simclr", build_model=build_model, make_views=make_views, make_loss=make_loss)
+SIMCLR = Method(
+    name="simclr",
+    build_model=build_model,
+    make_views=make_views,
+    make_loss=make_loss,
+    collapse_warnings=collapse_warnings,
+)

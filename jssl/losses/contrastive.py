@@ -1,14 +1,11 @@
-"""Pure loss functions of arrays; hyperparameters are keyword-only.
-
-Every loss is written on the *global* batch: under ``jax.jit`` with the batch
-sharded over the mesh, XLA inserts the collectives, so negatives, centres and
-marginals are global without hand-written all-gathers.
-"""
+"""Contrastive losses (SimCLR's NT-Xent) and embedding health numbers."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+__all__ = ["embedding_std", "l2_normalize", "nt_xent"]
 
 
 def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Array:

@@ -1,0 +1,3 @@
+"""Clustering losses (SCAN, SeLa cross-entropy on pseudo-labels)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Self-distillation losses (DINO)."""
+
+__all__: list[str] = []
