@@ -90,9 +90,8 @@ class Experiment:
         self.model = self.method.build_model(config)
         if self.method.prepare is not None:
             self.method.prepare(self)
-        self.tx, self.schedule = optim.make_optimizer(
-            config, self.total_steps, self.steps_per_epoch
-        )
+        make_optimizer = self.method.make_optimizer or optim.make_optimizer
+        self.tx, self.schedule = make_optimizer(config, self.total_steps, self.steps_per_epoch)
         step = functools.partial(
             train_step,
             method=self.method,
@@ -173,7 +172,7 @@ class Experiment:
             train = data.Split(images=train.images[keep], labels=train.labels[keep])
         f_train = evaluation.extract_features(apply_fn, train.images, batch_size=batch_size)
         f_test = evaluation.extract_features(apply_fn, test.images, batch_size=batch_size)
-        return evaluation.evaluate_features(
+        results = evaluation.evaluate_features(
             f_train,
             train.labels,
             f_test,
@@ -184,6 +183,9 @@ class Experiment:
             probe_epochs=config.eval.probe_epochs,
             seed=config.seed,
         )
+        if self.method.extra_eval is not None:
+            results.update(self.method.extra_eval(self, state))
+        return results
 
 
 # ----------------------------------------------------------------------------- config checks

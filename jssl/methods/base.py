@@ -43,6 +43,12 @@ class Method:
         every step (keep it cheap unless due, e.g. SeLa's periodic relabelling).
       collapse_warnings: optional (logged metrics, config) -> list of warning
         strings, checked at every logging interval.
+      make_optimizer: optional (config, total_steps, steps_per_epoch) ->
+        (optax transformation, learning-rate schedule), replacing
+        jssl.optim.make_optimizer (e.g. DINO's weight-decay schedule).
+      extra_eval: optional host-side (experiment, state) -> dict of extra
+        evaluation figures (e.g. a clustering head's ACC/NMI/ARI), merged
+        into the evaluation results.
     """
 
     name: str
@@ -57,6 +63,8 @@ class Method:
     batch_extras: Callable[[Any, Any], dict] | None = None
     host_update: Callable[[Any, Any], Any] | None = None
     collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None
+    make_optimizer: Callable[..., tuple[Any, Any]] | None = None
+    extra_eval: Callable[[Any, Any], dict] | None = None
 
 
 class EncoderWithHead(nn.Module):
