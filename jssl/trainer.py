@@ -253,18 +253,19 @@ class MetricWriter:
 
 
 def summary_table(trained: dict[str, float], untrained: dict[str, float] | None, step: int) -> str:
-    lines = [f"{'metric':<20} {'untrained':>10} {'step ' + str(step):>12} {'change':>8}"]
-    for key, name in EVAL_METRICS:
-        if key not in trained:
-            continue
-        u = untrained.get(key) if untrained else None
+    """The trained network's figures beside the untrained network's, and the change."""
+    names = dict(EVAL_METRICS)
+    keys = [k for k, _ in EVAL_METRICS if k in trained] + sorted(
+        k for k in trained if k not in names and k != "eval_seconds"
+    )
+    header = f"{'metric':<24} {'untrained':>10} {'step ' + str(step):>12} {'change':>8}"
+    rows = []
+    for key in keys:
         t = trained[key]
-        lines.append(
-            f"{name:<20} {u if u is not None else float('nan'):>10.4f} {t:>12.4f} "
-            f"{(t - u) if u is not None else float('nan'):>+8.4f}"
-        )
-    rule = "-" * len(lines[0])
-    return "\n".join([rule, lines[0], rule, *lines[1:], rule])
+        u = (untrained or {}).get(key, float("nan"))
+        rows.append(f"{names.get(key, key):<24} {u:>10.4f} {t:>12.4f} {t - u:>+8.4f}")
+    rule = "-" * len(header)
+    return "\n".join([rule, header, rule, *rows, rule])
 
 
 def _write_json(path: str, obj: dict) -> None:
