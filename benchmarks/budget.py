@@ -93,10 +93,12 @@ def main(argv=None):
     p.add_argument("--data", default=DEFAULT_ARCHIVE, help="image folder or .tar.gz of one")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--workdir", default="")
+    p.add_argument("--max_eval_train", type=int, default=0, help="cap train features for eval")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
 
     config = budget_config(args.method, image_folder(args.data), args.batch_size)
+    config.eval.max_train_examples = args.max_eval_train
     exp = trainer.Experiment(config)
     state = exp.init_state()
     state, m = exp.train_step(state, exp.global_batch(0))  # compile
