@@ -536,3 +536,119 @@ def eval_view(
     _check_batch(images)
     x = jax.vmap(functools.partial(center_resize, size=size))(to_float(images))
     return _maybe_normalize(x, mean, std)
+
+
+# ----------------------------------------------------------------------------
+# DINO: multi-crop
+
+
+def dino_view(
+    key: Array,
+    image: Array,
+    *,
+    size: Size,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: bool = True,
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+    jitter_p: float = 0.8,
+    gray_p: float = 0.2,
+    blur_p: float | Array = 0.0,
+    solarize_p: float | Array = 0.0,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Array:
+    """One DINO crop of image [H, W, C] (uint8 or float in [0, 1]) -> [size, size, C] f32.
+
+    Random resized crop, flip, colour jitter with strengths ``jitter`` =
+    (brightness, contrast, saturation, hue) (DINO: 0.4, 0.4, 0.2, 0.1) and
+    p=jitter_p, grayscale with p=gray_p, Gaussian blur (sigma uniform in
+    blur_sigma) with p=blur_p, solarisation with p=solarize_p, then optional
+    normalisation. ``blur_p`` and ``solarize_p`` may be arrays (traced), so one
+    vmapped policy serves crops with different probabilities.
+    """
+    _check_image(image)
+    k_crop, k_flip, k_jitter, k_gray, k_blur, k_solar = jax.random.split(key, 6)
+    b, c, s, h = jitter
+    x = to_float(image)
+    x = random_resized_crop(k_crop, x, size=size, scale=scale, ratio=ratio)
+    if flip:
+        x = random_flip(k_flip, x)
+    x = color_jitter(k_jitter, x, brightness=b, contrast=c, saturation=s, hue=h, p=jitter_p)
+    x = random_grayscale(k_gray, x, p=gray_p)
+    x = gaussian_blur(k_blur, x, p=blur_p, sigma=blur_sigma)
+    x = solarize(k_solar, x, p=solarize_p)
+    return _maybe_normalize(x, mean, std)
+
+
+def _per_crop(values: float | Sequence[float], n: int) -> float | Array:
+    """Crop i gets values[min(i, len - 1)]; a static float when all n are equal."""
+    if isinstance(values, (int, float)):
+        return float(values)
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("per-crop probabilities must not be empty")
+    chosen = [values[min(i, len(values) - 1)] for i in range(n)]
+    return chosen[0] if len(set(chosen)) == 1 else jnp.asarray(chosen, jnp.float32)
+
+
+def _crops(keys: Array, image: Array, blur_p, solarize_p, policy) -> Array:
+    """Crops of one image, one per key: keys [n] -> [n, h, w, C]."""
+
+    def one(k, bp, sp):
+        return dino_view(k, image, blur_p=bp, solarize_p=sp, **policy)
+
+    axes = (
+        0,
+        0 if isinstance(blur_p, Array) else None,
+        0 if isinstance(solarize_p, Array) else None,
+    )
+    return jax.vmap(one, in_axes=axes)(keys, blur_p, solarize_p)
+
+
+def multi_crop(
+    key: Array,
+    images: Array,
+    *,
+    global_size: Size,
+    local_size: Size,
+    num_global: int = 2,
+    num_local: int = 6,
+    global_scale: tuple[float, float] = (0.4, 1.0),
+    local_scale: tuple[float, float] = (0.05, 0.4),
+    global_blur_p: float | Sequence[float] = (1.0, 0.1),
+    global_solarize_p: float | Sequence[float] = (0.0, 0.2),
+    local_blur_p: float = 0.5,
+    **policy,
+) -> tuple[Array, Array | None]:
+    """DINO's multi-crop views: images [B, H, W, C] -> (globals, locals), float32.
+
+    Returns ``globals`` [B, G, gh, gw, C] and ``locals`` [B, L, lh, lw, C]
+    (None when num_local == 0). Global crop i uses ``global_blur_p[i]`` and
+    ``global_solarize_p[i]`` (the last entry repeats for i beyond the list),
+    so DINO's defaults give blur 1.0 on crop 1, and blur 0.1 plus
+    solarisation 0.2 on crop 2; local crops get blur ``local_blur_p`` and no
+    solarisation. ``policy`` goes to ``dino_view`` (flip, jitter,
+    jitter_p, gray_p, blur_sigma, ratio, mean, std).
+
+    Example b uses ``split(split(key, B)[b], G + L)``: crops 0..G-1 global, the
+    rest local, so its crops depend only on its own key.
+    """
+    _check_batch(images)
+    if num_global < 1 or num_local < 0:
+        raise ValueError(f"need num_global >= 1 and num_local >= 0, got {num_global}, {num_local}")
+    example_keys = jax.random.split(key, images.shape[0])
+    crop_keys = jax.vmap(lambda k: jax.random.split(k, num_global + num_local))(example_keys)
+    g_blur = _per_crop(global_blur_p, num_global)
+    g_solar = _per_crop(global_solarize_p, num_global)
+    g_policy = dict(policy, size=global_size, scale=tuple(global_scale))
+    l_policy = dict(policy, size=local_size, scale=tuple(local_scale))
+
+    def per_example(keys, image):
+        g = _crops(keys[:num_global], image, g_blur, g_solar, g_policy)
+        if not num_local:
+            return g, None
+        return g, _crops(keys[num_global:], image, float(local_blur_p), 0.0, l_policy)
+
+    return jax.vmap(per_example)(crop_keys, images)

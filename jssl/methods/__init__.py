@@ -2,9 +2,10 @@
 
 from jssl.errors import UserError
 from jssl.methods.base import EncoderWithHead, Method, apply_train
+from jssl.methods.dino import DINO
 from jssl.methods.simclr import SIMCLR
 
-METHODS: dict[str, Method] = {"simclr": SIMCLR}
+METHODS: dict[str, Method] = {"dino": DINO, "simclr": SIMCLR}
 
 
 def get_method(name: str) -> Method:

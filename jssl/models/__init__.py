@@ -8,12 +8,14 @@ Every module takes ``dtype`` (compute dtype); parameters are always float32.
 """
 
 from jssl.models.convnet import ConvNet
-from jssl.models.heads import MLPHead
+from jssl.models.heads import DINOHead, MLPHead, WeightNormDense
 from jssl.models.registry import MODELS, count_params, create_model, weight_decay_mask
 from jssl.models.resnet import BasicBlock, BottleneckBlock, ResNet
 from jssl.models.vit import MultiHeadAttention, ViT, interpolate_pos_embed
 
 __all__ = [
+    "DINOHead",
+    "WeightNormDense",
     "MODELS",
     "BasicBlock",
     "BottleneckBlock",

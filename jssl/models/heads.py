@@ -56,3 +56,100 @@ class MLPHead(nn.Module):
             x = act(x)
         x = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=jnp.float32)(x)
         return x.astype(jnp.float32)
+
+
+def _l2_normalize(x: jnp.ndarray, axis: int, eps: float = 1e-12) -> jnp.ndarray:
+    return x / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True)), eps)
+
+
+class WeightNormDense(nn.Module):
+    """Bias-free weight-normalised Linear: w[:, k] = g[k] * v[:, k] / ||v[:, k]||.
+
+    With ``learn_scale=False`` the norm g is fixed to 1 and not a parameter
+    (DINO's default: the outputs are cosine similarities to K prototypes).
+
+    Call: ``x [B, D]`` -> ``[B, features]``. Parameters: ``kernel`` v [D, features]
+    and, when learned, ``scale`` g [features] (initialised to 1).
+    """
+
+    features: int
+    learn_scale: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        # PyTorch's default Linear init, U(+-1/sqrt(fan_in)), as DINO's last layer
+        # gets: only the direction of v matters, but its norm sets the step size.
+        init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+        v = self.param("kernel", init, (x.shape[-1], self.features))
+        w = _l2_normalize(v, axis=0)
+        if self.learn_scale:
+            w = w * self.param("scale", nn.initializers.ones, (self.features,))
+        return jnp.dot(x.astype(self.dtype), w.astype(self.dtype))
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head: MLP -> bottleneck -> L2 normalise -> weight-normalised Linear.
+
+    MLP: ``num_layers - 1`` blocks Linear(hidden_dim)-(BN)-GELU, then
+    Linear(bottleneck_dim) (a single Linear when num_layers == 1); Linear
+    layers use truncated-normal(0.02) kernels and zero biases as DINO does
+    (no bias on a Linear followed by BN).
+
+    Attributes:
+      out_dim: K, the number of prototypes (DINO: 65,536).
+      hidden_dim: MLP width (2048).
+      bottleneck_dim: width before the last layer (256).
+      num_layers: MLP layers (3).
+      use_bn: BatchNorm in the MLP (off for ViTs in DINO).
+      norm_last_layer: True fixes the last layer's weight norm g to 1 (DINO's
+        default, more stable); False learns g, the "non-normalised last layer".
+      dtype: compute dtype; parameters are always float32.
+
+    The last layer is the submodule ``last_layer``; DINO freezes it during the
+    first epoch (``jssl.methods.dino`` does so by stopping its gradient).
+
+    Call: ``x [B, D]``, ``train`` -> ``[B, out_dim]`` float32.
+    """
+
+    out_dim: int
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    num_layers: int = 3
+    use_bn: bool = False
+    norm_last_layer: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        if self.num_layers < 1:
+            raise ValueError(f"DINOHead needs num_layers >= 1, got {self.num_layers}.")
+        dense = lambda width, use_bias=True: nn.Dense(
+            width,
+            use_bias=use_bias,
+            kernel_init=nn.initializers.truncated_normal(0.02),
+            bias_init=nn.initializers.zeros,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+        )
+        x = x.astype(self.dtype)
+        for _ in range(self.num_layers - 1):
+            # No bias before BN: BN's shift replaces it (a bias there only gets
+            # rounding-noise gradients, which Adam would blow up to full steps).
+            x = dense(self.hidden_dim, use_bias=not self.use_bn)(x)
+            if self.use_bn:
+                x = nn.BatchNorm(
+                    use_running_average=not train,
+                    momentum=0.9,
+                    epsilon=1e-5,
+                    dtype=self.dtype,
+                    param_dtype=jnp.float32,
+                )(x)
+            x = nn.gelu(x, approximate=False)
+        x = dense(self.bottleneck_dim)(x)
+        # Normalise in float32: a bf16 norm of a 256-d vector loses digits.
+        x = _l2_normalize(x.astype(jnp.float32), axis=-1)
+        x = WeightNormDense(
+            self.out_dim, learn_scale=not self.norm_last_layer, dtype=self.dtype, name="last_layer"
+        )(x)
+        return x.astype(jnp.float32)

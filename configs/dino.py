@@ -1,0 +1,145 @@
+"""DINO configs: ``--config=configs/dino.py:PRESET[,smoke]``.
+
+Presets: digits (default; scikit-learn's 8x8 digits, no download, a small
+ConvNet, minutes on a CPU), cifar10 (tfds), cifar10_folder (an image folder:
+--config.data.path=DIR), stl10, imagenet (ViT-S/16, AdamW lr 5e-4 x batch/256,
+2x224 + 10x96 crops, K = 65,536, as the DINO paper).
+
+``augment.crop_size`` / ``augment.scale`` are the global crops (also the
+evaluation resolution); the ``augment.local_*`` fields the local crops.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def _dino_augment(c: ml_collections.ConfigDict) -> None:
+    """DINO's multi-crop policy in place of SimCLR's (strength, blur_p are not used)."""
+    a = c.augment
+    del a.strength, a.blur_p
+    a.scale = (0.4, 1.0)  # global crops
+    a.num_global_crops = 2
+    a.num_local_crops = 6
+    a.local_crop_size = 96
+    a.local_scale = (0.05, 0.4)
+    a.jitter = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
+    a.jitter_p = 0.8
+    a.gray_p = 0.2 if c.data.name != "digits" else 0.0
+    # Global crop i uses entry i (the last repeats): blur always on crop 1;
+    # blur 0.1 and solarisation 0.2 on crop 2.
+    a.global_blur_p = (1.0, 0.1)
+    a.global_solarize_p = (0.0, 0.2)
+    a.local_blur_p = 0.5
+    a.blur_sigma = (0.1, 2.0)
+
+
+def _dino_block() -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    d.out_dim = 65536  # K prototypes
+    d.hidden_dim = 2048
+    d.bottleneck_dim = 256
+    d.num_layers = 3
+    d.head_use_bn = False
+    d.norm_last_layer = True  # False: learned weight norm ("non-normalised last layer")
+    d.freeze_last_layer_epochs = 1.0
+    d.student_temp = 0.1
+    d.warmup_teacher_temp = 0.04
+    d.teacher_temp = 0.07
+    d.warmup_teacher_temp_epochs = 30.0
+    d.center_momentum = 0.9
+    d.teacher_momentum = 0.996  # cosine to teacher_momentum_end
+    d.teacher_momentum_end = 1.0
+    d.weight_decay_end = 0.4  # cosine from optim.weight_decay
+    return d
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset, modifiers = common.parse_arg(arg)
+    c = common.base_config("dino")
+    common.apply_data_preset(c, preset)
+    _dino_augment(c)
+    c.dino = _dino_block()
+
+    # DINO's optimiser: AdamW, lr 5e-4 x batch/256, 10 warm-up epochs, weight
+    # decay 0.04 -> 0.4 (cosine), gradient clipping 3.0 (per tensor with
+    # dino.make_dino_optimizer, global norm with the generic optimiser).
+    c.optim.name = "adamw"
+    c.optim.learning_rate = 5e-4
+    c.optim.warmup_epochs = 10.0
+    c.optim.weight_decay = 0.04
+    c.optim.grad_clip = 3.0
+    c.optim.end_lr_factor = 1e-6 / 5e-4  # DINO's min_lr 1e-6 at lr 5e-4
+
+    if preset == "digits":
+        # 1,437 training images of 8x8 px and 300 steps: a ConvNet, 16 px global
+        # and 8 px local crops, light blur (a sigma-2 blur of an 8x8 digit is a
+        # smudge), K = 256 prototypes and a small head with BatchNorm. The
+        # untrained ConvNet maps all digits to nearly the same point (mean
+        # feature cosine 0.93): the head's BatchNorm and a sharper teacher
+        # (0.02 -> 0.04) give the teacher distinct targets from the start;
+        # without them the run collapses to uniform outputs within 40 steps.
+        c.num_epochs = 60.0
+        c.augment.local_crop_size = 8
+        c.augment.local_scale = (0.2, 0.5)
+        c.augment.scale = (0.5, 1.0)
+        c.augment.num_local_crops = 4
+        c.augment.global_blur_p = (0.5, 0.1)
+        c.augment.local_blur_p = 0.2
+        c.augment.blur_sigma = (0.1, 1.0)
+        c.dino.out_dim = 256
+        c.dino.hidden_dim = 512
+        c.dino.bottleneck_dim = 128
+        c.dino.head_use_bn = True
+        c.dino.warmup_teacher_temp = 0.02
+        c.dino.teacher_temp = 0.04
+        c.dino.warmup_teacher_temp_epochs = 10.0
+        c.dino.teacher_momentum = 0.99
+        c.optim.learning_rate = 2e-3
+        c.optim.warmup_epochs = 5.0
+        c.eval.probe_epochs = 200
+    elif preset in ("cifar10", "cifar10_folder"):
+        c.num_epochs = 1000.0
+        c.augment.scale = (0.14, 1.0)
+        c.augment.local_crop_size = 16
+        c.augment.local_scale = (0.05, 0.14)
+        c.dino.out_dim = 4096
+        c.dino.head_use_bn = True  # ResNet heads train better with BN (DINO's --use_bn_in_head)
+    elif preset == "stl10":
+        c.num_epochs = 500.0
+        c.augment.local_crop_size = 48
+        c.dino.out_dim = 4096
+        c.dino.head_use_bn = True
+    elif preset == "imagenet":
+        # DINO ViT-S/16, 100 epochs: 2x224 + 10x96 crops, K = 65,536.
+        c.num_epochs = 100.0
+        c.batch_size = 1024
+        c.model.name = "vit_small"
+        c.model.kwargs = ml_collections.ConfigDict({"patch_size": 16, "image_size": 224})
+        c.augment.crop_size = 224
+        c.augment.local_crop_size = 96
+        c.augment.num_local_crops = 10
+        c.optim.end_lr_factor = 1e-5 / 5e-4  # min_lr 1e-5 for ViT-S 100 epochs
+    if "smoke" in modifiers:
+        common.apply_smoke(c)
+        if preset == "digits":
+            # A tiny ViT (patch 4: 4x4 tokens on 16 px globals, 2x2 on 8 px
+            # locals) so that a smoke run also feeds the attention-map command.
+            c.model.name = "vit_tiny"
+            c.model.kwargs = ml_collections.ConfigDict(
+                {
+                    "patch_size": 4,
+                    "image_size": 16,
+                    "depth": 2,
+                    "hidden": 32,
+                    "num_heads": 2,
+                    "mlp_dim": 64,
+                }
+            )
+        c.augment.num_local_crops = 2
+        c.dino.out_dim = 256
+        c.dino.hidden_dim = 64
+        c.dino.bottleneck_dim = 32
+        c.dino.freeze_last_layer_epochs = 0.0
+        c.dino.warmup_teacher_temp_epochs = 0.0
+    return c

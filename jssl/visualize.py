@@ -1,0 +1,183 @@
+"""Pictures of trained networks.
+
+    python -m jssl.visualize attention --workdir W --images 8 --out attention.png
+
+``attention`` restores the latest checkpoint of a run with a ViT backbone and
+writes DINO's picture: each row is one test image followed by one map per
+head of the [CLS] token's self-attention over the patches in the last block
+(of the EMA teacher for DINO runs, else of the trained network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jssl import augment
+from jssl.checkpoint import Checkpointer, load_saved_config
+from jssl.errors import UserError
+
+__all__ = ["attention_grid", "attention_maps", "load_run", "main", "save_attention_png"]
+
+# Anchors of a dark-blue -> red -> yellow ramp (close to matplotlib's "inferno").
+_RAMP = np.array(
+    [[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
+     [250, 193, 39], [252, 255, 164]],
+    np.float32,
+)  # fmt: skip
+
+
+def load_run(workdir: str):
+    """(experiment, state) of ``workdir``'s latest checkpoint, from its saved config.json."""
+    saved = load_saved_config(workdir)
+    if saved is None:
+        raise UserError(f"No config.json in {workdir}: is it a jssl run folder (--workdir)?")
+    from jssl import trainer  # heavy: data, evaluation, methods
+
+    config = ml_collections.ConfigDict(saved)
+    exp = trainer.Experiment(config)
+    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
+    try:
+        if ckpt.latest_step() is None:
+            raise UserError(f"No checkpoint in {ckpt.directory}: train with this --workdir first.")
+        state = ckpt.restore(exp.init_state())
+    finally:
+        ckpt.close()
+    return exp, state
+
+
+def _network_variables(state, network: str) -> dict:
+    """Host copies of the variables of the teacher (DINO) or the trained student."""
+    teacher = state.method_state.get("teacher") if isinstance(state.method_state, dict) else None
+    if network == "teacher" and teacher is None:
+        raise UserError("This run has no teacher network; use --network=student.")
+    params, batch_stats = (
+        (teacher.params, teacher.batch_stats)
+        if network == "teacher"
+        else (state.params, state.batch_stats)
+    )
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    return jax.device_get(variables)
+
+
+def attention_maps(exp, state, images: np.ndarray, *, network: str = "teacher") -> np.ndarray:
+    """Last-block [CLS] attention over patches: images uint8 [N, H, W, C] -> [N, heads, gh, gw].
+
+    The images are resized to the run's ``augment.crop_size`` as for evaluation.
+    """
+    config = exp.config
+    if "vit" not in config.model.name:
+        raise UserError(
+            f"Attention maps need a ViT backbone; this run's model.name is {config.model.name!r}."
+        )
+    size = (config.augment.crop_size, config.augment.crop_size)
+    variables = _network_variables(state, network)
+
+    @jax.jit
+    def run(variables, images):
+        x = augment.eval_view(images, size=size)
+        _, aux = exp.model.apply(
+            variables,
+            x,
+            method=lambda m, x: m.backbone(x, train=False, return_attention=True),
+        )
+        b, gh, gw, _ = aux["feature_map"].shape
+        cls_to_patches = aux["attention"][:, :, 0, 1:]  # [N, heads, gh * gw]
+        return cls_to_patches.reshape(b, -1, gh, gw)
+
+    return np.asarray(run(variables, jnp.asarray(images)))
+
+
+def _colorize(m: np.ndarray) -> np.ndarray:
+    """[h, w] -> uint8 [h, w, 3] through the ramp, after min-max scaling to [0, 1]."""
+    lo, hi = float(m.min()), float(m.max())
+    t = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    pos = t * (len(_RAMP) - 1)
+    i = np.clip(np.floor(pos).astype(int), 0, len(_RAMP) - 2)
+    f = (pos - i)[..., None]
+    return np.rint((1 - f) * _RAMP[i] + f * _RAMP[i + 1]).astype(np.uint8)
+
+
+def attention_grid(
+    images: np.ndarray, maps: np.ndarray, *, cell: int = 96, gap: int = 2
+) -> np.ndarray:
+    """Row n: image n, then its maps. images uint8 [N, H, W, C]; maps [N, heads, gh, gw].
+
+    Returns uint8 [N * (cell + gap) + gap, (1 + heads) * (cell + gap) + gap, 3];
+    maps are upsampled with nearest neighbours so each patch stays a square.
+    """
+    from PIL import Image
+
+    n, heads = maps.shape[:2]
+    canvas = np.full((n * (cell + gap) + gap, (1 + heads) * (cell + gap) + gap, 3), 255, np.uint8)
+
+    def put(row, col, rgb):
+        tile = np.asarray(Image.fromarray(rgb).resize((cell, cell), Image.NEAREST))
+        y, x = gap + row * (cell + gap), gap + col * (cell + gap)
+        canvas[y : y + cell, x : x + cell] = tile
+
+    for r in range(n):
+        img = images[r]
+        put(r, 0, np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img)
+        for h in range(heads):
+            put(r, 1 + h, _colorize(maps[r, h]))
+    return canvas
+
+
+def save_attention_png(
+    workdir: str, out: str, *, num_images: int = 8, network: str = "teacher", cell: int = 96
+) -> str:
+    """Writes the attention grid of the first ``num_images`` test images; returns ``out``."""
+    from PIL import Image
+
+    exp, state = load_run(workdir)
+    images = exp.dataset.test.images[:num_images]
+    maps = attention_maps(exp, state, images, network=network)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    Image.fromarray(attention_grid(images, maps, cell=cell)).save(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jssl.visualize", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    att = sub.add_parser("attention", help="[CLS] attention maps of a ViT run's last block")
+    att.add_argument(
+        "--workdir", required=True, help="run folder (holds config.json, checkpoints/)"
+    )
+    att.add_argument("--images", type=int, default=8, help="number of test images (rows)")
+    att.add_argument("--out", default=None, help="PNG path (default: WORKDIR/attention.png)")
+    att.add_argument(
+        "--network", choices=("teacher", "student"), default=None,
+        help="teacher (default when the run has one) or student",
+    )  # fmt: skip
+    att.add_argument("--cell", type=int, default=96, help="pixels per picture cell")
+    args = parser.parse_args(argv)
+    try:
+        exp_network = args.network
+        out = args.out or os.path.join(args.workdir, "attention.png")
+        if exp_network is None:
+            saved = load_saved_config(args.workdir) or {}
+            exp_network = "teacher" if saved.get("method") == "dino" else "student"
+        path = save_attention_png(
+            args.workdir, out, num_images=args.images, network=exp_network, cell=args.cell
+        )
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
