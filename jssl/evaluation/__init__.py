@@ -12,18 +12,30 @@ from jssl.evaluation.evaluate import evaluate_features
 from jssl.evaluation.features import extract_features
 from jssl.evaluation.knn import knn_accuracy, l2_normalize
 from jssl.evaluation.linear_probe import linear_probe, standardize
+from jssl.evaluation.plots import (
+    cluster_size_summary,
+    cluster_sizes,
+    histogram_text,
+    matched_confusion_matrix,
+    save_confusion_matrix,
+)
 
 __all__ = [
     "ari",
     "cluster_accuracy",
     "cluster_accuracy_many_to_one",
+    "cluster_size_summary",
+    "cluster_sizes",
     "contingency_matrix",
     "evaluate_features",
     "extract_features",
+    "histogram_text",
     "kmeans",
     "knn_accuracy",
     "l2_normalize",
     "linear_probe",
+    "matched_confusion_matrix",
     "nmi",
+    "save_confusion_matrix",
     "standardize",
 ]

@@ -3,9 +3,11 @@
 from jssl.errors import UserError
 from jssl.methods.base import EncoderWithHead, Method, apply_train
 from jssl.methods.dino import DINO
+from jssl.methods.scan import SCAN
+from jssl.methods.sela import SELA
 from jssl.methods.simclr import SIMCLR
 
-METHODS: dict[str, Method] = {"dino": DINO, "simclr": SIMCLR}
+METHODS: dict[str, Method] = {"dino": DINO, "scan": SCAN, "sela": SELA, "simclr": SIMCLR}
 
 
 def get_method(name: str) -> Method:

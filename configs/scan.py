@@ -1,0 +1,108 @@
+"""SCAN configs: ``--config=configs/scan.py:PRESET[,selflabel][,smoke]``.
+
+Presets: digits (default), cifar10, cifar10_folder, stl10, imagenet.
+
+- ``configs/scan.py:PRESET`` is the SCAN stage: mine neighbours in the space of
+  a pretext run and train clustering heads with the SCAN loss. The pretext run
+  is ``--config.pretext_workdir=W`` (a finished jssl run of any method); left
+  empty, the embedded SimCLR config ``config.pretext`` is trained first in
+  ``<workdir>/pretext`` (``--config.pretext.*`` overrides it).
+- ``configs/scan.py:PRESET,selflabel`` is the whole pipeline up to the
+  self-labelling stage: it trains on top of a finished SCAN-stage run,
+  ``--config.scan.scan_workdir=W``; left empty, the embedded SCAN-stage config
+  ``config.scan_stage`` runs first in ``<workdir>/scan`` (with its pretext in
+  ``<workdir>/scan/pretext``). ``--config.pretext_workdir=W`` is passed on to
+  it.
+
+Clustering scores of the lowest-loss head on the test split are reported as
+head_acc / head_nmi / head_ari.
+"""
+
+import ml_collections
+
+from configs import common, simclr
+
+SELFLABEL = "selflabel"
+
+
+def _scan_block(c: ml_collections.ConfigDict, stage: str) -> None:
+    c.pretext_workdir = ""  # a finished jssl run; "" = train config.pretext in <workdir>/pretext
+    c.scan = ml_collections.ConfigDict()
+    c.scan.stage = stage  # scan | selflabel
+    c.scan.num_heads = 10  # SCAN stage; the self-labelling stage keeps the best one
+    c.scan.num_clusters = 10
+    c.scan.entropy_weight = 5.0
+    c.scan.num_neighbors = 20
+    # Neighbour space: projection (the pretext model's output; SCAN's choice), features
+    # (backbone h), or auto (projection when the output is [B, D], else features).
+    c.scan.mine_on = "auto"
+    c.scan.scan_workdir = ""  # selflabel: a finished SCAN-stage run; "" = run config.scan_stage
+    c.scan.head_loss_momentum = 0.9  # EMA of each head's loss; the lowest picks the best head
+    c.scan.max_cluster_share = 0.5  # warn when one cluster holds more of the batch
+    c.scan.selflabel = ml_collections.ConfigDict()
+    c.scan.selflabel.threshold = 0.99
+    c.scan.selflabel.class_balance = True
+    # The weak view is crop (this scale) + flip; the strong view is config.augment.
+    c.scan.selflabel.weak_scale = (0.8, 1.0)
+
+
+def scan_stage(preset: str, modifiers: set[str], arg: str) -> ml_collections.ConfigDict:
+    c = common.base_config("scan")
+    common.apply_data_preset(c, preset)
+    _scan_block(c, "scan")
+    c.pretext = simclr.get_config(arg)
+    # SCAN: Adam lr 1e-4, weight decay 1e-4, 50 epochs, 10 heads, entropy weight 5.
+    c.num_epochs = 50.0
+    c.optim.name = "adamw"
+    c.optim.learning_rate = 1e-4
+    c.optim.scale_lr_by_batch = False
+    c.optim.weight_decay = 1e-4
+    c.optim.warmup_epochs = 0.0
+    c.optim.end_lr_factor = 1.0  # constant learning rate, as SCAN
+    if preset == "digits":
+        c.num_epochs = 60.0  # 300 steps of batch 256
+        c.optim.learning_rate = 1e-3
+        c.eval.probe_epochs = 200
+    elif preset == "imagenet":
+        c.scan.num_clusters = 1000
+        c.scan.max_cluster_share = 0.05
+    if "smoke" in modifiers:
+        common.apply_smoke(c)
+        c.scan.num_heads = 2
+        c.scan.num_neighbors = 5
+    return c
+
+
+def selflabel_stage(preset: str, modifiers: set[str], arg: str) -> ml_collections.ConfigDict:
+    c = common.base_config("scan")
+    common.apply_data_preset(c, preset)
+    _scan_block(c, SELFLABEL)
+    c.scan_stage = scan_stage(preset, modifiers, arg)
+    # SCAN self-labelling: Adam lr 1e-4, weight decay 1e-4, 200 epochs.
+    c.num_epochs = 200.0
+    c.optim.name = "adamw"
+    c.optim.learning_rate = 1e-4
+    c.optim.scale_lr_by_batch = False
+    c.optim.weight_decay = 1e-4
+    c.optim.warmup_epochs = 0.0
+    c.optim.end_lr_factor = 1.0
+    c.augment.strength = 1.0  # the strong view
+    if preset == "digits":
+        c.num_epochs = 20.0
+        c.eval.probe_epochs = 200
+    elif preset == "imagenet":
+        c.num_epochs = 25.0
+        c.scan.num_clusters = 1000
+        c.scan.max_cluster_share = 0.05
+    if "smoke" in modifiers:
+        common.apply_smoke(c)
+    return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+    rest = ",".join(p for p in parts if p != SELFLABEL) or None
+    preset, modifiers = common.parse_arg(rest)
+    if SELFLABEL in parts:
+        return selflabel_stage(preset, modifiers, rest or preset)
+    return scan_stage(preset, modifiers, rest or preset)

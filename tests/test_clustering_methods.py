@@ -1,0 +1,368 @@
+"""SCAN / self-labelling losses, clustering plots, and the SeLa and SCAN methods end to end."""
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import scan as scan_config
+from configs import sela as sela_config
+from configs import simclr as simclr_config
+from jssl import evaluation, losses, trainer
+from jssl.methods import scan, sela
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tiny test settings: 8x8 crops and a narrow ConvNet keep compiles and steps short.
+TINY = {"augment.crop_size": 8, "model.kwargs.widths": (8, 16), "eval.probe_epochs": 2}
+
+
+CACHE_FLAGS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """A persistent compilation cache for this module, also handed to train.py subprocesses.
+
+    Every train_and_evaluate builds a new Experiment whose jitted functions
+    would compile again; with the cache the interrupted, resumed and
+    subprocess runs load the executables the first run compiled. The flags
+    are restored afterwards.
+    """
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    old = {k: getattr(jax.config, k) for k in CACHE_FLAGS}
+    for k, v in zip(CACHE_FLAGS, (path, 0, 0), strict=True):
+        jax.config.update(k, v)
+    cc.reset_cache()
+    yield path
+    for k, v in old.items():
+        jax.config.update(k, v)
+    cc.reset_cache()
+
+
+def configure(c, **overrides):
+    c.eval.untrained = False
+    for k, v in {**TINY, **overrides}.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+def leaves_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(la, lb, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def run_train_py(*args, timeout=300):
+    cache = {k.upper(): str(getattr(jax.config, k)) for k in CACHE_FLAGS}
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **cache, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+def tiny_flags(prefix=""):
+    return [
+        f"--config.{prefix}augment.crop_size=8",
+        f"--config.{prefix}model.kwargs.widths=(8,16)",
+        f"--config.{prefix}eval.probe_epochs=2",
+    ]
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def test_scan_loss_hand_computed():
+    # p_a = [[1/4, 3/4], [2/3, 1/3]], p_n = [[1/2, 1/2], [2/3, 1/3]].
+    anchors = jnp.log(jnp.array([[1.0, 3.0], [2.0, 1.0]]))
+    neighbors = jnp.log(jnp.array([[1.0, 1.0], [2.0, 1.0]]))
+    total, consistency, entropy = losses.scan_loss(anchors, neighbors, entropy_weight=2.0)
+    # <p_a, p_n> = 1/8 + 3/8 = 1/2 and 4/9 + 1/9 = 5/9; mean p_a = [11/24, 13/24].
+    want_consistency = -(np.log(0.5) + np.log(5 / 9)) / 2
+    want_entropy = -(11 / 24 * np.log(11 / 24) + 13 / 24 * np.log(13 / 24))
+    np.testing.assert_allclose(consistency, want_consistency, rtol=1e-6)
+    np.testing.assert_allclose(entropy, want_entropy, rtol=1e-6)
+    np.testing.assert_allclose(total, want_consistency - 2.0 * want_entropy, rtol=1e-6)
+
+
+def test_scan_loss_heads_axis_equals_per_head_calls():
+    rng = np.random.default_rng(0)
+    a, n = (jnp.asarray(rng.normal(size=(3, 16, 5)), jnp.float32) for _ in range(2))
+    stacked = losses.scan_loss(a, n, entropy_weight=5.0)
+    for h in range(3):
+        single = losses.scan_loss(a[h], n[h], entropy_weight=5.0)
+        for s, t in zip(stacked, single, strict=True):
+            np.testing.assert_allclose(s[h], t, rtol=1e-6)
+
+
+def test_scan_entropy_gradient_pushes_collapsed_mean_toward_uniform():
+    # Every anchor puts most of its mass on cluster 0: a collapsed prediction.
+    k = 4
+    logits = jnp.tile(jnp.array([[4.0, 0.0, 0.5, -0.5]]), (8, 1))
+    logits = logits + 0.1 * jax.random.normal(jax.random.PRNGKey(0), logits.shape)
+
+    def minus_weighted_entropy(x):  # the entropy term of the total loss
+        return -2.0 * losses.scan_loss(x, x, entropy_weight=2.0)[2]
+
+    grad = jax.grad(minus_weighted_entropy)(logits)
+    assert np.all(np.asarray(grad[:, 0]) > 0)  # descent lowers the dominant cluster's logit
+    assert np.all(np.asarray(grad[:, 1:]) < 0)  # and raises the others'
+    mean_p = lambda x: jnp.mean(jax.nn.softmax(x), axis=0)
+    distance = lambda x: float(jnp.sum(jnp.abs(mean_p(x) - 1.0 / k)))
+    assert distance(logits - 0.5 * grad) < distance(logits)
+    # The full loss, gradients through anchors and neighbours, moves the same way.
+    total = jax.grad(lambda x: losses.scan_loss(x, x, entropy_weight=2.0)[0])(logits)
+    assert distance(logits - 0.5 * total) < distance(logits)
+
+
+def test_pseudo_label_cross_entropy_hard_equals_one_hot_soft():
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(size=(2, 6, 4)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 4, size=(2, 6)), jnp.int32)
+    hard = losses.pseudo_label_cross_entropy(logits, labels)
+    soft = losses.pseudo_label_cross_entropy(logits, jax.nn.one_hot(labels, 4))
+    assert hard.shape == (2,)
+    np.testing.assert_allclose(hard, soft, rtol=1e-6)
+    log_p = np.asarray(jax.nn.log_softmax(logits))
+    want = -np.mean(np.take_along_axis(log_p, np.asarray(labels)[..., None], -1)[..., 0], -1)
+    np.testing.assert_allclose(hard, want, rtol=1e-6)
+
+
+def test_selflabel_loss_masks_unconfident_and_balances_classes():
+    weak = jnp.array([[10.0, 0.0], [10.0, 0.0], [0.0, 10.0], [0.2, 0.0]])  # last one unsure
+    strong = jnp.log(jnp.array([[0.5, 0.5], [0.8, 0.2], [0.1, 0.9], [0.5, 0.5]]))
+    loss, confident = losses.selflabel_loss(weak, strong, threshold=0.99, class_balance=True)
+    np.testing.assert_allclose(confident, 0.75)
+    # Class 0 has 2 confident examples (weight 3/2 each), class 1 one (weight 3).
+    ce = -np.log([0.5, 0.8, 0.9])
+    want = (1.5 * ce[0] + 1.5 * ce[1] + 3 * ce[2]) / 6
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    plain, _ = losses.selflabel_loss(weak, strong, threshold=0.99, class_balance=False)
+    np.testing.assert_allclose(plain, ce.mean(), rtol=1e-5)
+    none, frac = losses.selflabel_loss(weak * 0, strong, threshold=0.99)
+    assert float(none) == 0.0 and float(frac) == 0.0
+    # No gradient through the weak view.
+    g = jax.grad(lambda w: losses.selflabel_loss(w, strong, threshold=0.99)[0])(weak)
+    assert not np.any(np.asarray(g))
+
+
+def test_largest_cluster_share():
+    logits = jax.nn.one_hot(jnp.array([0, 0, 0, 1, 2, 0]), 3)
+    np.testing.assert_allclose(losses.largest_cluster_share(logits), 4 / 6)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def test_cluster_sizes_and_summary():
+    sizes = evaluation.cluster_sizes(jnp.array([2, 2, 0, 2]), num_clusters=4)
+    np.testing.assert_array_equal(sizes, [1, 0, 3, 0])
+    jitted = jax.jit(lambda y: evaluation.cluster_sizes(y, num_clusters=4))(jnp.array([2, 2, 0, 2]))
+    np.testing.assert_array_equal(jitted, sizes)
+    s = evaluation.cluster_size_summary(sizes)
+    assert s["largest_share"] == 0.75 and s["empty_clusters"] == 2
+    assert "cluster    2       3 ( 75.0%)" in evaluation.histogram_text(sizes)
+
+
+def test_confusion_matrix_png_is_diagonal_after_matching(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 4, size=200)
+    perm = np.array([3, 5, 0, 1])  # class c -> cluster perm[c]; clusters 2 and 4 unused
+    y_pred = perm[y_true]
+    path = str(tmp_path / "plots" / "confusion.png")
+    matrix = evaluation.save_confusion_matrix(
+        path, y_true, y_pred, num_classes=4, num_clusters=6, class_names=("a", "b", "c", "d")
+    )
+    assert matrix.shape == (4, 6)
+    np.testing.assert_array_equal(matrix[:, :4], np.diag(np.bincount(y_true, minlength=4)))
+    assert not matrix[:, 4:].any()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > 6 * 20
+
+
+# ----------------------------------------------------------------------------- SeLa
+
+
+def sela_smoke(**overrides):
+    return configure(sela_config.get_config("digits,smoke"), **overrides)
+
+
+def test_label_update_schedule():
+    assert sela.label_update_steps(100, 4) == (1, 25, 50, 75)
+    assert sela.label_update_steps(4, 2) == (1, 2)
+    assert sela.label_update_steps(3, 10) == (1, 2, 3)
+
+
+def test_sela_initial_labels_are_random_equipartitions():
+    config = sela_smoke()
+    hard = sela.initial_labels(103, config)
+    assert hard.shape == (2, 103) and hard.dtype == np.int32
+    for row in hard:
+        np.testing.assert_array_equal(np.sort(np.bincount(row)), [10] * 7 + [11] * 3)
+    assert not np.array_equal(hard[0], hard[1])
+    config.sela.label_mode = "soft"
+    soft = sela.initial_labels(103, config)
+    np.testing.assert_array_equal(soft.argmax(-1), hard)
+
+
+def test_sela_train_py_smoke_and_exact_resume_including_labels(tmp_path):
+    # Straight: 4 steps through the real train.py path (labels updated after steps 1 and 2).
+    straight = tmp_path / "straight"
+    proc = run_train_py(
+        "--config=configs/sela.py:digits,smoke",
+        *tiny_flags(),
+        "--config.eval.untrained=False",
+        f"--workdir={straight}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "head_acc" in proc.stdout and "kNN top-1" in proc.stdout
+    result = json.load(open(straight / "eval_4.json"))
+    assert {"head_acc", "head_nmi", "head_ari", "head_best", "head_largest_share"} <= set(result)
+    assert 0.0 <= result["head_acc"] <= 1.0
+    records = [json.loads(line) for line in open(straight / "metrics.jsonl")]
+    train = [r for r in records if r["kind"] == "train"]
+    assert all("largest_cluster_share" in r and np.isfinite(r["loss"]) for r in train)
+
+    # Interrupted after 2 steps, then resumed in this process: every leaf equal.
+    workdir = str(tmp_path / "resumed")
+    interrupted = trainer.train_and_evaluate(
+        sela_smoke(), workdir, show_progress=False, stop_at_step=2
+    )
+    assert int(interrupted["state"].step) == 2 and interrupted["eval"] is None
+    assert int(interrupted["state"].method_state["label_updates"]) == 2
+    resumed = trainer.train_and_evaluate(sela_smoke(), workdir, show_progress=False)
+    assert int(resumed["state"].step) == 4
+    # params, optimiser, batch stats, labels, head losses, rng, step
+    _, exp, state = scan.restore_run(str(straight), dataset=None, devices=jax.devices())
+    leaves_equal(state, resumed["state"])
+    assert resumed["eval"]["head_acc"] == result["head_acc"]
+
+    # A labelling step fills every cluster exactly (balanced rounding of the plan).
+    new = sela.relabel(exp, state).method_state
+    assert int(new["label_updates"]) == 3
+    labels = np.asarray(new["labels"])
+    n, k = len(exp.dataset.train.labels), exp.config.sela.num_clusters
+    assert labels.shape == (2, n) and labels.dtype == np.int32
+    for row in labels:
+        assert set(np.bincount(row, minlength=k)) <= {n // k, n // k + 1}
+    # Evaluation writes the matched confusion matrix when it knows the workdir.
+    exp.workdir = str(tmp_path)
+    scores = sela.SELA.extra_eval(exp, state)
+    assert os.path.exists(tmp_path / "confusion_4.png")
+    assert scores["head_acc"] == result["head_acc"]
+    assert scores["head_acc"] <= scores["head_acc_max_over_heads"] <= 1.0
+
+
+def test_collapse_warning():
+    config = sela_config.get_config("digits,smoke")
+    warn = sela.SELA.collapse_warnings
+    assert warn({"largest_cluster_share": 0.2}, config) == []
+    assert "collapsing" in warn({"largest_cluster_share": 0.9}, config)[0]
+
+
+# ----------------------------------------------------------------------------- SCAN
+
+
+def test_mine_neighbors_matches_brute_force():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(37, 6)).astype(np.float32)
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+    got = scan.mine_neighbors(features, k=5, mesh=mesh, chunk_size=16)
+    x = features / np.linalg.norm(features, axis=1, keepdims=True)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    want = np.argsort(-sim, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(scan.mine_neighbors(features, k=5, chunk_size=64), want)
+    assert scan.neighbor_accuracy(want, np.zeros(37, np.int64)) == 1.0
+
+
+@pytest.fixture(scope="module")
+def pretext(tmp_path_factory):
+    """A SimCLR smoke run, the pretext of the SCAN tests: (workdir, final state)."""
+    workdir = str(tmp_path_factory.mktemp("pretext"))
+    config = configure(simclr_config.get_config("digits,smoke"))
+    return workdir, trainer.train_and_evaluate(config, workdir, show_progress=False)["state"]
+
+
+def scan_smoke(pretext, **overrides):
+    return configure(scan_config.get_config("digits,smoke"), pretext_workdir=pretext, **overrides)
+
+
+def test_scan_smoke_pretext_init_neighbours_exact_resume_then_selflabel(pretext, tmp_path):
+    pretext_run, pretext_state = pretext
+    config = scan_smoke(pretext_run)
+    straight = trainer.train_and_evaluate(config, str(tmp_path / "scan"), show_progress=False)
+    result = straight["eval"]
+    assert {"head_acc", "head_nmi", "head_ari", "neighbor_acc"} <= set(result)
+    records = [json.loads(line) for line in open(tmp_path / "scan" / "metrics.jsonl")]
+    train = [r for r in records if r["kind"] == "train"]
+    assert all(np.isfinite(r["consistency"]) and r["entropy"] > 0 for r in train)
+
+    workdir = str(tmp_path / "resumed")
+    trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=2)
+    resumed = trainer.train_and_evaluate(config, workdir, show_progress=False)
+    leaves_equal(straight["state"], resumed["state"])  # neighbours drawn from (seed, step)
+    assert resumed["eval"]["head_acc"] == result["head_acc"]
+
+    # A fresh SCAN Experiment starts from the pretext backbone, and draws one mined
+    # neighbour per example from (seed, step).
+    exp = trainer.Experiment(scan_smoke(pretext_run))
+    assert exp.neighbors.shape == (len(exp.dataset.train.labels), 5)
+    init = exp.init_state()
+    leaves_equal(init.params["backbone"], pretext_state.params["backbone"])
+    leaves_equal(init.batch_stats["backbone"], pretext_state.batch_stats["backbone"])
+    assert int(init.method_state["neighbors_digest"]) == scan.digest(exp.neighbors)
+    b3 = jax.device_get(exp.global_batch(3))
+    exp.global_batch(1)
+    np.testing.assert_array_equal(jax.device_get(exp.global_batch(3))["neighbor"], b3["neighbor"])
+    for i, image in zip(b3["index"][:8], b3["neighbor"][:8], strict=True):
+        pool = exp.dataset.train.images[exp.neighbors[i]]
+        assert any(np.array_equal(image, p) for p in pool)
+
+    # Self-labelling starts from the lowest-loss head of the finished SCAN-stage run.
+    config = configure(
+        scan_config.get_config("digits,selflabel,smoke"),
+        **{"scan.scan_workdir": str(tmp_path / "scan")},
+    )
+    exp = trainer.Experiment(config)
+    state = exp.init_state()
+    best = int(np.argmin(np.asarray(straight["state"].method_state["head_loss"])))
+    np.testing.assert_array_equal(
+        state.params["head"]["kernel"][0], straight["state"].params["head"]["kernel"][best]
+    )
+    for step in range(2):
+        state, metrics = exp.train_step(state, exp.global_batch(step))
+    assert 0.0 <= float(metrics["confident_fraction"]) <= 1.0 and np.isfinite(metrics["loss"])
+    scores = scan.SCAN.extra_eval(exp, state)
+    assert scores["head_best"] == 0 and 0.0 <= scores["head_acc"] <= 1.0
+
+
+def test_scan_without_pretext_explains_what_to_do():
+    config = configure(scan_config.get_config("digits,smoke"))
+    if "workdir" in inspect.signature(trainer.Experiment).parameters:
+        pytest.skip("the trainer passes the workdir: the pretext stage runs instead")
+    with pytest.raises(Exception, match="pretext_workdir"):
+        trainer.Experiment(config)
