@@ -94,6 +94,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.eval.probe_epochs = 100
     c.eval.untrained = True  # also evaluate the network at initialisation
     c.eval.max_train_examples = 0  # > 0 caps the train features used by kNN/probe
+    c.eval.representation = "features"  # features (backbone h) | output (e.g. projection z)
     return c
 
 
@@ -140,6 +141,55 @@ def apply_data_preset(c: ml_collections.ConfigDict, preset: str) -> None:
         c.eval.batch_size = 1024
     else:
         raise ValueError(f"Unknown data preset {preset!r}; valid: {', '.join(DATA_PRESETS)}.")
+
+
+def set_schedule(
+    c: ml_collections.ConfigDict,
+    *,
+    optimizer: str,
+    learning_rate: float,
+    batch_size: int,
+    num_epochs: float,
+    weight_decay: float,
+    warmup_epochs: float,
+    probe_epochs: int | None = None,
+) -> None:
+    """Batch size, length and optimiser in one call (the block every method config sets)."""
+    c.batch_size = batch_size
+    c.num_epochs = num_epochs
+    c.optim.name = optimizer
+    c.optim.learning_rate = learning_rate
+    c.optim.weight_decay = weight_decay
+    c.optim.warmup_epochs = warmup_epochs
+    if probe_epochs is not None:
+        c.eval.probe_epochs = probe_epochs
+
+
+def parts_task_schedule(
+    c: ml_collections.ConfigDict, preset: str, *, digits_batch_size: int, digits_epochs: float
+) -> None:
+    """Jigsaw and context prediction: AdamW on digits; SGD 0.1, wd 5e-4 (the papers') elsewhere."""
+    if preset == "digits":
+        set_schedule(
+            c,
+            optimizer="adamw",
+            learning_rate=2e-3,
+            batch_size=digits_batch_size,
+            num_epochs=digits_epochs,
+            weight_decay=1e-4,
+            warmup_epochs=1.0,
+            probe_epochs=200,
+        )
+    else:
+        set_schedule(
+            c,
+            optimizer="sgd",
+            learning_rate=0.1,
+            batch_size=256,
+            num_epochs=70.0 if preset == "imagenet" else 200.0,
+            weight_decay=5e-4,
+            warmup_epochs=2.0,
+        )
 
 
 def apply_smoke(c: ml_collections.ConfigDict) -> None:

@@ -46,6 +46,11 @@ EVAL_METRICS = (
     ("cluster_acc", "clustering ACC"),
     ("nmi", "NMI"),
     ("ari", "ARI"),
+    ("head_acc", "head ACC (Hungarian)"),
+    ("head_acc_many_to_one", "head ACC (many-to-one)"),
+    ("head_nmi", "head NMI"),
+    ("head_ari", "head ARI"),
+    ("neighbor_acc", "neighbour label agreement"),
 )
 
 
@@ -60,8 +65,22 @@ class NonFiniteError(FloatingPointError):
 class Experiment:
     """Everything derived from (config, devices): data, model, optimiser, compiled step."""
 
-    def __init__(self, config: ml_collections.ConfigDict, devices=None, dataset=None):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        devices=None,
+        dataset=None,
+        *,
+        workdir: str | None = None,
+        restore_only: bool = False,
+    ):
+        """``workdir``: the run folder, when there is one (methods keep caches and
+        earlier stages there). ``restore_only``: built only to restore a finished
+        run's checkpoint, so method hooks skip their stage work (mining, training
+        earlier stages) and only shape the state."""
         self.config = config
+        self.workdir = os.path.abspath(workdir) if workdir else None
+        self.restore_only = restore_only
         self.mesh = sharding.make_mesh(devices)
         sharding.check_batch_size(config.batch_size, self.mesh)
         d = config.data
@@ -129,7 +148,10 @@ class Experiment:
                 nonfinite_steps=jnp.zeros((), jnp.int32),
             )
 
-        return jax.jit(init, out_shardings=sharding.replicated(self.mesh))()
+        state = jax.jit(init, out_shardings=sharding.replicated(self.mesh))()
+        if self.method.post_init is not None:
+            state = self.method.post_init(self, state)
+        return state
 
     def global_batch(self, step: int) -> dict[str, jax.Array]:
         """This step's global batch, sharded over the mesh (a function of seed and step)."""
@@ -143,11 +165,16 @@ class Experiment:
         )
         batch = {"image": self.dataset.train.images[idx], "index": idx.astype(np.int32)}
         if self.method.batch_extras is not None:
-            batch.update(self.method.batch_extras(self, idx))
+            batch.update(self.method.batch_extras(self, idx, step))
         return sharding.put_global_batch(batch, self.mesh)
 
     def evaluate(self, state: TrainState) -> dict[str, float]:
-        """kNN, linear probe and k-means clustering on the frozen pre-projection features."""
+        """kNN, linear probe and k-means clustering on the frozen representation.
+
+        ``config.eval.representation``: "features" (default), the backbone's
+        pooled output h before any head; "output", the model's output (e.g.
+        SimCLR's projection z).
+        """
         config = self.config
         size = (config.augment.crop_size, config.augment.crop_size)
         variables = {"params": state.params}
@@ -157,10 +184,18 @@ class Experiment:
         sharding.check_batch_size(batch_size, self.mesh)
         data_sharding = sharding.data_sharded(self.mesh)
 
+        representation = config.eval.get("representation", "features")
+        if representation not in ("features", "output"):
+            raise UserError(
+                f"config.eval.representation={representation!r}: use 'features' (the backbone's "
+                "pooled h) or 'output' (the model's output, e.g. SimCLR's projection z)."
+            )
+
         @jax.jit
         def features(variables, images):
-            _, aux = self.model.apply(variables, augment.eval_view(images, size=size), train=False)
-            return aux["features"].astype(jnp.float32)
+            x = augment.eval_view(images, size=size)
+            out, aux = self.model.apply(variables, x, train=False)
+            return (out if representation == "output" else aux["features"]).astype(jnp.float32)
 
         def apply_fn(images):
             return features(variables, jax.device_put(images, data_sharding))
@@ -258,12 +293,12 @@ def summary_table(trained: dict[str, float], untrained: dict[str, float] | None,
     keys = [k for k, _ in EVAL_METRICS if k in trained] + sorted(
         k for k in trained if k not in names and k != "eval_seconds"
     )
-    header = f"{'metric':<24} {'untrained':>10} {'step ' + str(step):>12} {'change':>8}"
+    header = f"{'metric':<26} {'untrained':>10} {'step ' + str(step):>12} {'change':>8}"
     rows = []
     for key in keys:
         t = trained[key]
         u = (untrained or {}).get(key, float("nan"))
-        rows.append(f"{names.get(key, key):<24} {u:>10.4f} {t:>12.4f} {t - u:>+8.4f}")
+        rows.append(f"{names.get(key, key):<26} {u:>10.4f} {t:>12.4f} {t - u:>+8.4f}")
     rule = "-" * len(header)
     return "\n".join([rule, header, rule, *rows, rule])
 
@@ -331,7 +366,7 @@ def train_and_evaluate(
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     check_resumable(config, workdir)
-    exp = Experiment(config, devices)
+    exp = Experiment(config, devices, workdir=workdir)
     save_config(config, workdir)
     ckpt = Checkpointer(
         workdir,
@@ -446,7 +481,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, devi
     """--mode=eval: restores the latest checkpoint of ``workdir`` and runs the evaluations."""
     workdir = os.path.abspath(workdir)
     check_resumable(config, workdir)
-    exp = Experiment(config, devices)
+    exp = Experiment(config, devices, workdir=workdir)
     ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
     try:
         if ckpt.latest_step() is None:

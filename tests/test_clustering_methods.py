@@ -1,6 +1,5 @@
 """SCAN / self-labelling losses, clustering plots, and the SeLa and SCAN methods end to end."""
 
-import inspect
 import json
 import os
 import subprocess
@@ -22,35 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"augment.crop_size": 8, "model.kwargs.widths": (8, 16), "eval.probe_epochs": 2}
 
 
-CACHE_FLAGS = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """A persistent compilation cache for this module, also handed to train.py subprocesses.
-
-    Every train_and_evaluate builds a new Experiment whose jitted functions
-    would compile again; with the cache the interrupted, resumed and
-    subprocess runs load the executables the first run compiled. The flags
-    are restored afterwards.
-    """
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("jax_cache"))
-    old = {k: getattr(jax.config, k) for k in CACHE_FLAGS}
-    for k, v in zip(CACHE_FLAGS, (path, 0, 0), strict=True):
-        jax.config.update(k, v)
-    cc.reset_cache()
-    yield path
-    for k, v in old.items():
-        jax.config.update(k, v)
-    cc.reset_cache()
-
-
 def configure(c, **overrides):
     c.eval.untrained = False
     for k, v in {**TINY, **overrides}.items():
@@ -70,14 +40,13 @@ def leaves_equal(a, b):
 
 
 def run_train_py(*args, timeout=300):
-    cache = {k.upper(): str(getattr(jax.config, k)) for k in CACHE_FLAGS}
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env={**os.environ, **cache, "JAX_PLATFORMS": "cpu"},
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},  # with conftest's compilation cache
     )
 
 
@@ -360,9 +329,25 @@ def test_scan_smoke_pretext_init_neighbours_exact_resume_then_selflabel(pretext,
     assert scores["head_best"] == 0 and 0.0 <= scores["head_acc"] <= 1.0
 
 
-def test_scan_without_pretext_explains_what_to_do():
+def test_scan_without_a_workdir_or_pretext_explains_what_to_do():
     config = configure(scan_config.get_config("digits,smoke"))
-    if "workdir" in inspect.signature(trainer.Experiment).parameters:
-        pytest.skip("the trainer passes the workdir: the pretext stage runs instead")
     with pytest.raises(Exception, match="pretext_workdir"):
-        trainer.Experiment(config)
+        trainer.Experiment(config)  # no run folder to train the pretext stage in
+
+
+def test_selflabel_train_py_runs_every_earlier_stage_in_its_workdir(tmp_path):
+    """One command: SimCLR in W/scan/pretext, SCAN in W/scan, self-labelling in W."""
+    workdir = tmp_path / "run"
+    flags = []
+    for prefix in ("", "scan_stage.", "scan_stage.pretext."):
+        flags += [*tiny_flags(prefix), f"--config.{prefix}eval.untrained=False"]
+    proc = run_train_py(
+        "--config=configs/scan.py:digits,selflabel,smoke", f"--workdir={workdir}", *flags
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "simclr stage:" in proc.stdout and "scan stage:" in proc.stdout
+    for run in (workdir / "scan" / "pretext", workdir / "scan", workdir):
+        assert (run / "eval_4.json").exists(), run
+    assert (workdir / "scan" / scan.NEIGHBORS_FILE).exists()
+    result = json.load(open(workdir / "eval_4.json"))
+    assert 0.0 <= result["head_acc"] <= 1.0 and "knn_top1" in result

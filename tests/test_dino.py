@@ -535,29 +535,8 @@ def test_loss_gives_no_gradient_to_the_teacher():
 # --------------------------------------------------------------------- train.py, resume, pictures
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent XLA cache shared by this module's runs and train.py subprocesses.
-
-    The smoke run, the resumed runs and the restore compile the same programs;
-    without the cache each one costs tens of seconds on a 2-core CPU.
-    """
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    before = {n: getattr(jax.config, n) for n in names}
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    cc.reset_cache()
-    yield path
-    for n, v in before.items():
-        jax.config.update(n, v)
-    cc.reset_cache()
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _smoke_process(request, tmp_path_factory, compile_cache):
+def _smoke_process(request, tmp_path_factory):
     """Starts ``python train.py --config=configs/dino.py:digits,smoke`` at the module's start.
 
     XLA compiles on one core: the smoke run compiles in its own process while
@@ -572,12 +551,7 @@ def _smoke_process(request, tmp_path_factory, compile_cache):
         yield None
         return
     workdir = str(tmp_path_factory.mktemp("dino_smoke") / "run")
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": compile_cache,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # with conftest's compilation cache
     args = [sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/dino.py:digits,smoke"]
     proc = subprocess.Popen(
         [*args, f"--workdir={workdir}"],

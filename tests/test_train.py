@@ -67,6 +67,23 @@ def test_step_compiles_once_and_is_deterministic():
     assert float(m0["loss"]) == losses[0]
 
 
+def test_bfloat16_compute_trains_float32_master_weights_and_losses():
+    """The accelerator path: bf16 activations, float32 parameters, optimiser state and loss."""
+    config = smoke_config(**{"model.dtype": "bfloat16", "model.kwargs.widths": (8, 16)})
+    exp = trainer.Experiment(config)
+    state = exp.init_state()
+    before = jax.device_get(state.params)
+    for step in range(2):
+        state, metrics = exp.train_step(state, exp.global_batch(step))
+    assert metrics["loss"].dtype == np.float32 and np.isfinite(float(metrics["loss"]))
+    for tree in (state.params, state.opt_state):
+        for leaf in jax.tree.leaves(tree):
+            if jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating):
+                assert leaf.dtype == np.float32, leaf.dtype
+    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), before, state.params)
+    assert max(jax.tree.leaves(moved)) > 0  # the float32 master weights took the updates
+
+
 def test_exact_resume(tmp_path):
     straight = trainer.train_and_evaluate(
         smoke_config(num_steps=4), str(tmp_path / "a"), show_progress=False

@@ -10,3 +10,4 @@ One module per family; each defines ``__all__`` and is re-exported here.
 from jssl.losses.clustering import *  # noqa: F403
 from jssl.losses.contrastive import *  # noqa: F403
 from jssl.losses.distillation import *  # noqa: F403
+from jssl.losses.pretext import *  # noqa: F403

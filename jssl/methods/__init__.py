@@ -1,13 +1,34 @@
 """Method registry: a plain dict name -> Method."""
 
 from jssl.errors import UserError
+from jssl.methods.autoencoder import AUTOENCODER
 from jssl.methods.base import EncoderWithHead, Method, apply_train
+from jssl.methods.context import CONTEXT
 from jssl.methods.dino import DINO
+from jssl.methods.equivariance import EQUIVARIANCE
+from jssl.methods.jigsaw import JIGSAW
+from jssl.methods.recovery import COLORIZATION, DENOISING, INPAINTING
+from jssl.methods.rotation import ROTATION
 from jssl.methods.scan import SCAN
 from jssl.methods.sela import SELA
 from jssl.methods.simclr import SIMCLR
+from jssl.methods.vae import VAE_METHOD
 
-METHODS: dict[str, Method] = {"dino": DINO, "scan": SCAN, "sela": SELA, "simclr": SIMCLR}
+METHODS: dict[str, Method] = {
+    "dino": DINO,
+    "scan": SCAN,
+    "sela": SELA,
+    "simclr": SIMCLR,
+    "rotation": ROTATION,
+    "denoising": DENOISING,
+    "inpainting": INPAINTING,
+    "colorization": COLORIZATION,
+    "autoencoder": AUTOENCODER,
+    "jigsaw": JIGSAW,
+    "context": CONTEXT,
+    "equivariance": EQUIVARIANCE,
+    "vae": VAE_METHOD,
+}
 
 
 def get_method(name: str) -> Method:

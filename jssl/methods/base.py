@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from jssl import losses
+
 PyTree = Any
 # loss(params, batch_stats, views, method_state, step, key)
 #   -> (loss, (new_batch_stats, new_method_state, metrics))
@@ -35,10 +37,18 @@ class Method:
         e.g. an EMA teacher update.
       prepare: optional host-side hook run once when an Experiment is built
         (after the data is loaded): (experiment) -> None; may store arrays on
-        the experiment (e.g. SCAN's mined neighbours).
-      batch_extras: optional host-side (experiment, indices [B]) -> dict of
-        extra per-example arrays for the batch (e.g. neighbour images). Every
-        batch already holds "image" [B, H, W, C] uint8 and "index" [B] int32.
+        the experiment (e.g. SCAN's mined neighbours) and use
+        ``experiment.workdir`` (None without a run folder).
+      post_init: optional host-side (experiment, fresh state) -> state, run at
+        the end of ``Experiment.init_state`` for what the jitted init cannot see
+        (SeLa's labels have one row per training example; SCAN's backbone comes
+        from a pretext checkpoint). A resumed run restores into this layout.
+        ``experiment.restore_only`` is True when only a checkpoint's layout is
+        wanted.
+      batch_extras: optional host-side (experiment, indices [B], step) -> dict of
+        extra per-example arrays for the batch (e.g. neighbour images, drawn
+        from (seed, step)). Every batch already holds "image" [B, H, W, C]
+        uint8 and "index" [B] int32.
       host_update: optional host-side (experiment, state) -> state, called after
         every step (keep it cheap unless due, e.g. SeLa's periodic relabelling).
       collapse_warnings: optional (logged metrics, config) -> list of warning
@@ -60,7 +70,8 @@ class Method:
     )
     after_update: Callable[..., PyTree] | None = None
     prepare: Callable[[Any], None] | None = None
-    batch_extras: Callable[[Any, Any], dict] | None = None
+    post_init: Callable[[Any, Any], Any] | None = None
+    batch_extras: Callable[[Any, Any, int], dict] | None = None
     host_update: Callable[[Any, Any], Any] | None = None
     collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None
     make_optimizer: Callable[..., tuple[Any, Any]] | None = None
@@ -89,3 +100,22 @@ def apply_train(model: nn.Module, params, batch_stats, x: jax.Array):
         return out, aux, updated["batch_stats"]
     out, aux = model.apply(variables, x, train=True)
     return out, aux, batch_stats
+
+
+def classification_loss(model: nn.Module, accuracy_name: str) -> LossFn:
+    """LossFn for pretext tasks whose views are (inputs, labels): cross-entropy on the logits.
+
+    Logs ``accuracy_name`` (top-1 on the pretext labels) and ``h_std``, the
+    collapse monitor on the backbone features ``aux["features"]``.
+    """
+
+    def loss_fn(params, batch_stats, views, method_state, step, key):
+        x, labels = views
+        logits, aux, batch_stats = apply_train(model, params, batch_stats, x)
+        metrics = {
+            accuracy_name: losses.top1_accuracy(logits, labels),
+            "h_std": losses.embedding_std(aux["features"]),
+        }
+        return losses.classification_loss(logits, labels), (batch_stats, method_state, metrics)
+
+    return loss_fn

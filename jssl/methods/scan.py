@@ -48,14 +48,11 @@ from jssl.checkpoint import Checkpointer, load_saved_config
 from jssl.errors import UserError
 from jssl.methods.base import EncoderWithHead, Method, apply_train
 from jssl.methods.sela import (
-    RESTORE_ONLY,
     build_clustering_model,
     evaluate_heads,
     head_metrics,
-    install_trainer_hooks,
     make_collapse_warnings,
     one_view,
-    restore_only,
     update_head_loss,
 )
 from jssl.methods.simclr import policy_kwargs
@@ -103,7 +100,7 @@ def restore_run(run_dir: str, *, dataset, devices):
 
     The run's own config.json builds its model; ``dataset`` is reused when
     given (it must be the same data), else loaded from that config. The
-    Experiment is built under ``restore_only()``, so the run's method does no
+    Experiment is built with ``restore_only=True``, so the run's method does no
     stage work (mining, earlier stages) in prepare.
     """
     from jssl import trainer
@@ -115,8 +112,7 @@ def restore_run(run_dir: str, *, dataset, devices):
             "e.g. one of python train.py --config=configs/simclr.py:digits --workdir=W."
         )
     config = ml_collections.ConfigDict(_tuples(saved))
-    with restore_only():
-        exp = trainer.Experiment(config, devices, dataset=dataset)
+    exp = trainer.Experiment(config, devices, dataset=dataset, restore_only=True)
     ckpt = Checkpointer(run_dir, keep=config.keep_checkpoints)
     try:
         if ckpt.latest_step() is None:
@@ -248,7 +244,7 @@ def _pretext_features(pconfig, pexp, pstate, images, *, mine_on: str) -> np.ndar
 
 def _load_or_mine(exp, pconfig, pexp, pstate, pretext_step: int) -> np.ndarray:
     s = exp.config.scan
-    workdir = getattr(exp, "workdir", None)
+    workdir = exp.workdir
     path = os.path.join(workdir, NEIGHBORS_FILE) if workdir else None
     n = len(exp.dataset.train.labels)
     if path and os.path.exists(path):
@@ -360,11 +356,10 @@ def make_loss(model, config: ml_collections.ConfigDict):
     return scan_loss_fn if s.stage == "scan" else selflabel_loss_fn
 
 
-def batch_extras(exp, indices, step: int | None = None) -> dict:
+def batch_extras(exp, indices, step: int) -> dict:
     """One random mined neighbour image per example, drawn from (seed, step)."""
     if exp.config.scan.stage != "scan":
         return {}
-    step = exp.batch_step if step is None else step
     # Draw for the whole global batch, then take this process's slice, so the
     # choice does not depend on the number of processes.
     rng = np.random.default_rng((exp.config.seed, int(step), 0x5CA7))
@@ -389,6 +384,8 @@ def host_update(exp, state):
 
 
 def post_init(exp, state):
+    if exp.restore_only:  # the saved run's own parameters are restored over this state
+        return state
     rep = sharding.replicated(exp.mesh)
     source = "pretext" if exp.config.scan.stage == "scan" else "SCAN-stage"
     params = jax.device_put(_transplant(state.params, exp.scan_init_params, source), rep)
@@ -409,7 +406,7 @@ def post_init(exp, state):
 def _prepare_scan(exp) -> None:
     config = exp.config
     pretext_dir = config.pretext_workdir
-    workdir = getattr(exp, "workdir", None)
+    workdir = exp.workdir
     if not pretext_dir:
         if not workdir or "pretext" not in config:
             raise UserError(
@@ -440,7 +437,7 @@ def _prepare_scan(exp) -> None:
 def _prepare_selflabel(exp) -> None:
     config = exp.config
     scan_dir = config.scan.scan_workdir
-    workdir = getattr(exp, "workdir", None)
+    workdir = exp.workdir
     if not scan_dir:
         if not workdir or "scan_stage" not in config:
             raise UserError(
@@ -475,15 +472,12 @@ def _prepare_selflabel(exp) -> None:
 
 
 def prepare(exp) -> None:
-    if RESTORE_ONLY.get():  # only this run's parameters are wanted
+    if exp.restore_only:  # only this run's parameters are wanted
         return
     if exp.config.scan.stage == "scan":
         _prepare_scan(exp)
     else:
         _prepare_selflabel(exp)
-    install_trainer_hooks(
-        exp, post_init=post_init, track_batch_step=exp.config.scan.stage == "scan"
-    )
 
 
 def extra_eval(exp, state) -> dict:
@@ -504,6 +498,7 @@ SCAN = Method(
     make_loss=make_loss,
     init_method_state=init_method_state,
     prepare=prepare,
+    post_init=post_init,
     batch_extras=batch_extras,
     host_update=host_update,
     collapse_warnings=make_collapse_warnings("scan"),

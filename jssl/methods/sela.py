@@ -37,8 +37,6 @@ trainer hook shim.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import os
 from typing import Any
@@ -144,49 +142,6 @@ def make_collapse_warnings(block: str):
 
 # ----------------------------------------------------------------------------- trainer hooks
 
-# Set while an Experiment is built only to restore a finished run's parameters
-# (SCAN reading its pretext or SCAN-stage run): prepare hooks then skip work
-# such as mining neighbours or running earlier stages.
-RESTORE_ONLY = contextvars.ContextVar("jssl_restore_only", default=False)
-
-
-@contextlib.contextmanager
-def restore_only():
-    token = RESTORE_ONLY.set(True)
-    try:
-        yield
-    finally:
-        RESTORE_ONLY.reset(token)
-
-
-def install_trainer_hooks(exp, *, post_init=None, track_batch_step=False) -> None:
-    """Wraps ``exp``'s methods for hooks the trainer does not call yet.
-
-    - ``post_init(exp, state) -> state`` after ``exp.init_state()`` (host side):
-      what needs the data or files (SeLa's labels have N rows; SCAN's backbone
-      comes from the pretext checkpoint), which the jitted init cannot see.
-      ``restore_or_init`` restores into the post-init layout, so a resumed run
-      gets its saved labels back.
-    - ``track_batch_step``: ``exp.global_batch(step)`` records ``exp.batch_step``
-      so ``batch_extras(exp, indices)`` can draw from (seed, step).
-
-    Instance attributes shadow the methods, so ``train_and_evaluate`` and
-    ``evaluate_checkpoint`` call the wrapped versions. TODO(lead): replace with a
-    ``Method.post_init`` hook and a ``step`` argument to ``batch_extras`` in
-    jssl/trainer.py.
-    """
-    if post_init is not None:
-        base_init = exp.init_state
-        exp.init_state = lambda: post_init(exp, base_init())
-    if track_batch_step:
-        base_batch = exp.global_batch
-
-        def global_batch(step):
-            exp.batch_step = int(step)
-            return base_batch(step)
-
-        exp.global_batch = global_batch
-
 
 def host_step(exp, state, name: str) -> int:
     """The step of ``state`` in a host_update called once after every update.
@@ -286,7 +241,7 @@ def evaluate_heads(
             100 * max_share,
             evaluation.histogram_text(sizes, max_rows=10),
         )
-    workdir = getattr(exp, "workdir", None)
+    workdir = exp.workdir
     if workdir:
         step = int(jax.device_get(state.step))
         path = os.path.join(workdir, f"confusion_{step}.png")
@@ -475,7 +430,6 @@ def prepare(exp) -> None:
             s.num_clusters,
             exp.dataset.num_classes,
         )
-    install_trainer_hooks(exp, post_init=post_init)
 
 
 SELA = Method(
@@ -485,6 +439,7 @@ SELA = Method(
     make_loss=make_loss,
     init_method_state=init_method_state,
     prepare=prepare,
+    post_init=post_init,
     host_update=host_update,
     collapse_warnings=make_collapse_warnings("sela"),
     extra_eval=extra_eval,

@@ -8,22 +8,25 @@ Every module takes ``dtype`` (compute dtype); parameters are always float32.
 """
 
 from jssl.models.convnet import ConvNet
+from jssl.models.decoders import Decoder, VectorDecoder
 from jssl.models.heads import DINOHead, MLPHead, WeightNormDense
 from jssl.models.registry import MODELS, count_params, create_model, weight_decay_mask
 from jssl.models.resnet import BasicBlock, BottleneckBlock, ResNet
 from jssl.models.vit import MultiHeadAttention, ViT, interpolate_pos_embed
 
 __all__ = [
-    "DINOHead",
-    "WeightNormDense",
     "MODELS",
     "BasicBlock",
     "BottleneckBlock",
     "ConvNet",
+    "Decoder",
+    "DINOHead",
     "MLPHead",
     "MultiHeadAttention",
     "ResNet",
+    "VectorDecoder",
     "ViT",
+    "WeightNormDense",
     "count_params",
     "create_model",
     "interpolate_pos_embed",

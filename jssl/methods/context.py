@@ -1,0 +1,69 @@
+"""Context prediction (Doersch et al. 2015): where is the second patch relative to the first?
+
+A centre patch and one of its 8 neighbours (with a gap and independent jitter,
+so edges and lines cannot simply be continued) go through the shared backbone;
+the two features, concatenated in order, are classified into the 8 relative
+positions. ``colour_drop_p`` drops 2 of the 3 colour channels of each patch
+(replaced by faint noise) so chromatic aberration cannot reveal the position;
+``gray_p`` is the milder alternative. As for jigsaw, every input is standardised
+inside the model (see :mod:`jssl.methods.jigsaw`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jssl import pretext
+from jssl.errors import UserError
+from jssl.methods.base import Method, classification_loss
+from jssl.methods.jigsaw import PartsClassifier
+from jssl.models import create_model
+
+
+def build_model(config: ml_collections.ConfigDict) -> PartsClassifier:
+    dtype = jnp.dtype(config.model.dtype)
+    cc = config.context
+    span = pretext.context_span(cc.patch_size, cc.gap, cc.jitter)
+    if span > cc.image_size:
+        raise UserError(
+            f"context.image_size={cc.image_size} cannot hold 3 patches of {cc.patch_size} px "
+            f"with gap {cc.gap} and jitter {cc.jitter} (needs {span}); raise image_size or "
+            "lower patch_size, gap or jitter."
+        )
+    return PartsClassifier(
+        backbone=create_model(config.model.name, dtype=dtype, **config.model.kwargs),
+        num_parts=2,
+        num_classes=8,
+        part_dim=cc.patch_dim,
+        hidden_dim=cc.hidden_dim,
+        standardize=cc.standardize,
+        dtype=dtype,
+    )
+
+
+def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict):
+    """(pairs [B, 2, patch, patch, C] (centre first), position labels [B] in [0, 8))."""
+    cc = config.context
+    return pretext.context_views(
+        key,
+        batch["image"],
+        size=cc.image_size,
+        patch=cc.patch_size,
+        gap=cc.gap,
+        jitter=cc.jitter,
+        scale=tuple(cc.scale),
+        colour_drop_p=cc.colour_drop_p,
+        gray_p=cc.gray_p,
+        standardize=False,  # the model standardises every input itself
+    )
+
+
+def make_loss(model, config: ml_collections.ConfigDict):
+    return classification_loss(model, "position_acc")
+
+
+CONTEXT = Method(
+    name="context", build_model=build_model, make_views=make_views, make_loss=make_loss
+)

@@ -1,0 +1,87 @@
+"""Jigsaw and context prediction: models, views through the configs, 8 == 1 device, smoke."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_pretext_utils import assert_one_step_8_devices_equals_1, run_train_py_smokes, set_fields
+
+from configs import context as context_config
+from configs import jigsaw as jigsaw_config
+from jssl import pretext
+from jssl.errors import UserError
+from jssl.methods import METHODS
+from jssl.methods.jigsaw import PartsClassifier
+from jssl.models import ConvNet
+
+TINY = {"model.kwargs.widths": (8, 16), "batch_size": 16, "eval.untrained": False}
+
+
+def test_parts_classifier_paths():
+    model = PartsClassifier(backbone=ConvNet(widths=(4, 8)), num_parts=9, num_classes=5)
+    images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 1))
+    variables = model.init(jax.random.PRNGKey(1), images, train=False)
+    assert "head" in variables["params"]  # created from whole images at init
+    features, aux = model.apply(variables, images, train=False)
+    assert features.shape == (2, 8) and aux["features"].shape == (2, 8)
+    tiles = jax.random.uniform(jax.random.PRNGKey(2), (2, 9, 5, 5, 1))
+    logits, _ = model.apply(variables, tiles, train=False)
+    assert logits.shape == (2, 5)
+    # The order of the parts matters to the head (it concatenates them).
+    shuffled, _ = model.apply(variables, tiles[:, ::-1], train=False)
+    assert not np.allclose(logits, shuffled)
+    with pytest.raises(ValueError, match="expected 9 parts"):
+        model.apply(variables, tiles[:, :4], train=False)
+
+
+def test_inputs_are_standardised_so_brightness_does_not_matter():
+    model = PartsClassifier(backbone=ConvNet(widths=(4, 8)), num_parts=2, num_classes=8)
+    images = jax.random.uniform(jax.random.PRNGKey(0), (2, 12, 12, 1))
+    variables = model.init(jax.random.PRNGKey(1), images, train=False)
+    a = model.apply(variables, images, train=False)[0]
+    b = model.apply(variables, 0.5 * images + 0.2, train=False)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_jigsaw_views_from_the_config():
+    config = jigsaw_config.get_config("digits,smoke")
+    images = jax.random.randint(jax.random.PRNGKey(0), (8, 8, 8, 1), 0, 255).astype(jnp.uint8)
+    tiles, labels = METHODS["jigsaw"].make_views(jax.random.PRNGKey(1), {"image": images}, config)
+    jc = config.jigsaw
+    assert tiles.shape == (8, 9, jc.tile_size, jc.tile_size, 1)
+    assert labels.dtype == jnp.int32 and 0 <= int(labels.min()) <= int(labels.max()) < 100
+
+
+def test_jigsaw_permutation_count_is_configurable():
+    config = set_fields(jigsaw_config.get_config("digits,smoke"), **{"jigsaw.num_permutations": 7})
+    model = METHODS["jigsaw"].build_model(config)
+    assert model.num_classes == 7
+
+
+def test_context_views_from_the_config():
+    config = context_config.get_config("digits,smoke")
+    images = jax.random.randint(jax.random.PRNGKey(0), (64, 8, 8, 1), 0, 255).astype(jnp.uint8)
+    pairs, labels = METHODS["context"].make_views(jax.random.PRNGKey(1), {"image": images}, config)
+    p = config.context.patch_size
+    assert pairs.shape == (64, 2, p, p, 1)
+    assert set(np.asarray(labels).tolist()) == set(range(8))
+
+
+def test_context_geometry_error_names_the_fix():
+    config = set_fields(context_config.get_config("digits,smoke"), **{"context.patch_size": 9})
+    with pytest.raises(UserError, match="context.image_size=24"):
+        METHODS["context"].build_model(config)
+    assert pretext.context_span(9, 2, 1) == 33
+
+
+@pytest.mark.parametrize("name, cfg", [("jigsaw", jigsaw_config), ("context", context_config)])
+def test_one_step_8_devices_equals_1_device(name, cfg):
+    config = set_fields(cfg.get_config("digits,smoke"), **TINY)
+    metrics = assert_one_step_8_devices_equals_1(config)
+    assert {"jigsaw": "permutation_acc", "context": "position_acc"}[name] in metrics
+
+
+def test_train_py_smoke(tmp_path):
+    runs = [(f"configs/{n}.py:digits,smoke", str(tmp_path / n), ()) for n in ("jigsaw", "context")]
+    (jig, _), (ctx, _) = run_train_py_smokes(runs)
+    assert "permutation_acc" in jig[-1] and "position_acc" in ctx[-1]
