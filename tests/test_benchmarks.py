@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from benchmarks import budget, throughput
+from benchmarks import budget, compare_pytorch, throughput
 
 ARCHIVE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "cifar10-jpeg.tar.gz"
@@ -40,3 +40,49 @@ def test_budget_script_on_cifar10_jpeg(tmp_path):
     assert 0.40 < result["raw_pixel_knn_top1"] < 0.50  # 45.8% on this copy
     assert 0.1 < result["knn_top1"] <= 1.0
     assert json.loads(out.read_text())["method"] == "simclr"
+
+
+def test_compare_pytorch_jssl_half(tmp_path):
+    out = tmp_path / "c.json"
+    result = compare_pytorch.main(
+        [
+            "--frameworks=jssl",
+            "--devices=1",  # one XLA program instead of an 8-way partitioned one: faster compile
+            "--synthetic",
+            "--batch_size=8",
+            "--width=4",
+            "--stage_sizes=1",
+            "--warmup=1",
+            "--steps=1",
+            "--e2e_steps=1",
+            "--quick",
+            f"--out={out}",
+        ]
+    )
+    j = result["jssl"]
+    assert j["step_images_per_sec"] > 0 and j["e2e_images_per_sec"] > 0
+    assert j["param_count"] == 17_700  # the PyTorch reference's count (checked in the torch test)
+    assert "torch" not in result and json.loads(out.read_text())["batch_size"] == 8
+
+
+def test_compare_pytorch_torch_half(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    result = compare_pytorch.main(
+        [
+            "--frameworks=torch",
+            "--synthetic",
+            "--batch_size=8",
+            "--width=4",
+            "--stage_sizes=1",
+            "--warmup=1",
+            "--steps=1",
+            "--e2e_steps=1",
+            "--workers=1",
+            "--quick",
+            f"--out={tmp_path / 'c.json'}",
+        ]
+    )
+    t = result["torch"]
+    assert t["param_count"] == 17_700  # the same network as jssl's (see the test above)
+    assert t["step_images_per_sec"] > 0 and t["e2e_images_per_sec"] > 0
