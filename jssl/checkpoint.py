@@ -28,6 +28,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be saved or restored."""
 
 
+def _one_line(e: BaseException, head: int = 200, tail: int = 300) -> str:
+    """The error on one line; long ones keep their start and their end (the OS reason)."""
+    text = " ".join(str(e).split()).split(" [tensorstore_spec=")[0] or type(e).__name__
+    return text if len(text) <= head + tail else f"{text[:head]} ... {text[-tail:]}"
+
+
 class Checkpointer:
     """Wraps an orbax ``CheckpointManager`` rooted at ``workdir/checkpoints``."""
 
@@ -57,7 +63,10 @@ class Checkpointer:
             return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
         except Exception as e:  # a previous background save failed and surfaces here
             raise CheckpointError(
-                f"Saving the checkpoint of step {step} in {self.directory} failed: {e}"
+                f"Saving the checkpoint of step {step} in {self.directory} failed "
+                f"({_one_line(e)}); the latest complete checkpoint is step "
+                f"{self.manager.latest_step()}. Check free disk space and permissions, then "
+                "rerun to resume."
             ) from e
 
     def wait(self) -> None:
@@ -66,7 +75,9 @@ class Checkpointer:
             self.manager.wait_until_finished()
         except Exception as e:
             raise CheckpointError(
-                f"A background checkpoint save in {self.directory} failed: {e}"
+                f"A background checkpoint save in {self.directory} failed ({_one_line(e)}); the "
+                f"latest complete checkpoint is step {self.manager.latest_step()}. Check free "
+                "disk space and permissions, then rerun to resume."
             ) from e
 
     def restore(self, abstract_state, step: int | None = None):
@@ -90,7 +101,8 @@ class Checkpointer:
             return self.manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as e:
             raise CheckpointError(
-                f"Restoring step {step} from {self.directory} failed ({type(e).__name__}: {e}). "
+                f"Restoring step {step} from {self.directory} failed ({type(e).__name__}: "
+                f"{_one_line(e)}). "
                 "Was it written by a different model or method config?"
             ) from e
 
@@ -102,8 +114,11 @@ class Checkpointer:
         return self.restore(state)
 
     def close(self) -> None:
-        self.wait()
-        self.manager.close()
+        """Waits for pending saves (raising if one failed), then releases the manager."""
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -197,8 +197,15 @@ class Experiment:
             out, aux = self.model.apply(variables, x, train=False)
             return (out if representation == "output" else aux["features"]).astype(jnp.float32)
 
+        n_devices = self.mesh.devices.size
+
         def apply_fn(images):
-            return features(variables, jax.device_put(images, data_sharding))
+            # A split smaller than the eval batch gives batches of N rows; pad them to a
+            # multiple of the device count (more devices than examples) and drop the padding.
+            n = images.shape[0]
+            if n % n_devices:
+                images = jnp.pad(images, [(0, -n % n_devices)] + [(0, 0)] * (images.ndim - 1))
+            return features(variables, jax.device_put(images, data_sharding))[:n]
 
         train, test = self.dataset.train, self.dataset.test
         cap = config.eval.max_train_examples
@@ -420,6 +427,10 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     )
     t0, steps_in_interval = time.perf_counter(), 0
     deadline = time.monotonic() + config.max_train_seconds if config.max_train_seconds else math.inf
+    # Steps since the last non-finite check: checked before every log and every save, so
+    # a checkpoint never follows an unchecked bad step.
+    unchecked: list[tuple[int, dict[str, jax.Array]]] = []
+    skipped = int(jax.device_get(state.nonfinite_steps))
     with _Preemption() as preemption:
         for step in range(start, exp.total_steps):
             state, metrics = exp.train_step(state, exp.global_batch(step))
@@ -429,13 +440,18 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
             steps_in_interval += 1
             bar.update(1)
             done = step + 1
+            unchecked.append((done, metrics))
             stop = preemption.requested or done == stop_at_step or time.monotonic() > deadline
-            if done % config.log_every == 0 or done == exp.total_steps:
+            log_due = done % config.log_every == 0 or done == exp.total_steps
+            save_due = done % config.checkpoint_every == 0 or done == exp.total_steps or stop
+            if log_due or save_due:
+                skipped = _check_finite(state, unchecked, skipped, config)
+                unchecked = []
+            if log_due:
                 logged = _mean_metrics(history)
                 elapsed = time.perf_counter() - t0
                 logged["images_per_sec"] = steps_in_interval * config.batch_size / elapsed
                 history, t0, steps_in_interval = [], time.perf_counter(), 0
-                _check_finite(state, logged, done, config)
                 if exp.method.collapse_warnings is not None:
                     for warning in exp.method.collapse_warnings(logged, config):
                         logging.warning("step %d: %s", done, warning)
@@ -444,7 +460,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 bar.set_postfix(
                     loss=f"{logged['loss']:.4f}", img_s=f"{logged['images_per_sec']:.0f}"
                 )
-            if done % config.checkpoint_every == 0 or done == exp.total_steps or stop:
+            if save_due:
                 ckpt.save(state)
             if stop:
                 logging.warning("Stopping at step %d (saved); rerun to resume.", done)
@@ -454,16 +470,41 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     return state
 
 
-def _check_finite(state, logged: dict[str, float], step: int, config) -> None:
-    skipped = int(jax.device_get(state.nonfinite_steps))
-    if skipped > config.max_nonfinite_steps:
-        bad = [k for k, v in logged.items() if not math.isfinite(v)]
-        raise NonFiniteError(
-            f"Non-finite loss or gradient in the steps up to {step} ({skipped} skipped updates; "
-            f"non-finite metrics: {', '.join(bad) or 'gradients only'}). Those updates were not "
-            "applied and the latest checkpoint is the last good state. Lower the learning rate, "
-            "or set --config.max_nonfinite_steps=N to skip up to N bad steps."
+def _check_finite(state, unchecked, skipped: int, config) -> int:
+    """Stops the run if the non-finite steps among ``unchecked`` exceed the budget.
+
+    ``unchecked``: (step number, metrics) of the steps since the last check;
+    ``skipped``: non-finite steps counted before them. Returns the new count.
+    The train step never applies a non-finite update; this only decides whether
+    to go on (logging each skipped step) or to stop naming the step.
+    """
+    total = int(jax.device_get(state.nonfinite_steps))
+    if total == skipped:
+        return total
+    for done, metrics in jax.device_get(unchecked):
+        if float(metrics["finite"]) != 0.0:
+            continue
+        skipped += 1
+        order = ["loss", "grad_norm"] + sorted(set(metrics) - {"loss", "grad_norm"})
+        bad = next(
+            (k for k in order if k in metrics and not np.all(np.isfinite(metrics[k]))),
+            "gradient",
         )
+        if skipped > config.max_nonfinite_steps:
+            raise NonFiniteError(
+                f"Non-finite {bad} at step {done} ({skipped} non-finite steps so far, "
+                f"max_nonfinite_steps={config.max_nonfinite_steps}). The update was not applied "
+                "and the latest checkpoint is the last good state. Lower the learning rate, or "
+                "set --config.max_nonfinite_steps=N to skip up to N bad steps."
+            )
+        logging.warning(
+            "step %d: non-finite %s, update skipped (%d of at most %d)",
+            done,
+            bad,
+            skipped,
+            config.max_nonfinite_steps,
+        )
+    return total
 
 
 def _evaluate_and_report(exp, state, workdir, writer, untrained) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -366,3 +367,41 @@ def test_host_slices_concatenate_to_global_batch():
         ]
         assert all(p.shape == (16,) for p in parts)
         np.testing.assert_array_equal(np.concatenate(parts), global_batch)
+
+
+# ----------------------------------------------------------------------------- safety
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_dataset_names_and_paths_cannot_write_outside_the_cache(tmp_path):
+    """A dataset name or path never becomes a path that the loader writes to."""
+    data_dir, work = tmp_path / "tfds", tmp_path / "work"
+    data_dir.mkdir()
+    work.mkdir()
+    before = _tree(tmp_path)
+    for name in ("../../x", "cifar10/../../../x", "/tmp/x", "mnist:../..", "x/..", "a/b/c"):
+        with pytest.raises(DataError, match="invalid tfds dataset name"):
+            load_dataset("tfds", tfds_name=name, data_dir=data_dir)
+    assert _tree(tmp_path) == before
+
+    # An image folder reached through '..' with odd class names: the only file written
+    # is the content-addressed cache file in cache_dir; the folder itself is only read.
+    images = work / "imgs"
+    for split in ("train", "test"):
+        for cls in ("x..y", "a b", "ü"):
+            _save(images / split / cls / "i.png", Image.new("RGB", (4, 4)), "PNG")
+    before = _tree(tmp_path)
+    ds = load_dataset(
+        "image_folder", path=work / ".." / "work" / "imgs", cache_dir=tmp_path / "cache"
+    )
+    assert ds.class_names == ("a b", "x..y", "ü")
+    new = _tree(tmp_path) - before
+    assert {n.split("/")[0] for n in new} == {"cache"}
+    (cache_file,) = (tmp_path / "cache").iterdir()
+    assert re.fullmatch(r"image_folder-[0-9a-f]{64}\.npz", cache_file.name)
+    # The cache holds plain arrays: it loads without pickle.
+    with np.load(cache_file, allow_pickle=False) as npz:
+        assert list(npz["class_names"]) == ["a b", "x..y", "ü"]

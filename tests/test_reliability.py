@@ -1,13 +1,19 @@
 """Kills, preemption and device-count changes never lose or alter work."""
 
+import dataclasses
+import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jssl import checkpoint, trainer
 from tests.test_train import ROOT, leaves_equal, smoke_config
@@ -49,70 +55,333 @@ def test_checkpoint_from_8_devices_resumes_on_1(tmp_path):
     )
 
 
+# Tiny network and evaluation: the subprocess tests pay for JAX start-up and compilation.
+TINY = {
+    "augment.crop_size": 8,
+    "model.kwargs.widths": (8, 16),
+    "eval.probe_epochs": 2,
+    "num_steps": 12,
+    "checkpoint_every": 3,
+}
+
+
 def _train_py(workdir, *extra):
     return [
         sys.executable,
         os.path.join(ROOT, "train.py"),
         "--config=configs/simclr.py:digits,smoke",
         f"--workdir={workdir}",
-        "--config.num_steps=12",
-        "--config.checkpoint_every=3",
         "--config.eval.untrained=False",
+        *(f"--config.{k}={v}".replace(" ", "") for k, v in TINY.items()),
         *extra,
     ]
 
 
-def _wait_for_checkpoint(workdir, timeout=240):
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+def _listing(workdir):
+    """(complete steps, leftover orbax temporary folders) under workdir/checkpoints."""
+    try:
+        names = os.listdir(os.path.join(workdir, "checkpoints"))
+    except FileNotFoundError:
+        return [], []
+    return sorted(int(n) for n in names if n.isdigit()), [n for n in names if TMP_SUFFIX in n]
+
+
+def _stop_process(pid):
+    """SIGSTOP, then wait until the kernel reports the process stopped ('T')."""
+    os.kill(pid, signal.SIGSTOP)
+    for _ in range(2000):
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.001)
+    raise TimeoutError("process did not stop")
+
+
+def _kill_during_save(proc, workdir, after_step, timeout=240):
+    """SIGKILLs ``proc`` while an async save of a step > ``after_step`` is half written.
+
+    Polls for orbax's temporary folder, freezes the process with SIGSTOP, and
+    kills it only if the folder is still there (the save not yet renamed into
+    place); otherwise lets it continue until the next save. Returns the name
+    of the half-written folder.
+    """
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)):
-            return
-        time.sleep(0.05)
-    raise TimeoutError("no checkpoint appeared")
+    while time.time() < deadline and proc.poll() is None:
+        _, tmp = _listing(workdir)
+        tmp = [t for t in tmp if int(t.split(".")[0]) > after_step]
+        if tmp:
+            _stop_process(proc.pid)
+            if set(tmp) & set(_listing(workdir)[1]):
+                proc.kill()
+                proc.communicate(timeout=60)
+                return tmp[0]
+            os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.002)
+    raise AssertionError(f"no save was caught in flight (exit code {proc.poll()})")
 
 
-def test_kill_and_sigterm_resume_bit_exact(tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def _start_step(stdout):
+    """The step a run started from: tqdm's first render of the bar, e.g. ' 3/12 ['."""
+    return int(re.search(r"(\d+)/\d+ \[", stdout).group(1))
+
+
+def _no_pickle(root):
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            assert not name.endswith((".pkl", ".pickle")), name
+            with open(os.path.join(dirpath, name), "rb") as f:
+                head = f.read(2)
+            # Pickle protocols 2-5 start with PROTO (0x80) and the protocol number.
+            assert not (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"), name
+
+
+def test_kill_during_async_save_and_sigterm_resume_bit_exact(tmp_path):
+    """kill -9 in the middle of an async checkpoint save, SIGTERM, restart: same result.
+
+    The half-written save stays a temporary folder, is never taken for a step,
+    is removed on restart, and the run resumes from the last complete step.
+    """
     straight = tmp_path / "straight"
-    subprocess.run(_train_py(straight), check=True, capture_output=True, env=env, cwd=ROOT)
+    subprocess.run(_train_py(straight), check=True, capture_output=True, env=ENV, cwd=ROOT)
+    # Exit waited for the final async save: complete, nothing left half written.
+    assert _listing(straight) == ([6, 9, 12], [])
 
-    # SIGKILL right after the first checkpoint appears (a save may be in flight),
-    # then SIGTERM in the next run, then run to the end.
     interrupted = tmp_path / "interrupted"
-    for sig in (signal.SIGKILL, signal.SIGTERM):
-        proc = subprocess.Popen(
-            _train_py(interrupted),
-            env=env,
+    proc = subprocess.Popen(
+        _train_py(interrupted), env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    half_written = _kill_during_save(proc, interrupted, after_step=3)
+    complete, leftovers = _listing(interrupted)
+    assert half_written in leftovers  # killed mid-save: the step folder was never completed
+    assert int(half_written.split(".")[0]) not in complete
+    last_complete = max(complete)
+
+    # SIGTERM once the restarted run has written a new checkpoint: it saves, waits, exits 0.
+    proc = subprocess.Popen(
+        _train_py(interrupted),
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if any(s > last_complete for s in _listing(interrupted)[0]):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert _start_step(out) == last_complete  # resumed from the last complete checkpoint
+    complete, leftovers = _listing(interrupted)
+    assert leftovers == [] and max(complete) > last_complete  # cleaned, and the save finished
+
+    final = subprocess.run(
+        _train_py(interrupted), capture_output=True, text=True, env=ENV, cwd=ROOT
+    )
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert _start_step(final.stdout) == max(complete)
+
+    config = smoke_config(**TINY)
+    a, b = restore_final(config, straight), restore_final(config, interrupted)
+    assert int(a.step) == int(b.step) == 12
+    leaves_equal(
+        (a.params, a.opt_state, a.batch_stats, a.rng), (b.params, b.opt_state, b.batch_stats, b.rng)
+    )
+    # No pickle anywhere in the run folder (orbax arrays, JSON); the saved config is JSON.
+    _no_pickle(interrupted)
+    assert json.load(open(interrupted / "config.json"))["num_steps"] == 12
+
+
+# Runs argv[1:] where files larger than 32 KiB cannot be written (EFBIG, as on a full
+# quota): the checkpoint's array data fails in orbax's background thread, small files
+# (config.json, metrics) still work. (A wrapper instead of preexec_fn: no Python code runs
+# between fork and exec in a process with JAX's threads.)
+_LIMIT_FILE_SIZE = (
+    "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, resource.RLIM_INFINITY)); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def test_failed_background_save_fails_the_run(tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIMIT_FILE_SIZE, *_train_py(workdir, "--config.num_steps=6")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    # (orbax also logs the failure with tracebacks from its background threads.)
+    errors = [line for line in proc.stderr.splitlines() if re.search(r"(^|\s)error: ", line)]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "checkpoint" in errors[0] and "File too large" in errors[0], errors[0]
+    assert "latest complete checkpoint is step None" in errors[0]
+    # The failed save is not a checkpoint, and nothing was evaluated.
+    assert _listing(workdir)[0] == []
+    assert not list(workdir.glob("eval_*.json"))
+
+
+def _poisoned_simclr(loss_nan_at, grad_nan_at):
+    """SimCLR whose loss is NaN at update ``loss_nan_at`` and whose gradients (only) are NaN
+    at update ``grad_nan_at`` (0-based ``state.step``)."""
+    from jssl.methods import METHODS
+
+    @jax.custom_vjp
+    def poison_grad(x, bad):
+        return x
+
+    def fwd(x, bad):
+        return x, bad
+
+    def bwd(bad, g):
+        return jnp.where(bad, jnp.nan, g), None
+
+    poison_grad.defvjp(fwd, bwd)
+    simclr = METHODS["simclr"]
+
+    def make_loss(model, config):
+        loss_fn = simclr.make_loss(model, config)
+
+        def poisoned(params, batch_stats, views, method_state, step, key):
+            loss, aux = loss_fn(params, batch_stats, views, method_state, step, key)
+            loss = jnp.where(step == loss_nan_at, jnp.nan, loss)
+            return poison_grad(loss, step == grad_nan_at), aux
+
+        return poisoned
+
+    return dataclasses.replace(simclr, make_loss=make_loss)
+
+
+def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, caplog):
+    """Update 3 has a NaN loss, update 5 NaN gradients; max_nonfinite_steps=1.
+
+    Update 3 is skipped (not applied, logged) and training goes on; update 5
+    exceeds the budget: the run stops naming step 5 and the metric, and the
+    checkpoint of step 4 stays the latest, complete.
+    """
+    from jssl.methods import METHODS
+
+    monkeypatch.setitem(METHODS, "simclr", _poisoned_simclr(loss_nan_at=2, grad_nan_at=4))
+    config = smoke_config(
+        **{**TINY, "num_steps": 8, "checkpoint_every": 1, "log_every": 4},
+        keep_checkpoints=10,
+        max_nonfinite_steps=1,
+    )
+    devices = jax.devices()[:1]
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(trainer.NonFiniteError, match=r"Non-finite grad_norm at step 5 \(2 "):
+            trainer.train_and_evaluate(config, str(tmp_path), devices=devices, show_progress=False)
+    assert "step 3: non-finite loss, update skipped (1 of at most 1)" in caplog.text
+    assert _listing(tmp_path) == ([1, 2, 3, 4], [])  # waited for the saves; no step 5
+
+    template = trainer.Experiment(config, devices).init_state()
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    try:
+        s2, s3, s4 = (jax.device_get(ckpt.restore(template, step=s)) for s in (2, 3, 4))
+    finally:
+        ckpt.close()
+    assert [int(s.nonfinite_steps) for s in (s2, s3, s4)] == [0, 1, 1]
+    leaves_equal((s2.params, s2.opt_state), (s3.params, s3.opt_state))  # step 3 not applied
+    assert not np.array_equal(
+        s3.params["head"]["Dense_0"]["kernel"], s4.params["head"]["Dense_0"]["kernel"]
+    )
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(s4.params))
+
+
+def _tiny_image_folder(root, n_train, n_test, extra_file=None):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            cls = "ab"[i % 2]
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+    if extra_file:
+        (root / "train" / "a" / extra_file).write_text("not an image")
+    return root
+
+
+def test_bad_input_gives_one_line_errors_through_train_py(tmp_path):
+    """Each case exits 1 with one `error:` line naming the problem, and no traceback.
+
+    The subprocesses see the 8 fake devices of conftest.py and run concurrently
+    (they fail before anything is compiled).
+    """
+    raising = tmp_path / "raising_config.py"
+    raising.write_text("def get_config(arg=None):\n    raise RuntimeError('broken config')\n")
+    four = _tiny_image_folder(tmp_path / "four", n_train=4, n_test=2)
+    with_text = _tiny_image_folder(tmp_path / "text", n_train=8, n_test=2, extra_file="notes.txt")
+    folder = ["--config.data.name=image_folder", f"--config.data.cache_dir={tmp_path / 'cache'}"]
+    cases = {
+        "unknown dataset": (
+            ["--config.data.name=cifar100"],
+            "unknown dataset source 'cifar100'; known sources: ['digits', 'image_folder', 'tfds']",
+        ),
+        "tfds name with a path": (
+            ["--config.data.name=tfds", "--config.data.tfds_name=../../x"],
+            "invalid tfds dataset name '../../x'",
+        ),
+        "config file missing": (["--config=configs/no_such_method.py"], "No such file"),
+        "config argument raises": (
+            ["--config=configs/simclr.py:no_such_preset"],
+            "raised ValueError: Bad config argument 'no_such_preset'",
+        ),
+        "config code raises": ([f"--config={raising}"], "raised RuntimeError: broken config"),
+        "unknown override": (["--config.no_such_field=1"], "no_such_field"),
+        "batch not divisible by devices": (
+            ["--config.batch_size=12"],
+            "batch_size=12 is not divisible by the 8 devices",
+        ),
+        "more devices than examples": (
+            [*folder, f"--config.data.path={four}", "--config.batch_size=8"],
+            "batch_size=8 is larger than the 4 training examples",
+        ),
+        "non-image file": (
+            [*folder, f"--config.data.path={with_text}", "--config.batch_size=8"],
+            "notes.txt",
+        ),
+    }
+    procs = {}
+    for i, (name, (args, _)) in enumerate(cases.items()):
+        workdir = tmp_path / f"run{i}"
+        if not any(a.startswith("--config=") for a in args):
+            args = ["--config=configs/simclr.py:digits,smoke", *args]
+        procs[name] = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}", *args],
+            env=ENV,
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            text=True,
         )
-        seen = (
-            set(os.listdir(interrupted / "checkpoints"))
-            if (interrupted / "checkpoints").exists()
-            else set()
-        )
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            now = (
-                set(os.listdir(interrupted / "checkpoints"))
-                if (interrupted / "checkpoints").exists()
-                else set()
-            )
-            if {d for d in now if d.isdigit()} - seen:
-                break
-            time.sleep(0.05)
-        proc.send_signal(sig)
-        proc.communicate(timeout=240)
-        if sig == signal.SIGTERM:
-            assert proc.returncode == 0  # saved and exited cleanly
-    final = subprocess.run(
-        _train_py(interrupted), capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    assert final.returncode == 0, final.stderr[-3000:]
+    for i, (name, proc) in enumerate(procs.items()):
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 1, (name, err[-2000:])
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in err, (name, err[-2000:])
+        assert cases[name][1] in errors[0], (name, errors[0])
+        assert not (tmp_path / f"run{i}" / "checkpoints").exists(), name
 
-    config = smoke_config(num_steps=12)
-    a, b = restore_final(config, straight), restore_final(config, interrupted)
-    assert int(a.step) == int(b.step) == 12
-    leaves_equal((a.params, a.opt_state, a.batch_stats), (b.params, b.opt_state, b.batch_stats))
+
+def test_evaluation_with_more_devices_than_test_examples(tmp_path):
+    """3 test images on 8 devices: the evaluation pads its batches instead of failing."""
+    root = _tiny_image_folder(tmp_path / "imgs", n_train=8, n_test=3)
+    config = smoke_config(
+        **{**TINY, "data.name": "image_folder", "data.path": str(root), "batch_size": 8},
+        **{"data.cache_dir": str(tmp_path / "cache"), "eval.knn_k": 4},
+    )
+    exp = trainer.Experiment(config, jax.devices())
+    assert exp.mesh.devices.size == 8 and len(exp.dataset.test) == 3
+    results = exp.evaluate(exp.init_state())
+    assert all(np.isfinite(results[k]) for k in ("knn_top1", "linear_top1", "cluster_acc"))

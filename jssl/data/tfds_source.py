@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,11 @@ from absl import logging
 from jssl.data.core import DataError, Dataset, Split, resize_array
 
 _BATCH = 1024  # examples per __getitems__ call
+# name[/config][:version]; no path separators beyond the one '/', no '.' or '..' parts, so a
+# name can never point tfds outside its data_dir.
+_NAME = re.compile(
+    r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*)?(:(\d+|\*)(\.(\d+|\*)){0,2})?"
+)
 
 
 def _has_tensorflow() -> bool:
@@ -79,17 +85,26 @@ def load_tfds(
     """Loads a prepared tfds dataset's 'image'/'label' features into memory."""
     if not tfds_name:
         raise DataError("the tfds source needs tfds_name=... (e.g. 'cifar10')")
+    if not _NAME.fullmatch(tfds_name):
+        raise DataError(
+            f"invalid tfds dataset name {tfds_name!r}: use name[/config][:version] with letters, "
+            "digits and '_' (e.g. 'cifar10', 'imagenet2012_subset/1pct:5.0.0'); put the "
+            "directory in data_dir, not in the name"
+        )
     import tensorflow_datasets as tfds  # slow import, only for this source
 
     try:
         builder = tfds.builder(tfds_name, data_dir=data_dir, file_format="array_record")
-    except tfds.core.DatasetNotFoundError:
+    except (tfds.core.DatasetNotFoundError, ValueError, KeyError) as err:
         close = difflib.get_close_matches(
-            tfds_name, tfds.list_builders(with_community_datasets=False), n=3
+            tfds_name.split("/")[0].split(":")[0],
+            tfds.list_builders(with_community_datasets=False),
+            n=3,
         )
+        reason = " ".join(str(err).split())[:200]
         raise DataError(
             f"unknown tfds dataset '{tfds_name}' (not in the tfds catalog nor prepared in "
-            f"data_dir={data_dir}); close names: {close}"
+            f"data_dir={data_dir}: {reason}); close names: {close}"
         ) from None
     if not builder.is_prepared():
         if not _has_tensorflow():
