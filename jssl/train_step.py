@@ -55,7 +55,7 @@ def train_step(
     randomness depends only on (seed, step): resume is exact and the result
     does not depend on the number of devices.
 
-    A step whose loss or gradients are not finite is not applied (the state
+    A step whose loss, gradients or new parameters are not finite is not applied (the state
     only counts it in ``nonfinite_steps``); the trainer decides whether to stop.
     """
     step_key = jax.random.fold_in(state.rng, state.step)
@@ -77,7 +77,9 @@ def train_step(
     if method.after_update is not None:
         method_state = method.after_update(params, batch_stats, method_state, state.step, config)
 
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    # The new parameters too: a finite gradient can still give a non-finite update
+    # (e.g. an infinite learning rate or an optimiser state that overflowed).
+    finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
     new = state.replace(
         step=state.step + 1,
         params=params,

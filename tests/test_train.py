@@ -84,6 +84,17 @@ def test_bfloat16_compute_trains_float32_master_weights_and_losses():
     assert max(jax.tree.leaves(moved)) > 0  # the float32 master weights took the updates
 
 
+def test_non_finite_update_from_finite_gradients_is_not_applied():
+    config = smoke_config(**{"optim.learning_rate": float("inf"), "model.kwargs.widths": (8,)})
+    exp = trainer.Experiment(config)
+    state = exp.init_state()
+    before = jax.device_get(state.params)
+    state, metrics = exp.train_step(state, exp.global_batch(0))
+    assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+    assert int(state.nonfinite_steps) == 1 and float(metrics["finite"]) == 0.0
+    leaves_equal(before, state.params)
+
+
 def test_exact_resume(tmp_path):
     straight = trainer.train_and_evaluate(
         smoke_config(num_steps=4), str(tmp_path / "a"), show_progress=False
