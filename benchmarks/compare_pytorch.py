@@ -372,16 +372,53 @@ def torch_matmul_flops_per_sec(torch, n: int = 2048, repeats: int = 10) -> float
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
+def torch_view_transform(scale=SCALE, size: int = 32):
+    """One SimCLR view the usual torchvision way (PIL image -> float [3, H, W] in [0, 1])."""
+    from torchvision import transforms as T
+
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=scale, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.ToTensor(),
+        ]
+    )
+
+
+def torch_two_views_dataset(torch, images: np.ndarray, view):
+    """A ``Dataset`` over uint8 [N, H, W, 3] images returning two views of ``Image.fromarray``."""
+    from PIL import Image
+
+    class TwoViews(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            img = Image.fromarray(images[i])
+            return view(img), view(img)
+
+    return TwoViews()
+
+
+def torch_param_groups(model, weight_decay: float) -> list[dict]:
+    """Weight decay on kernels (ndim > 1) only, as jssl's ``weight_decay_mask``."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
 def run_torch(args, spec, images, views) -> dict:
     try:
         import torch
         import torchvision
-        from torchvision import transforms as T
     except ImportError as e:
         sys.exit(f'error: PyTorch is needed for this half ({e}); pip install -e ".[bench]"')
     import warnings
-
-    from PIL import Image
 
     # DataLoader workers are forked, as usual on Linux; they never touch JAX, whose
     # threads sit idle by now, so JAX's warning about fork does not apply.
@@ -395,12 +432,8 @@ def run_torch(args, spec, images, views) -> dict:
     model = build_torch_model(torch, spec).to(memory_format=fmt)
     model.train()
     out["param_count"] = sum(p.numel() for p in model.parameters())
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0}],
-        lr=LEARNING_RATE,
-        momentum=MOMENTUM,
+        torch_param_groups(model, WEIGHT_DECAY), lr=LEARNING_RATE, momentum=MOMENTUM
     )
 
     def train_step(x):
@@ -427,26 +460,9 @@ def run_torch(args, spec, images, views) -> dict:
     )
 
     # (b) end to end: torchvision transforms on PIL images in a DataLoader with workers.
-    view = T.Compose(
-        [
-            T.RandomResizedCrop(32, scale=SCALE, antialias=True),
-            T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.ToTensor(),
-        ]
-    )
-
-    class TwoViews(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(images)
-
-        def __getitem__(self, i):
-            img = Image.fromarray(images[i])
-            return view(img), view(img)
-
+    two_views = torch_two_views_dataset(torch, images, torch_view_transform())
     loader = torch.utils.data.DataLoader(
-        TwoViews(),
+        two_views,
         batch_size=bs,
         shuffle=True,
         num_workers=args.workers,
@@ -478,7 +494,7 @@ def run_torch(args, spec, images, views) -> dict:
 
     if not args.quick:  # augmentation alone: the DataLoader without training
         loader = torch.utils.data.DataLoader(
-            TwoViews(), batch_size=bs, shuffle=True, num_workers=args.workers, drop_last=True
+            two_views, batch_size=bs, shuffle=True, num_workers=args.workers, drop_last=True
         )
         batches = iter(loader)
         next(batches)

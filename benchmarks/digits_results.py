@@ -71,20 +71,20 @@ def run(method: str, workdir_root: str, reuse: bool) -> dict:
 
 
 def render() -> str:
+    """One markdown row per results JSON: trained figures, the same network untrained, time."""
     rows = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(RESULTS, "digits_*.json")))]
     rows.sort(key=lambda r: (r["method"] != "simclr", r["method"]))
     lines = [
-        "| method | kNN | linear | k-means ACC | NMI | ARI | wall time | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | kNN | linear | k-means ACC | NMI | ARI | untrained kNN / linear / ACC "
+        "| wall time (load) | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    untrained = next((r["untrained"] for r in rows if r.get("untrained")), None)
-    if untrained:
-        cells = " | ".join(f"{untrained[k]:.3f}" for k in METRICS)
-        lines.append(f"| untrained ConvNet | {cells} | – | (any config, step 0) |")
     for r in rows:
         cells = " | ".join(f"{r['eval'][k]:.3f}" for k in METRICS)
-        minutes = f"{r['wall_seconds'] / 60:.1f} min (load {r['machine']['load_before'][0]:.1f})"
-        lines.append(f"| {r['method']} | {cells} | {minutes} | `{r['command']}` |")
+        u = r.get("untrained") or {}
+        before = " / ".join(f"{u[k]:.3f}" if k in u else "–" for k in METRICS[:3])
+        minutes = f"{r['wall_seconds'] / 60:.1f} min ({r['machine']['load_before'][0]:.1f})"
+        lines.append(f"| {r['method']} | {cells} | {before} | {minutes} | `{r['command']}` |")
     return "\n".join(lines)
 
 

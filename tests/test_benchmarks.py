@@ -2,10 +2,12 @@
 
 import json
 import os
+import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 
-from benchmarks import budget, compare_pytorch, throughput
+from benchmarks import budget, compare_pytorch, render_results, throughput
 
 ARCHIVE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "cifar10-jpeg.tar.gz"
@@ -32,6 +34,9 @@ def test_budget_script_on_cifar10_jpeg(tmp_path):
             "--minutes=0.05",
             "--batch_size=64",
             "--max_eval_train=2000",
+            "--curve_points=2",
+            "--curve_train=1000",
+            "--curve_test=500",
             f"--out={out}",
             f"--workdir={tmp_path / 'run'}",
         ]
@@ -39,7 +44,12 @@ def test_budget_script_on_cifar10_jpeg(tmp_path):
     assert result["steps"] >= 1
     assert 0.40 < result["raw_pixel_knn_top1"] < 0.50  # 45.8% on this copy
     assert 0.1 < result["knn_top1"] <= 1.0
-    assert json.loads(out.read_text())["method"] == "simclr"
+    saved = json.loads(out.read_text())
+    assert saved["method"] == "simclr" and saved["framework"] == "jssl"
+    curve = saved["curve"]  # the initial state, the kept states, the end
+    assert curve[0]["step"] == 0 and curve[-1]["step"] == result["steps"] and len(curve) >= 2
+    assert [p["minutes"] for p in curve] == sorted(p["minutes"] for p in curve)
+    assert all(0.0 < p["knn_top1"] <= 1.0 for p in curve)
 
 
 def test_compare_pytorch_jssl_half(tmp_path):
@@ -86,3 +96,139 @@ def test_compare_pytorch_torch_half(tmp_path):
     t = result["torch"]
     assert t["param_count"] == 17_700  # the same network as jssl's (see the test above)
     assert t["step_images_per_sec"] > 0 and t["e2e_images_per_sec"] > 0
+
+
+def _budget_json(path, framework, minutes, knn):
+    curve = [
+        {"step": 10 * i, "minutes": m, "knn_top1": k}
+        for i, (m, k) in enumerate(zip(minutes, knn, strict=True))
+    ]
+    path.write_text(
+        json.dumps(
+            {
+                "method": "simclr",
+                "framework": framework,
+                "minutes_budget": 2.0,
+                "steps": curve[-1]["step"],
+                "epochs": 0.5,
+                "train_seconds": 60 * minutes[-1],
+                "knn_top1": knn[-1],
+                "linear_top1": 0.5,
+                "cluster_acc": 0.25,
+                "raw_pixel_knn_top1": 0.458,
+                "curve": curve,
+                "loadavg_1_5_15_before": [1.0, 1.0, 1.0],
+                "loadavg_1_5_15_after": [2.0, 1.5, 1.0],
+                "cpu_during_train": {"own_cores": 1.9, "others_cores": 0.05},
+                "date": "2026-11-28T05:00:00+00:00",
+                "command": f"python benchmarks/budget.py --framework {framework} --minutes 2",
+            }
+        )
+    )
+
+
+def test_render_results(tmp_path, capsys):
+    _budget_json(tmp_path / "budget_jssl_a.json", "jssl", [0.0, 1.0, 2.0], [0.30, 0.40, 0.45])
+    _budget_json(tmp_path / "budget_torch_a.json", "torch", [0.0, 1.1, 2.0], [0.30, 0.38, 0.42])
+    (tmp_path / "other.json").write_text("{}")  # not a budget result: ignored
+    svg_path = tmp_path / "plot.svg"
+    text = render_results.main([f"--results={tmp_path}", f"--svg={svg_path}"])
+    assert text in capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 3  # header + two runs
+    assert rows[1].startswith("| jssl | simclr | 2 ") and "45.0%" in rows[1]
+    assert rows[2].startswith("| PyTorch | simclr | 2 ") and "42.0%" in rows[2]
+    assert "1.0 → 2.0" in rows[1] and "`python benchmarks/budget.py --framework torch" in rows[2]
+    root = ET.fromstring(svg_path.read_text())  # well-formed XML
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == f"{ns}svg"
+    polylines = root.findall(f"{ns}polyline")
+    assert len(polylines) == 2 and all(len(p.get("points").split()) == 3 for p in polylines)
+    assert len(root.findall(f"{ns}rect")) == 1 + 2 + 2  # background, final figures, legend
+    # A result written before budget.py kept a curve is one point at its final time.
+    old = {"framework": "jax", "minutes_budget": 20.0, "knn_top1": 0.45}
+    assert render_results.curve(old) == [] and render_results.final_point(old) == (20.0, 45.0)
+    assert render_results.framework(old) == "jssl"
+    assert "<polyline" not in render_results.svg([old]) and "20 min" in render_results.svg([old])
+
+
+def _tiny_image_folder(root, n_train=48, n_test=16):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c, name in enumerate(("dark", "light")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n // 2):
+                pixels = rng.integers(0, 128, (32, 32, 3)) + 127 * c
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03d}.jpg")
+    return root
+
+
+def test_torch_lars_matches_optax():
+    torch = pytest.importorskip("torch")
+    import optax
+
+    config = budget.budget_config("simclr", "", 256)  # LARS, lr 1.0, wd 1e-6, momentum 0.9
+    config.optim.weight_decay = 0.1  # large enough to matter in three steps
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    grads = [(rng.normal(size=(2, 3)), rng.normal(size=2)) for _ in range(3)]
+    lrs = [0.5, 1.0, 0.25]
+
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.from_numpy(w))
+        model.bias.copy_(torch.from_numpy(b))
+    opt = budget.torch_optimizer(torch, model, config)
+    for (gw, gb), lr in zip(grads, lrs, strict=True):
+        model.weight.grad = torch.tensor(gw, dtype=torch.float32)
+        model.bias.grad = torch.tensor(gb, dtype=torch.float32)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+
+    oc = config.optim
+    tx = optax.lars(
+        lambda count: np.asarray(lrs)[count],
+        weight_decay=oc.weight_decay,
+        weight_decay_mask={"kernel": True, "bias": False},
+        trust_ratio_mask={"kernel": True, "bias": False},
+        momentum=oc.momentum,
+    )
+    params = {"kernel": w, "bias": b}
+    state = tx.init(params)
+    for gw, gb in grads:
+        g = {"kernel": gw.astype(np.float32), "bias": gb.astype(np.float32)}
+        updates, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(model.weight.detach().numpy(), params["kernel"], rtol=1e-5)
+    np.testing.assert_allclose(model.bias.detach().numpy(), params["bias"], rtol=1e-5)
+
+
+def test_budget_torch_on_tiny_folder(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    monkeypatch.setenv("JSSL_CACHE_DIR", str(tmp_path / "cache"))
+    folder = _tiny_image_folder(tmp_path / "images")
+    out = tmp_path / "t.json"
+    result = budget.main(
+        [
+            "--framework=torch",
+            f"--data={folder}",
+            "--minutes=0.02",
+            "--batch_size=16",
+            "--workers=1",
+            "--threads=1",
+            "--curve_points=2",
+            f"--out={out}",
+        ]
+    )
+    saved = json.loads(out.read_text())
+    assert saved["framework"] == "torch" and saved["param_count"] == 340_688  # jssl's count
+    assert result["steps"] >= 1 and saved["curve"][0]["step"] == 0
+    assert saved["curve"][-1]["step"] == result["steps"]
+    assert all(0.0 <= p["knn_top1"] <= 1.0 for p in saved["curve"])
+    assert 0.0 <= result["knn_top1"] <= 1.0 and 0.0 <= result["cluster_acc"] <= 1.0
+    assert saved["versions"]["torch"] and saved["loadavg_1_5_15_after"]

@@ -15,11 +15,16 @@ from jssl import trainer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Small enough that compiling, not running, is most of a test's time.
+TINY = {"augment.crop_size": 8, "model.kwargs.widths": (8, 16), "eval.probe_epochs": 2}
+
+
 def smoke_config(**overrides):
+    """The SimCLR smoke config with a tiny network; dotted-path overrides on top."""
     c = simclr_config.get_config("digits,smoke")
     c.eval.untrained = False
     c.async_checkpoints = True
-    for k, v in overrides.items():
+    for k, v in {**TINY, **overrides}.items():
         node = c
         *path, last = k.split(".")
         for p in path:
