@@ -56,7 +56,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import compare_pytorch  # noqa: E402
-from benchmarks.throughput import load_config  # noqa: E402
+from benchmarks.throughput import load_config, write_result  # noqa: E402
 from jssl import augment, data, evaluation, optim, trainer  # noqa: E402
 from jssl.checkpoint import Checkpointer  # noqa: E402
 from jssl.models import count_params  # noqa: E402
@@ -662,16 +662,8 @@ def main(argv=None):
     }
     result["total_seconds"] = time.perf_counter() - started
     print(json.dumps(result, indent=2, default=str))
-    path = args.out or os.path.join(
-        ROOT,
-        "benchmarks",
-        "results",
-        f"budget_{result['framework']}_{args.method}_{args.minutes:g}min_{date[:10]}.json",
-    )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2, default=str)
-    print(f"wrote {path}")
+    name = f"budget_{result['framework']}_{args.method}_{args.minutes:g}min_{date[:10]}.json"
+    write_result(result, name, args.out)
     return result
 
 

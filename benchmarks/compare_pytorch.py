@@ -59,7 +59,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.throughput import load_config, matmul_flops_per_sec  # noqa: E402
+from benchmarks.throughput import load_config, matmul_flops_per_sec, write_result  # noqa: E402
 from jssl import augment, data, sharding, trainer  # noqa: E402
 from jssl.methods import simclr  # noqa: E402
 from jssl.models import count_params  # noqa: E402
@@ -619,16 +619,8 @@ def main(argv=None):
     result["machine"]["loadavg_1_5_15_after"] = os.getloadavg()
     result["total_seconds"] = time.perf_counter() - started
     print(json.dumps(result, indent=2, default=str))
-    path = args.out or os.path.join(
-        ROOT,
-        "benchmarks",
-        "results",
-        f"compare_pytorch_{args.arch}_w{spec['width']}_b{args.batch_size}_{result['date'][:10]}.json",
-    )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2, default=str)
-    print(f"wrote {path}")
+    tag = f"{args.arch}_w{spec['width']}_b{args.batch_size}_{result['date'][:10]}"
+    write_result(result, f"compare_pytorch_{tag}.json", args.out)
     return result
 
 

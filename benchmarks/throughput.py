@@ -30,6 +30,16 @@ import numpy as np  # noqa: E402
 from jssl import data, trainer  # noqa: E402
 
 
+def write_result(result: dict, name: str, out: str = "") -> str:
+    """Writes a benchmark's JSON to ``out`` or benchmarks/results/NAME; returns the path."""
+    path = out or os.path.join(ROOT, "benchmarks", "results", name)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2, default=str)
+    print(f"wrote {path}")
+    return path
+
+
 def load_config(spec: str):
     path, _, arg = spec.partition(":")
     import importlib.util

@@ -15,6 +15,7 @@ from configs import sela as sela_config
 from configs import simclr as simclr_config
 from jssl import evaluation, losses, trainer
 from jssl.methods import scan, sela
+from tests.test_pretext_utils import set_fields
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny test settings: 8x8 crops and a narrow ConvNet keep compiles and steps short.
@@ -23,13 +24,7 @@ TINY = {"augment.crop_size": 8, "model.kwargs.widths": (8, 16), "eval.probe_epoc
 
 def configure(c, **overrides):
     c.eval.untrained = False
-    for k, v in {**TINY, **overrides}.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return set_fields(c, **{**TINY, **overrides})
 
 
 def leaves_equal(a, b):

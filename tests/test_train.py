@@ -11,6 +11,7 @@ import pytest
 
 from configs import simclr as simclr_config
 from jssl import trainer
+from tests.test_pretext_utils import set_fields
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,13 +25,7 @@ def smoke_config(**overrides):
     c = simclr_config.get_config("digits,smoke")
     c.eval.untrained = False
     c.async_checkpoints = True
-    for k, v in {**TINY, **overrides}.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return set_fields(c, **{**TINY, **overrides})
 
 
 def leaves_equal(a, b):
