@@ -63,6 +63,7 @@ from benchmarks.throughput import load_config, matmul_flops_per_sec, write_resul
 from jssl import augment, data, sharding, trainer  # noqa: E402
 from jssl.methods import simclr  # noqa: E402
 from jssl.models import count_params  # noqa: E402
+from jssl.models.conv import CONV_IMPLS  # noqa: E402
 from jssl.train_step import train_step  # noqa: E402
 
 DEFAULT_ARCHIVE = os.path.join(ROOT, "..", "shared", "datasets", "cifar10-jpeg.tar.gz")
@@ -87,6 +88,7 @@ def arch_spec(args) -> dict:
     spec = dict(ARCHS[args.arch])
     if args.stage_sizes:
         spec["stage_sizes"] = tuple(int(n) for n in args.stage_sizes.split(","))
+    spec["conv_impl"] = args.conv_impl
     if args.width:
         spec["width"] = args.width
         if args.arch == "resnet18":
@@ -99,7 +101,12 @@ def make_config(spec: dict, batch_size: int) -> ml_collections.ConfigDict:
     config.batch_size = batch_size
     config.model.name = "resnet18"
     config.model.kwargs = ml_collections.ConfigDict(
-        {"stem": "cifar", "width": spec["width"], "stage_sizes": tuple(spec["stage_sizes"])}
+        {
+            "stem": "cifar",
+            "width": spec["width"],
+            "stage_sizes": tuple(spec["stage_sizes"]),
+            "conv_impl": spec.get("conv_impl", "xla"),
+        }
     )
     config.simclr.proj_hidden_dims = (spec["proj_hidden"],)
     config.simclr.temperature = TEMPERATURE
@@ -542,6 +549,12 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=0, help="override the first-stage width")
     p.add_argument("--stage_sizes", default="", help="override the blocks per stage, e.g. 1,1,1,1")
     p.add_argument("--batch_size", type=int, default=256, help="images (pairs of views) per step")
+    p.add_argument(
+        "--conv_impl",
+        default="xla",
+        choices=CONV_IMPLS,
+        help="jssl: convolutions by XLA, im2col, or im2col for strided ones (jssl.models.conv)",
+    )
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
     p.add_argument("--steps", type=int, default=10, help="timed steps for (a)")
     p.add_argument("--e2e_steps", type=int, default=15, help="timed steps for (b)")
@@ -619,7 +632,8 @@ def main(argv=None):
     result["machine"]["loadavg_1_5_15_after"] = os.getloadavg()
     result["total_seconds"] = time.perf_counter() - started
     print(json.dumps(result, indent=2, default=str))
-    tag = f"{args.arch}_w{spec['width']}_b{args.batch_size}_{result['date'][:10]}"
+    impl = "" if args.conv_impl == "xla" else f"_{args.conv_impl}"
+    tag = f"{args.arch}_w{spec['width']}_b{args.batch_size}{impl}_{result['date'][:10]}"
     write_result(result, f"compare_pytorch_{tag}.json", args.out)
     return result
 

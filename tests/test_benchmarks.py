@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import budget, compare_pytorch, render_results, throughput
+from jssl import data
 
 ARCHIVE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "cifar10-jpeg.tar.gz"
@@ -43,6 +44,7 @@ def test_budget_script_on_cifar10_jpeg(tmp_path):
     )
     assert result["steps"] >= 1
     assert 0.40 < result["raw_pixel_knn_top1"] < 0.50  # 45.8% on this copy
+    assert 0.15 < result["raw_pixel_kmeans_test"]["acc"] < 0.30  # 0.205 on this copy
     assert 0.1 < result["knn_top1"] <= 1.0
     saved = json.loads(out.read_text())
     assert saved["method"] == "simclr" and saved["framework"] == "jssl"
@@ -50,6 +52,39 @@ def test_budget_script_on_cifar10_jpeg(tmp_path):
     assert curve[0]["step"] == 0 and curve[-1]["step"] == result["steps"] and len(curve) >= 2
     assert [p["minutes"] for p in curve] == sorted(p["minutes"] for p in curve)
     assert all(0.0 < p["knn_top1"] <= 1.0 for p in curve)
+
+
+def test_budget_overrides():
+    config = budget.budget_config("sela", "/nonexistent", 32)
+    budget.apply_overrides(
+        config, ["sela.num_label_updates=4", "optim.learning_rate=0.1", "sela.label_mode=soft"]
+    )
+    assert config.sela.num_label_updates == 4 and config.optim.learning_rate == 0.1
+    assert config.sela.label_mode == "soft"
+    for bad in ["sela.no_such_field=1", "nope.x=1", "sela.lam"]:
+        with pytest.raises(SystemExit, match="error: --set"):
+            budget.apply_overrides(config, [bad])
+
+
+def test_raw_pixel_kmeans_floor_scores_like_sklearn():
+    import sklearn.cluster
+    import sklearn.metrics
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20).astype(np.int32)
+    centres = rng.integers(0, 256, size=(3, 4, 4, 3))
+    images = np.clip(centres[labels] + rng.normal(0, 30, (60, 4, 4, 3)), 0, 255).astype(np.uint8)
+    split = data.Split(images=images, labels=labels)
+    dataset = data.Dataset(
+        name="t", train=split, test=split, num_classes=3, class_names=("a", "b", "c")
+    )
+    floor = budget.raw_pixel_kmeans(dataset)
+    pred = sklearn.cluster.KMeans(n_clusters=3, n_init=3, random_state=0).fit_predict(
+        images.reshape(60, -1).astype(np.float32) / 255.0
+    )
+    assert floor["nmi"] == pytest.approx(sklearn.metrics.normalized_mutual_info_score(labels, pred))
+    assert floor["ari"] == pytest.approx(sklearn.metrics.adjusted_rand_score(labels, pred))
+    assert floor["acc"] == pytest.approx(1.0)  # three well-separated blobs
 
 
 def test_compare_pytorch_jssl_half(tmp_path):

@@ -281,3 +281,74 @@ def test_sharded_batch_matches_single_device():
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), stats, ref_stats
     )
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding",
+    [
+        (3, 1, ((1, 1), (1, 1))),
+        (3, 2, ((1, 1), (1, 1))),
+        (7, 2, ((3, 3), (3, 3))),
+        (1, 2, ((0, 0), (0, 0))),
+        (3, 2, "SAME"),
+        (3, 1, "VALID"),
+        (2, 1, ((0, 1), (1, 0))),
+    ],
+)
+def test_im2col_conv_equals_lax_conv_values_and_gradients(kernel, stride, padding):
+    from jax import lax
+
+    from jssl.models.conv import im2col_conv
+
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = jnp.asarray(rng.normal(size=(2, 9, 10, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv):
+        def f(x, w):
+            y = conv(x, w, (stride, stride), padding, dimension_numbers=dn, precision="highest")
+            return jnp.sum(jnp.sin(y)), y
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(x, w)
+
+    (_, y_ref), g_ref = loss(lax.conv_general_dilated)
+    (_, y), g = loss(im2col_conv)
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
+    for a, b in zip(g, g_ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_im2col_conv_passes_unsupported_cases_to_lax():
+    from jax import lax
+
+    from jssl.models.conv import conv_fn, im2col_conv
+
+    x = jnp.ones((1, 6, 6, 4))
+    w = jnp.ones((3, 3, 2, 4))  # two groups
+    dn = ("NHWC", "HWIO", "NHWC")
+    kwargs = dict(dimension_numbers=dn, feature_group_count=2, rhs_dilation=(2, 2))
+    np.testing.assert_array_equal(
+        im2col_conv(x, w, (1, 1), "SAME", **kwargs),
+        lax.conv_general_dilated(x, w, (1, 1), "SAME", **kwargs),
+    )
+    assert conv_fn("xla", 2) is None and conv_fn("im2col_strided", 1) is None
+    assert conv_fn("im2col_strided", 2) is im2col_conv and conv_fn("im2col", 1) is im2col_conv
+    with pytest.raises(ValueError, match="conv_impl 'fft'.*im2col_strided"):
+        conv_fn("fft", 1)
+
+
+@pytest.mark.parametrize("impl", ["im2col", "im2col_strided"])
+def test_resnet_conv_impls_share_parameters_and_outputs(impl):
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 32, 32, 3)), jnp.float32)
+    ref = create_model("resnet18", stem="cifar", width=8, stage_sizes=(1, 1))
+    alt = create_model("resnet18", stem="cifar", width=8, stage_sizes=(1, 1), conv_impl=impl)
+    variables = _init(ref, x)
+    assert jax.tree.structure(_abstract_init(alt, x.shape)) == jax.tree.structure(variables)
+    (f_ref, _), new_ref = _apply(ref, variables, x, train=True, mutable=["batch_stats"])
+    (f_alt, _), new_alt = _apply(alt, variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(f_alt, f_ref, rtol=1e-4, atol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), new_alt, new_ref
+    )

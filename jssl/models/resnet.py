@@ -11,6 +11,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jssl.models.conv import conv_fn
+
 Dtype = Any
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -28,7 +30,14 @@ def _bn(train: bool, dtype: Dtype, *, zero_scale: bool = False, name: str | None
     )
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str | None = None):
+def _conv(
+    features: int,
+    kernel: int,
+    stride: int,
+    dtype: Dtype,
+    name: str | None = None,
+    impl: str = "xla",
+):
     pad = kernel // 2
     return nn.Conv(
         features,
@@ -39,6 +48,7 @@ def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str | Non
         kernel_init=_conv_init,
         dtype=dtype,
         param_dtype=jnp.float32,
+        conv_general_dilated=conv_fn(impl, stride),
         name=name,
     )
 
@@ -50,17 +60,19 @@ class BasicBlock(nn.Module):
     stride: int = 1
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
 
     expansion = 1
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        y = _conv(self.features, 3, self.stride, self.dtype)(x)
+        impl = self.conv_impl
+        y = _conv(self.features, 3, self.stride, self.dtype, impl=impl)(x)
         y = nn.relu(_bn(train, self.dtype)(y))
-        y = _conv(self.features, 3, 1, self.dtype)(y)
+        y = _conv(self.features, 3, 1, self.dtype, impl=impl)(y)
         y = _bn(train, self.dtype, zero_scale=self.zero_init_residual)(y)
         if x.shape[-1] != self.features or self.stride != 1:
-            x = _conv(self.features, 1, self.stride, self.dtype, name="proj_conv")(x)
+            x = _conv(self.features, 1, self.stride, self.dtype, name="proj_conv", impl=impl)(x)
             x = _bn(train, self.dtype, name="proj_bn")(x)
         return nn.relu(x + y)
 
@@ -72,20 +84,22 @@ class BottleneckBlock(nn.Module):
     stride: int = 1
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
 
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         out = self.features * self.expansion
-        y = _conv(self.features, 1, 1, self.dtype)(x)
+        impl = self.conv_impl
+        y = _conv(self.features, 1, 1, self.dtype, impl=impl)(x)
         y = nn.relu(_bn(train, self.dtype)(y))
-        y = _conv(self.features, 3, self.stride, self.dtype)(y)
+        y = _conv(self.features, 3, self.stride, self.dtype, impl=impl)(y)
         y = nn.relu(_bn(train, self.dtype)(y))
-        y = _conv(out, 1, 1, self.dtype)(y)
+        y = _conv(out, 1, 1, self.dtype, impl=impl)(y)
         y = _bn(train, self.dtype, zero_scale=self.zero_init_residual)(y)
         if x.shape[-1] != out or self.stride != 1:
-            x = _conv(out, 1, self.stride, self.dtype, name="proj_conv")(x)
+            x = _conv(out, 1, self.stride, self.dtype, name="proj_conv", impl=impl)(x)
             x = _bn(train, self.dtype, name="proj_bn")(x)
         return nn.relu(x + y)
 
@@ -103,6 +117,10 @@ class ResNet(nn.Module):
       stem: "cifar" (3x3 conv, stride 1, no pool) or "imagenet" (7x7 stride 2 + 3x3 max-pool).
       zero_init_residual: zero-init the last BN scale of each block (Goyal et al. 2017).
       dtype: compute dtype; parameters are always float32.
+      conv_impl: how convolutions are computed (``jssl.models.conv.CONV_IMPLS``):
+        "xla" (lax.conv_general_dilated), "im2col" (patches + matmul), or
+        "im2col_strided" (patches + matmul for strided convolutions only). The
+        parameters are the same for all three.
 
     Call: ``x [B, H, W, C]`` float, ``train`` -> ``(features [B, feature_dim] float32,
     {"feature_map": [B, h, w, feature_dim] float32})``.
@@ -114,6 +132,7 @@ class ResNet(nn.Module):
     stem: str = "cifar"
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @property
     def feature_dim(self) -> int:
@@ -131,10 +150,10 @@ class ResNet(nn.Module):
         block_cls = _BLOCKS[self.block]
         x = x.astype(self.dtype)
         if self.stem == "cifar":
-            x = _conv(self.width, 3, 1, self.dtype, name="stem_conv")(x)
+            x = _conv(self.width, 3, 1, self.dtype, name="stem_conv", impl=self.conv_impl)(x)
             x = nn.relu(_bn(train, self.dtype, name="stem_bn")(x))
         else:
-            x = _conv(self.width, 7, 2, self.dtype, name="stem_conv")(x)
+            x = _conv(self.width, 7, 2, self.dtype, name="stem_conv", impl=self.conv_impl)(x)
             x = nn.relu(_bn(train, self.dtype, name="stem_bn")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for i, num_blocks in enumerate(self.stage_sizes):
@@ -144,6 +163,7 @@ class ResNet(nn.Module):
                     stride=2 if i > 0 and j == 0 else 1,
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
+                    conv_impl=self.conv_impl,
                     name=f"stage{i + 1}_block{j + 1}",
                 )(x, train=train)
         feature_map = x.astype(jnp.float32)
