@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from benchmarks import budget, compare_pytorch, render_results, throughput
+from benchmarks import budget, compare_pytorch, conv_impl, render_results, throughput
 from jssl import data
 
 ARCHIVE = os.path.join(
@@ -52,6 +52,17 @@ def test_budget_script_on_cifar10_jpeg(tmp_path):
     assert curve[0]["step"] == 0 and curve[-1]["step"] == result["steps"] and len(curve) >= 2
     assert [p["minutes"] for p in curve] == sorted(p["minutes"] for p in curve)
     assert all(0.0 < p["knn_top1"] <= 1.0 for p in curve)
+
+
+def test_conv_impl_script(tmp_path):
+    result = conv_impl.main(
+        ["--width=4", "--batch=4", "--repeats=1", f"--out={tmp_path / 'c.json'}"]
+    )
+    # stem; stage 1's two identical convs (counted twice); 3x3 s2, 3x3 s1, 1x1 s2 per later stage
+    assert len(result["convs"]) == 1 + 1 + 3 * 3
+    assert sorted(r["uses"] for r in result["convs"]) == [1] * 10 + [2]
+    assert all(r["xla_gflops"] > 0 and r["im2col_gflops"] > 0 for r in result["convs"])
+    assert set(result["seconds_per_pass"]) == {"xla", "im2col", "im2col_strided"}
 
 
 def test_budget_overrides():
