@@ -89,13 +89,15 @@ def label(run: dict) -> str:
 
 def table(runs: list[dict]) -> str:
     head = (
-        "| framework | method | minutes | steps | epochs | kNN | linear | clustering ACC "
+        "| framework | method | minutes | steps | epochs | kNN | linear | k-means ACC "
         "| load | date | command |"
     )
     lines = [head, "|" + "---|" * 11]
     for r in runs:
         epochs = r.get("epochs")
-        cluster = r.get("cluster_acc")
+        cluster = "–" if r.get("cluster_acc") is None else f"{r['cluster_acc']:.3f}"
+        if r.get("head_acc") is not None:  # clustering methods: their own head, Hungarian-matched
+            cluster += f" (head {r['head_acc']:.3f})"
         lines.append(
             "| "
             + " | ".join(
@@ -108,7 +110,7 @@ def table(runs: list[dict]) -> str:
                     "–" if epochs is None else f"{epochs:.2f}",
                     _pct(r.get("knn_top1")),
                     _pct(r.get("linear_top1")),
-                    "–" if cluster is None else f"{cluster:.3f}",
+                    cluster,
                     _load(r),
                     str(r.get("date", "–"))[:10],
                     f"`{r.get('command', '')}`",
@@ -125,6 +127,13 @@ def table(runs: list[dict]) -> str:
             "Raw-pixel kNN floor (same kNN on centred pixels, measured in each run): "
             + ", ".join(f"{v:.1f}%" for v in floors)
             + "."
+        )
+    kmeans = [r["raw_pixel_kmeans_test"] for r in runs if "raw_pixel_kmeans_test" in r]
+    if kmeans:
+        k = kmeans[-1]
+        lines.append(
+            f"Raw-pixel k-means floor (test split, Hungarian-matched): ACC {k['acc']:.3f}, "
+            f"NMI {k['nmi']:.3f}, ARI {k['ari']:.3f}."
         )
     return "\n".join(lines)
 

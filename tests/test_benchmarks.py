@@ -144,7 +144,7 @@ def test_compare_pytorch_torch_half(tmp_path):
     assert t["step_images_per_sec"] > 0 and t["e2e_images_per_sec"] > 0
 
 
-def _budget_json(path, framework, minutes, knn):
+def _budget_json(path, framework, minutes, knn, **extra):
     curve = [
         {"step": 10 * i, "minutes": m, "knn_top1": k}
         for i, (m, k) in enumerate(zip(minutes, knn, strict=True))
@@ -168,6 +168,7 @@ def _budget_json(path, framework, minutes, knn):
                 "cpu_during_train": {"own_cores": 1.9, "others_cores": 0.05},
                 "date": "2026-11-28T05:00:00+00:00",
                 "command": f"python benchmarks/budget.py --framework {framework} --minutes 2",
+                **extra,
             }
         )
     )
@@ -196,6 +197,20 @@ def test_render_results(tmp_path, capsys):
     assert render_results.curve(old) == [] and render_results.final_point(old) == (20.0, 45.0)
     assert render_results.framework(old) == "jssl"
     assert "<polyline" not in render_results.svg([old]) and "20 min" in render_results.svg([old])
+    # A clustering method's own head is shown beside k-means, and the k-means floor below.
+    floor = {"acc": 0.205, "nmi": 0.084, "ari": 0.043}
+    _budget_json(
+        tmp_path / "budget_jssl_b.json",
+        "jssl",
+        [0.0, 2.0],
+        [0.3, 0.35],
+        method="sela",
+        head_acc=0.271,
+        raw_pixel_kmeans_test=floor,
+    )
+    text = render_results.main([f"--results={tmp_path}", f"--svg={svg_path}"])
+    assert "| 0.250 (head 0.271) |" in text
+    assert "Raw-pixel k-means floor (test split, Hungarian-matched): ACC 0.205, NMI 0.084" in text
 
 
 def _tiny_image_folder(root, n_train=48, n_test=16):
