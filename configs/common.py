@@ -98,6 +98,15 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     return c
 
 
+def resnet_kwargs(stem: str, stage_sizes: tuple[int, ...]) -> ml_collections.ConfigDict:
+    """Every ResNet argument a command line may override, e.g. a CPU-sized network with
+    ``--config.model.kwargs.width=16 --config.model.kwargs.stage_sizes="(1, 1, 1, 1)"
+    --config.model.kwargs.conv_impl=im2col_strided`` (flags can change fields, not add them)."""
+    return ml_collections.ConfigDict(
+        {"stem": stem, "width": 64, "stage_sizes": stage_sizes, "conv_impl": "xla"}
+    )
+
+
 def apply_data_preset(c: ml_collections.ConfigDict, preset: str) -> None:
     """Data, model and augmentation blocks for a data preset."""
     if preset == "digits":
@@ -115,14 +124,14 @@ def apply_data_preset(c: ml_collections.ConfigDict, preset: str) -> None:
         else:
             c.data.name = "image_folder"
         c.model.name = "resnet18"
-        c.model.kwargs = ml_collections.ConfigDict({"stem": "cifar"})
+        c.model.kwargs = resnet_kwargs("cifar", (2, 2, 2, 2))
         c.augment.crop_size = 32
         c.augment.scale = (0.08, 1.0)
         c.batch_size = 512
     elif preset == "stl10":
         c.data.name, c.data.tfds_name = "tfds", "stl10"
         c.model.name = "resnet18"
-        c.model.kwargs = ml_collections.ConfigDict({"stem": "imagenet"})
+        c.model.kwargs = resnet_kwargs("imagenet", (2, 2, 2, 2))
         c.augment.crop_size = 96
         c.augment.blur_p = 0.5
         c.augment.strength = 1.0
@@ -132,7 +141,7 @@ def apply_data_preset(c: ml_collections.ConfigDict, preset: str) -> None:
         c.data.test_split = "validation"
         c.data.image_size = 256
         c.model.name = "resnet50"
-        c.model.kwargs = ml_collections.ConfigDict({"stem": "imagenet"})
+        c.model.kwargs = resnet_kwargs("imagenet", (3, 4, 6, 3))
         c.model.dtype = "bfloat16"
         c.augment.crop_size = 224
         c.augment.blur_p = 0.5

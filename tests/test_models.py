@@ -352,3 +352,17 @@ def test_resnet_conv_impls_share_parameters_and_outputs(impl):
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), new_alt, new_ref
     )
+
+
+@pytest.mark.parametrize("preset", ["cifar10_folder", "stl10", "imagenet"])
+def test_config_presets_spell_out_every_resnet_argument(preset):
+    """Command-line flags can change config fields but not add them, so a preset lists
+    every ResNet argument (width, stage_sizes, conv_impl) with the network's defaults."""
+    from benchmarks.throughput import load_config
+
+    c = load_config(f"configs/simclr.py:{preset}")
+    assert {"stem", "width", "stage_sizes", "conv_impl"} <= set(c.model.kwargs)
+    shape = (1, c.augment.crop_size, c.augment.crop_size, 3)
+    spelled = _abstract_init(create_model(c.model.name, **c.model.kwargs), shape)
+    default = _abstract_init(create_model(c.model.name, stem=c.model.kwargs.stem), shape)
+    assert jax.tree.map(lambda a: a.shape, spelled) == jax.tree.map(lambda a: a.shape, default)
