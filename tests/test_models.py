@@ -1,6 +1,8 @@
 """Tests for jssl.models: shapes, dtypes, BatchNorm modes, ViT position interpolation,
 registry, weight-decay mask and parameter counts."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -333,6 +335,23 @@ def test_im2col_conv_passes_unsupported_cases_to_lax():
         im2col_conv(x, w, (1, 1), "SAME", **kwargs),
         lax.conv_general_dilated(x, w, (1, 1), "SAME", **kwargs),
     )
+
+    # NHWC given as strings or as ConvDimensionNumbers takes the matmul path; None (NCHW in
+    # lax) and other layouts are lax's.
+    def ops(f, *args):
+        return str(jax.make_jaxpr(f)(*args))
+
+    x, w = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4))
+    for layout in (dn, lax.conv_dimension_numbers(x.shape, w.shape, dn)):
+        conv = functools.partial(im2col_conv, window_strides=(2, 2), padding="SAME")
+        jaxpr = ops(functools.partial(conv, dimension_numbers=layout), x, w)
+        assert "dot_general" in jaxpr and "conv_general_dilated" not in jaxpr
+    x_nchw, w_oihw = jnp.ones((1, 2, 6, 6)), jnp.ones((4, 2, 3, 3))
+    np.testing.assert_array_equal(
+        im2col_conv(x_nchw, w_oihw, (1, 1), "SAME"),
+        lax.conv_general_dilated(x_nchw, w_oihw, (1, 1), "SAME"),
+    )
+    assert "conv_general_dilated" in ops(lambda x: im2col_conv(x, w_oihw, (1, 1), "SAME"), x_nchw)
     assert conv_fn("xla", 2) is None and conv_fn("im2col_strided", 1) is None
     assert conv_fn("im2col_strided", 2) is im2col_conv and conv_fn("im2col", 1) is im2col_conv
     with pytest.raises(ValueError, match="conv_impl 'fft'.*im2col_strided"):

@@ -1,13 +1,14 @@
 """Convolution as patches + one matmul (im2col), a drop-in for ``lax.conv_general_dilated``.
 
-On XLA's CPU backend, the SimCLR training step of the narrow ResNet that fits
-a CPU budget (width 16, one block per stage) ran 15-23% faster with its strided
-convolutions written as the k*k shifted windows gathered into one
-[N, H', W', k*k*C] array times the reshaped kernel (README, "jssl against a
-PyTorch reference"), although each convolution alone is about as fast either
-way (benchmarks/conv_impl.py). Flax's ``nn.Conv(conv_general_dilated=...)``
-takes the function, so parameters, their names and checkpoints are unchanged.
-On accelerators keep XLA's convolutions (the default).
+On XLA's CPU backend, strided convolutions of narrow networks run 1.5-3x
+faster as the k*k shifted windows gathered into one [N, H', W', k*k*C] array
+times the reshaped kernel, while stride-1 convolutions are as fast or faster
+in XLA's own kernel (benchmarks/conv_impl.py, every convolution of the width-16
+CPU ResNet); the SimCLR step of that network ran 14-23% faster with
+``im2col_strided`` (README, "jssl against a PyTorch reference"). Flax's
+``nn.Conv(conv_general_dilated=...)`` takes the function, so parameters, their
+names and checkpoints are unchanged. On accelerators keep XLA's convolutions
+(the default).
 
 ``CONV_IMPLS`` names the choices a model accepts (``conv_impl=``):
 
@@ -47,15 +48,18 @@ def im2col_conv(
     ranks) are passed on to ``lax.conv_general_dilated`` unchanged, so it is
     safe to use for every convolution of a model.
     """
-    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
     plain = (
         lhs.ndim == 4
+        and rhs.ndim == 4
+        and dimension_numbers is not None  # None means NCHW x OIHW in lax
         and feature_group_count == 1
         and batch_group_count == 1
         and all(d == 1 for d in (lhs_dilation or (1, 1)))
         and all(d == 1 for d in (rhs_dilation or (1, 1)))
-        and (dimension_numbers is None or lax.ConvDimensionNumbers(*dimension_numbers) == nhwc)
     )
+    if plain:  # the layouts as strings or as ConvDimensionNumbers
+        dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        plain = dn == lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
     if not plain:
         return lax.conv_general_dilated(
             lhs,
