@@ -91,9 +91,7 @@ def budget_config(method: str, data_path: str, batch_size: int) -> ml_collection
     config.batch_size = batch_size
     # A CPU-sized ResNet (one basic block per stage, width 16), as in PERF-NOTES.md, with
     # strided convolutions as patches + matmul (faster on XLA's CPU backend; jssl.models.conv).
-    config.model.kwargs = ml_collections.ConfigDict(
-        {"stem": "cifar", "width": 16, "stage_sizes": (1, 1, 1, 1), "conv_impl": "im2col_strided"}
-    )
+    config.model.kwargs.update(width=16, stage_sizes=(1, 1, 1, 1), conv_impl="im2col_strided")
     if method == "simclr":
         config.simclr.proj_hidden_dims = (128,)
         config.augment.scale = (0.2, 1.0)
@@ -497,14 +495,7 @@ def run_torch(args, config, sampler: CpuSampler) -> dict:
     )
 
     def batches(persistent: bool):
-        loader = torch.utils.data.DataLoader(
-            two_views,
-            batch_size=bs,
-            shuffle=True,
-            num_workers=args.workers,
-            drop_last=True,
-            persistent_workers=persistent and args.workers > 0,
-        )
+        loader = compare_pytorch.torch_loader(torch, two_views, bs, args.workers, persistent)
         while True:
             for v1, v2 in loader:
                 yield torch.cat([v1, v2])
@@ -512,13 +503,7 @@ def run_torch(args, config, sampler: CpuSampler) -> dict:
     def train_step(model, opt, x, lr):
         for g in opt.param_groups:
             g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        z = model(x)
-        n = x.shape[0] // 2
-        loss = compare_pytorch.torch_nt_xent(torch, z[:n], z[n:], temperature)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return compare_pytorch.torch_simclr_step(torch, model, opt, x, temperature)
 
     # Warm-up throughput, end to end (DataLoader included), on a model thrown away after.
     model, opt = new_model()

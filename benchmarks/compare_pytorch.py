@@ -99,14 +99,11 @@ def arch_spec(args) -> dict:
 def make_config(spec: dict, batch_size: int) -> ml_collections.ConfigDict:
     config = load_config("configs/simclr.py:cifar10_folder")
     config.batch_size = batch_size
-    config.model.name = "resnet18"
-    config.model.kwargs = ml_collections.ConfigDict(
-        {
-            "stem": "cifar",
-            "width": spec["width"],
-            "stage_sizes": tuple(spec["stage_sizes"]),
-            "conv_impl": spec.get("conv_impl", "xla"),
-        }
+    config.model.name = "resnet18"  # the preset's ResNet arguments, CIFAR stem
+    config.model.kwargs.update(
+        width=spec["width"],
+        stage_sizes=tuple(spec["stage_sizes"]),
+        conv_impl=spec.get("conv_impl", "xla"),
     )
     config.simclr.proj_hidden_dims = (spec["proj_hidden"],)
     config.simclr.temperature = TEMPERATURE
@@ -409,6 +406,29 @@ def torch_two_views_dataset(torch, images: np.ndarray, view):
     return TwoViews()
 
 
+def torch_loader(torch, dataset, batch_size: int, workers: int, persistent: bool = True):
+    """The usual shuffled DataLoader of (view 1, view 2) batches, with ``workers`` workers."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=persistent and workers > 0,
+    )
+
+
+def torch_simclr_step(torch, model, opt, x, temperature: float, memory_format=None) -> float:
+    """One NT-Xent update on ``x`` = [view 1; view 2] (NCHW); returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    z = model(x.contiguous(memory_format=memory_format or torch.contiguous_format))
+    n = x.shape[0] // 2
+    loss = torch_nt_xent(torch, z[:n], z[n:], temperature)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def torch_param_groups(model, weight_decay: float) -> list[dict]:
     """Weight decay on kernels (ndim > 1) only, as jssl's ``weight_decay_mask``."""
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -444,12 +464,7 @@ def run_torch(args, spec, images, views) -> dict:
     )
 
     def train_step(x):
-        opt.zero_grad(set_to_none=True)
-        z = model(x.contiguous(memory_format=fmt))
-        loss = torch_nt_xent(torch, z[: x.shape[0] // 2], z[x.shape[0] // 2 :], TEMPERATURE)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return torch_simclr_step(torch, model, opt, x, TEMPERATURE, memory_format=fmt)
 
     # (a) fixed views: the same float32 arrays as jssl's, NHWC -> NCHW.
     x = torch.from_numpy(np.concatenate(views).transpose(0, 3, 1, 2).copy())
@@ -468,14 +483,7 @@ def run_torch(args, spec, images, views) -> dict:
 
     # (b) end to end: torchvision transforms on PIL images in a DataLoader with workers.
     two_views = torch_two_views_dataset(torch, images, torch_view_transform())
-    loader = torch.utils.data.DataLoader(
-        two_views,
-        batch_size=bs,
-        shuffle=True,
-        num_workers=args.workers,
-        drop_last=True,
-        persistent_workers=args.workers > 0,
-    )
+    loader = torch_loader(torch, two_views, bs, args.workers)
     out["dataloader_workers"] = args.workers
     it = iter(loader)
 

@@ -138,7 +138,8 @@ def main(argv=None):
     # The matmul rate in float32 and in the step's dtype; a large one on an accelerator.
     n = 2048 if jax.default_backend() == "cpu" else 8192
     matmul = matmul_flops_per_sec(n)
-    matmul_dtype = matmul_flops_per_sec(n, dtype=jnp.dtype(config.model.dtype))
+    dtype = jnp.dtype(config.model.dtype)
+    matmul_dtype = matmul if dtype == jnp.float32 else matmul_flops_per_sec(n, dtype=dtype)
     step = measure_step(config, steps=args.steps, channels=channels)
     result = {
         "config": args.config,
