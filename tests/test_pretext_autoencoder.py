@@ -7,8 +7,9 @@ import pytest
 from test_pretext_utils import assert_one_step_8_devices_equals_1, run_train_py_smokes, set_fields
 
 from configs import autoencoder as autoencoder_config
-from jssl.methods.autoencoder import Autoencoder, dead_codes, debiased, quantize, top_k_mask
+from jssl.methods.autoencoder import dead_codes, debiased
 from jssl.models import ConvNet, Decoder
+from jssl.models.autoencoders import Autoencoder, quantize, top_k_mask
 
 TINY = {"model.kwargs.widths": (8, 16), "batch_size": 16, "eval.untrained": False}
 

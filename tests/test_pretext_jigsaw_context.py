@@ -11,8 +11,7 @@ from configs import jigsaw as jigsaw_config
 from jssl import pretext
 from jssl.errors import UserError
 from jssl.methods import METHODS
-from jssl.methods.jigsaw import PartsClassifier
-from jssl.models import ConvNet
+from jssl.models import ConvNet, PartsClassifier
 
 TINY = {"model.kwargs.widths": (8, 16), "batch_size": 16, "eval.untrained": False}
 

@@ -13,8 +13,8 @@ from configs import denoising as denoising_config
 from configs import inpainting as inpainting_config
 from jssl import pretext
 from jssl.methods import METHODS
-from jssl.methods.recovery import EncoderDecoder, rebalancing_weights
-from jssl.models import ConvNet, Decoder, VectorDecoder, create_model
+from jssl.methods.recovery import rebalancing_weights
+from jssl.models import ConvNet, Decoder, EncoderDecoder, VectorDecoder, create_model
 from jssl.models.decoders import stage_sizes
 
 CONFIGS = {

@@ -8,8 +8,7 @@ from test_pretext_utils import assert_one_step_8_devices_equals_1, run_train_py_
 
 from configs import rotation as rotation_config
 from jssl.methods import METHODS
-from jssl.methods.rotation import TransformClassifier
-from jssl.models import ConvNet, create_model
+from jssl.models import ConvNet, TransformClassifier, create_model
 
 TINY = {"model.kwargs.widths": (8, 16), "batch_size": 16, "eval.untrained": False}
 

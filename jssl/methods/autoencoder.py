@@ -20,9 +20,6 @@ VQ codes by the Decoder directly. Evaluation uses the encoder's pooled features.
 
 from __future__ import annotations
 
-from typing import Any
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -31,98 +28,8 @@ from jssl import losses
 from jssl.errors import UserError
 from jssl.methods.base import Method, apply_train
 from jssl.methods.recovery import build_decoder, clean_views
-from jssl.models import Decoder, create_model
-
-Dtype = Any
-BOTTLENECKS = ("lowdim", "sparse", "vq")
-SPARSITY = ("l1", "topk")
-
-
-def top_k_mask(code: jax.Array, k: int) -> jax.Array:
-    """Keeps the k largest entries of each row of code [B, K] and zeroes the rest.
-
-    Gradients flow to the kept entries only. Ties at the k-th value may keep more.
-    """
-    kth = jax.lax.top_k(code, k)[0][:, -1:]
-    return jnp.where(code >= kth, code, 0.0)
-
-
-def quantize(z_e: jax.Array, codebook: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Nearest codes: z_e [..., D], codebook [K, D] -> (z_q [..., D], indices [...] int32)."""
-    flat = z_e.reshape(-1, z_e.shape[-1]).astype(jnp.float32)
-    d2 = (
-        jnp.sum(jnp.square(flat), axis=1, keepdims=True)
-        - 2.0 * flat @ codebook.T
-        + jnp.sum(jnp.square(codebook), axis=1)[None, :]
-    )
-    idx = jnp.argmin(d2, axis=1).astype(jnp.int32)
-    return codebook[idx].reshape(z_e.shape), idx.reshape(z_e.shape[:-1])
-
-
-class Autoencoder(nn.Module):
-    """backbone -> bottleneck -> decoder.
-
-    Call: ``x [B, H, W, C]`` -> ``(reconstruction [B, H, W, C], aux)``; aux holds
-    "features" (pooled encoder output, for evaluation), "code" ([B, K] for
-    vector codes, [B, h, w, D] quantised for VQ) and, for VQ, "z_e", "z_q" and
-    "indices" [B, h, w].
-    """
-
-    backbone: nn.Module
-    decoder: Decoder
-    bottleneck: str = "lowdim"
-    code_dim: int = 32
-    sparse_dim: int = 256
-    sparsity: str = "topk"
-    top_k: int = 16
-    num_codes: int = 128
-    code_channels: int = 32
-    normalize_codes: bool = False
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool):
-        if self.bottleneck not in BOTTLENECKS:
-            raise ValueError(
-                f"Unknown bottleneck {self.bottleneck!r}; valid: {', '.join(BOTTLENECKS)}."
-            )
-        h, aux = self.backbone(x, train=train)
-        fmap = aux["feature_map"]
-        out_shape = x.shape[1:]
-        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32, name=name)
-        if self.bottleneck == "vq":
-            z_e = nn.Conv(
-                self.code_channels,
-                (1, 1),
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                name="to_code",
-            )(fmap).astype(jnp.float32)
-            codebook = self.param(
-                "codebook", nn.initializers.normal(1.0), (self.num_codes, self.code_channels)
-            )
-            if self.normalize_codes:  # look up by cosine similarity (Yu et al. 2022, ViT-VQGAN)
-                z_e, codebook = losses.l2_normalize(z_e), losses.l2_normalize(codebook)
-            z_q, idx = quantize(z_e, codebook)
-            z_st = z_e + jax.lax.stop_gradient(z_q - z_e)  # straight-through estimator
-            recon = self.decoder(z_st, out_shape=out_shape, train=train)
-            extra = {"code": z_q, "z_e": z_e, "z_q": z_q, "indices": idx}
-        else:
-            if self.bottleneck == "lowdim":
-                code = dense(self.code_dim, "to_code")(h)
-            else:
-                if self.sparsity not in SPARSITY:
-                    raise ValueError(
-                        f"Unknown sparsity {self.sparsity!r}; valid: {', '.join(SPARSITY)}."
-                    )
-                code = nn.relu(dense(self.sparse_dim, "to_code")(h))
-                if self.sparsity == "topk":
-                    code = top_k_mask(code, self.top_k)
-            seed = dense(fmap.shape[1] * fmap.shape[2] * fmap.shape[3], "from_code")(code)
-            seed = nn.relu(seed.reshape(fmap.shape))
-            recon = self.decoder(seed, out_shape=out_shape, train=train)
-            extra = {"code": code.astype(jnp.float32)}
-        return recon, {**aux, **extra, "features": h}
+from jssl.models import Autoencoder, create_model
+from jssl.models.autoencoders import BOTTLENECKS, SPARSITY
 
 
 def build_model(config: ml_collections.ConfigDict) -> Autoencoder:

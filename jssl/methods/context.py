@@ -18,8 +18,7 @@ import ml_collections
 from jssl import pretext
 from jssl.errors import UserError
 from jssl.methods.base import Method, classification_loss
-from jssl.methods.jigsaw import PartsClassifier
-from jssl.models import create_model
+from jssl.models import PartsClassifier, create_model
 
 
 def build_model(config: ml_collections.ConfigDict) -> PartsClassifier:

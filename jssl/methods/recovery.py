@@ -15,9 +15,6 @@ Evaluation uses the encoder's pooled features of the *clean* image.
 
 from __future__ import annotations
 
-from typing import Any
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,44 +22,9 @@ import ml_collections
 from jssl import losses, pretext
 from jssl.errors import UserError
 from jssl.methods.base import Method, apply_train
-from jssl.models import Decoder, create_model
+from jssl.models import Decoder, EncoderDecoder, create_model
 
-Dtype = Any
 AB_SCALE = 110.0  # |a|, |b| of sRGB colours stay below ~110 (regression targets ab / 110)
-
-
-def lightness(x: jax.Array) -> jax.Array:
-    """Images [B, H, W, C] in [0, 1] -> (L - 50) / 50 of CIE Lab, [B, H, W, 1] in [-1, 1]."""
-    return (pretext.rgb_to_lab(x)[..., :1] - 50.0) / 50.0
-
-
-class EncoderDecoder(nn.Module):
-    """backbone -> feature map -> Decoder -> [B, H, W, out_channels].
-
-    Attributes:
-      backbone: any jssl backbone (its ``aux["feature_map"]`` is decoded).
-      decoder: the Decoder.
-      out_channels: output channels; 0 means as many as the input.
-      lightness_input: feed the backbone the Lab lightness of the input instead
-        of the input itself (colorization); the input stays RGB so evaluation
-        and initialisation see ordinary images.
-
-    Call: ``x [B, H, W, C]`` -> ``(output [B, H, W, out], aux)`` with
-    ``aux["features"]`` the backbone's pooled features.
-    """
-
-    backbone: nn.Module
-    decoder: Decoder
-    out_channels: int = 0
-    lightness_input: bool = False
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool):
-        inp = lightness(x) if self.lightness_input else x
-        h, aux = self.backbone(inp, train=train)
-        out_c = self.out_channels or x.shape[-1]
-        y = self.decoder(aux["feature_map"], out_shape=(*x.shape[1:3], out_c), train=train)
-        return y, {**aux, "features": h}
 
 
 def build_decoder(config: ml_collections.ConfigDict) -> Decoder:

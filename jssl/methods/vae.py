@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -45,47 +43,7 @@ from jssl import losses
 from jssl.errors import UserError
 from jssl.methods.base import Method
 from jssl.methods.recovery import build_decoder, clean_views
-from jssl.models import Decoder, VectorDecoder, create_model
-
-Dtype = Any
-
-
-class VAE(nn.Module):
-    """Gaussian-latent VAE around any backbone.
-
-    Call: ``x [B, H, W, C]``, ``train``, optional ``eps [B, latent_dim]`` ->
-    ``(reconstruction mean [B, H, W, C], aux)``: z = mean + exp(log_var / 2) * eps,
-    or z = mean without eps (evaluation). aux: "features" (pooled encoder
-    output, for evaluation), "mean", "log_var", "z", "log_scale" [] (of p(x|z)).
-    ``decode(z, out_shape=..., train=...)`` maps latents to image means.
-    """
-
-    backbone: nn.Module
-    decoder: Decoder
-    latent_dim: int = 16
-    seed_shape: tuple[int, int, int] = (4, 4, 64)
-    dtype: Dtype = jnp.float32
-
-    def setup(self):
-        self.to_latent = nn.Dense(2 * self.latent_dim, dtype=self.dtype, param_dtype=jnp.float32)
-        self.generator = VectorDecoder(
-            seed_shape=tuple(self.seed_shape), decoder=self.decoder, dtype=self.dtype
-        )
-        # One learned log-scale for all pixels (the channel count is unknown until called).
-        self.log_scale = self.param("log_scale", nn.initializers.zeros, (), jnp.float32)
-
-    def decode(self, z: jax.Array, *, out_shape: tuple[int, int, int], train: bool) -> jax.Array:
-        return self.generator(z, out_shape=out_shape, train=train)
-
-    def __call__(self, x: jax.Array, *, train: bool, eps: jax.Array | None = None):
-        h, aux = self.backbone(x, train=train)
-        stats = self.to_latent(h).astype(jnp.float32)
-        mean, log_var = stats[:, : self.latent_dim], stats[:, self.latent_dim :]
-        log_var = jnp.clip(log_var, -12.0, 8.0)  # keeps exp() finite early in training
-        z = mean if eps is None else mean + jnp.exp(0.5 * log_var) * eps
-        recon = self.decode(z, out_shape=x.shape[1:], train=train)
-        aux = {**aux, "features": h, "mean": mean, "log_var": log_var, "z": z}
-        return recon, {**aux, "log_scale": self.log_scale}
+from jssl.models import VAE, create_model
 
 
 def build_model(config: ml_collections.ConfigDict) -> VAE:

@@ -1,4 +1,4 @@
-"""Backbones and heads.
+"""Backbones, heads and the pretext tasks' networks.
 
 Every backbone's ``__call__(x [B, H, W, C], *, train)`` returns
 ``(features [B, D] float32, aux)`` where ``features`` is the pooled pre-projection
@@ -7,26 +7,42 @@ also give ``aux["cls"]`` and, when asked, ``aux["attention"]`` [B, heads, T, T].
 Every module takes ``dtype`` (compute dtype); parameters are always float32.
 """
 
+from jssl.models.autoencoders import VAE, Autoencoder, EncoderDecoder
 from jssl.models.convnet import ConvNet
 from jssl.models.decoders import Decoder, VectorDecoder
 from jssl.models.heads import DINOHead, MLPHead, WeightNormDense
+from jssl.models.layers import batch_norm
+from jssl.models.pretext_heads import (
+    AttentionPool,
+    PartsClassifier,
+    SetClassifierHead,
+    TransformClassifier,
+)
 from jssl.models.registry import MODELS, count_params, create_model, weight_decay_mask
 from jssl.models.resnet import BasicBlock, BottleneckBlock, ResNet
 from jssl.models.vit import MultiHeadAttention, ViT, interpolate_pos_embed
 
 __all__ = [
     "MODELS",
+    "VAE",
+    "AttentionPool",
+    "Autoencoder",
     "BasicBlock",
     "BottleneckBlock",
     "ConvNet",
     "Decoder",
     "DINOHead",
+    "EncoderDecoder",
     "MLPHead",
     "MultiHeadAttention",
+    "PartsClassifier",
     "ResNet",
+    "SetClassifierHead",
+    "TransformClassifier",
     "VectorDecoder",
     "ViT",
     "WeightNormDense",
+    "batch_norm",
     "count_params",
     "create_model",
     "interpolate_pos_embed",

@@ -6,6 +6,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jssl.models.layers import batch_norm
+
 Dtype = Any
 
 
@@ -50,13 +52,7 @@ class ConvNet(nn.Module):
                     dtype=self.dtype,
                     param_dtype=jnp.float32,
                 )(x)
-                x = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=0.9,
-                    epsilon=1e-5,
-                    dtype=self.dtype,
-                    param_dtype=jnp.float32,
-                )(x)
+                x = batch_norm(train, dtype=self.dtype)(x)
                 x = nn.relu(x)
         feature_map = x.astype(jnp.float32)
         return jnp.mean(feature_map, axis=(1, 2)), {"feature_map": feature_map}

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jssl.models.layers import batch_norm
+
 Dtype = Any
 UPSAMPLING = ("nearest", "bilinear", "transpose")
 
@@ -105,13 +107,7 @@ class Decoder(nn.Module):
                     param_dtype=jnp.float32,
                 )(x)
             if self.use_bn:
-                x = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=0.9,
-                    epsilon=1e-5,
-                    dtype=self.dtype,
-                    param_dtype=jnp.float32,
-                )(x)
+                x = batch_norm(train, dtype=self.dtype)(x)
             x = nn.relu(x)
         if x.shape[1:3] != (out_h, out_w):  # the feature map is larger than the output
             x = jax.image.resize(x, (b, out_h, out_w, x.shape[-1]), "bilinear")

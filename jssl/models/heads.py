@@ -6,6 +6,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jssl.models.layers import batch_norm
+
 Dtype = Any
 
 _ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
@@ -46,13 +48,7 @@ class MLPHead(nn.Module):
                 width, use_bias=not self.use_bn, dtype=self.dtype, param_dtype=jnp.float32
             )(x)
             if self.use_bn:
-                x = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=0.9,
-                    epsilon=1e-5,
-                    dtype=self.dtype,
-                    param_dtype=jnp.float32,
-                )(x)
+                x = batch_norm(train, dtype=self.dtype)(x)
             x = act(x)
         x = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=jnp.float32)(x)
         return x.astype(jnp.float32)
@@ -138,13 +134,7 @@ class DINOHead(nn.Module):
             # rounding-noise gradients, which Adam would blow up to full steps).
             x = dense(self.hidden_dim, use_bias=not self.use_bn)(x)
             if self.use_bn:
-                x = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=0.9,
-                    epsilon=1e-5,
-                    dtype=self.dtype,
-                    param_dtype=jnp.float32,
-                )(x)
+                x = batch_norm(train, dtype=self.dtype)(x)
             x = nn.gelu(x, approximate=False)
         x = dense(self.bottleneck_dim)(x)
         # Normalise in float32: a bf16 norm of a 256-d vector loses digits.

@@ -12,22 +12,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jssl.models.conv import conv_fn
+from jssl.models.layers import batch_norm
 
 Dtype = Any
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-def _bn(train: bool, dtype: Dtype, *, zero_scale: bool = False, name: str | None = None):
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
-        name=name,
-    )
 
 
 def _conv(
@@ -68,12 +57,12 @@ class BasicBlock(nn.Module):
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         impl = self.conv_impl
         y = _conv(self.features, 3, self.stride, self.dtype, impl=impl)(x)
-        y = nn.relu(_bn(train, self.dtype)(y))
+        y = nn.relu(batch_norm(train, dtype=self.dtype)(y))
         y = _conv(self.features, 3, 1, self.dtype, impl=impl)(y)
-        y = _bn(train, self.dtype, zero_scale=self.zero_init_residual)(y)
+        y = batch_norm(train, dtype=self.dtype, zero_scale=self.zero_init_residual)(y)
         if x.shape[-1] != self.features or self.stride != 1:
             x = _conv(self.features, 1, self.stride, self.dtype, name="proj_conv", impl=impl)(x)
-            x = _bn(train, self.dtype, name="proj_bn")(x)
+            x = batch_norm(train, dtype=self.dtype, name="proj_bn")(x)
         return nn.relu(x + y)
 
 
@@ -93,14 +82,14 @@ class BottleneckBlock(nn.Module):
         out = self.features * self.expansion
         impl = self.conv_impl
         y = _conv(self.features, 1, 1, self.dtype, impl=impl)(x)
-        y = nn.relu(_bn(train, self.dtype)(y))
+        y = nn.relu(batch_norm(train, dtype=self.dtype)(y))
         y = _conv(self.features, 3, self.stride, self.dtype, impl=impl)(y)
-        y = nn.relu(_bn(train, self.dtype)(y))
+        y = nn.relu(batch_norm(train, dtype=self.dtype)(y))
         y = _conv(out, 1, 1, self.dtype, impl=impl)(y)
-        y = _bn(train, self.dtype, zero_scale=self.zero_init_residual)(y)
+        y = batch_norm(train, dtype=self.dtype, zero_scale=self.zero_init_residual)(y)
         if x.shape[-1] != out or self.stride != 1:
             x = _conv(out, 1, self.stride, self.dtype, name="proj_conv", impl=impl)(x)
-            x = _bn(train, self.dtype, name="proj_bn")(x)
+            x = batch_norm(train, dtype=self.dtype, name="proj_bn")(x)
         return nn.relu(x + y)
 
 
@@ -151,10 +140,10 @@ class ResNet(nn.Module):
         x = x.astype(self.dtype)
         if self.stem == "cifar":
             x = _conv(self.width, 3, 1, self.dtype, name="stem_conv", impl=self.conv_impl)(x)
-            x = nn.relu(_bn(train, self.dtype, name="stem_bn")(x))
+            x = nn.relu(batch_norm(train, dtype=self.dtype, name="stem_bn")(x))
         else:
             x = _conv(self.width, 7, 2, self.dtype, name="stem_conv", impl=self.conv_impl)(x)
-            x = nn.relu(_bn(train, self.dtype, name="stem_bn")(x))
+            x = nn.relu(batch_norm(train, dtype=self.dtype, name="stem_bn")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
