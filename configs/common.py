@@ -49,6 +49,14 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     # > 0: stop (after saving) once training has run this long; rerun to continue.
     c.max_train_seconds = 0.0
 
+    # Start from another run's weights: a run folder, or "stage:NAME" for the earlier
+    # stage c.stages.NAME, trained first in <workdir>/NAME (SCAN: pretext -> SCAN ->
+    # self-labelling). `params` names the top-level parameter subtrees taken.
+    c.init_from = ml_collections.ConfigDict()
+    c.init_from.workdir = ""
+    c.init_from.params = ("backbone",)
+    c.stages = ml_collections.ConfigDict()  # name -> the config of an earlier stage
+
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"  # digits | image_folder | tfds
     c.data.path = ""  # image_folder root with train/ and test/
@@ -75,7 +83,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.augment.flip = True
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.name = "sgd"  # sgd | lars | adamw
+    c.optim.name = "sgd"  # sgd | lars | adamw | dino_adamw
     c.optim.learning_rate = 0.1
     c.optim.scale_lr_by_batch = True  # peak lr = learning_rate * batch_size / 256
     c.optim.warmup_epochs = 10.0

@@ -50,7 +50,6 @@ def _dino_block() -> ml_collections.ConfigDict:
     d.center_momentum = 0.9
     d.teacher_momentum = 0.996  # cosine to teacher_momentum_end
     d.teacher_momentum_end = 1.0
-    d.weight_decay_end = 0.4  # cosine from optim.weight_decay
     return d
 
 
@@ -62,9 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dino = _dino_block()
 
     # DINO's optimiser: AdamW, lr 5e-4 x batch/256, 10 warm-up epochs, weight
-    # decay 0.04 -> 0.4 (cosine), gradient clipping 3.0 (per tensor with
-    # dino.make_dino_optimizer, global norm with the generic optimiser).
-    c.optim.name = "adamw"
+    # decay 0.04 -> 0.4 (cosine), gradient clipping 3.0 per tensor (jssl.optim.dino_adamw).
+    c.optim.name = "dino_adamw"
+    c.optim.weight_decay_end = 0.4  # cosine from optim.weight_decay
     c.optim.learning_rate = 5e-4
     c.optim.warmup_epochs = 10.0
     c.optim.weight_decay = 0.04

@@ -2,17 +2,19 @@
 
 Presets: digits (default), cifar10, cifar10_folder, stl10, imagenet.
 
-- ``configs/scan.py:PRESET`` is the SCAN stage: mine neighbours in the space of
-  a pretext run and train clustering heads with the SCAN loss. The pretext run
-  is ``--config.pretext_workdir=W`` (a finished jssl run of any method); left
-  empty, the embedded SimCLR config ``config.pretext`` is trained first in
-  ``<workdir>/pretext`` (``--config.pretext.*`` overrides it).
-- ``configs/scan.py:PRESET,selflabel`` is the whole pipeline up to the
-  self-labelling stage: it trains on top of a finished SCAN-stage run,
-  ``--config.scan.scan_workdir=W``; left empty, the embedded SCAN-stage config
-  ``config.scan_stage`` runs first in ``<workdir>/scan`` (with its pretext in
-  ``<workdir>/scan/pretext``). ``--config.pretext_workdir=W`` is passed on to
-  it.
+- ``configs/scan.py:PRESET`` is the SCAN stage (method ``scan``): mine
+  neighbours in the space of a pretext run and train clustering heads with the
+  SCAN loss. It starts from ``config.init_from.workdir``: a finished jssl run of
+  any method (``--config.init_from.workdir=W``), or by default
+  ``"stage:pretext"``, the embedded SimCLR config ``config.stages.pretext``
+  trained first in ``<workdir>/pretext`` (``--config.stages.pretext.*``
+  overrides it).
+- ``configs/scan.py:PRESET,selflabel`` is the self-labelling stage (method
+  ``selflabel``) on top of a finished SCAN-stage run: by default
+  ``"stage:scan"``, the embedded SCAN-stage config ``config.stages.scan`` run
+  first in ``<workdir>/scan`` (with its pretext in ``<workdir>/scan/pretext``),
+  or ``--config.init_from.workdir=W``. ``--config.stages.scan.init_from.workdir=W``
+  gives the SCAN stage a finished pretext run.
 
 Clustering scores of the lowest-loss head on the test split are reported as
 head_acc / head_nmi / head_ari.
@@ -25,32 +27,37 @@ from configs import common, simclr
 SELFLABEL = "selflabel"
 
 
-def _scan_block(c: ml_collections.ConfigDict, stage: str) -> None:
-    c.pretext_workdir = ""  # a finished jssl run; "" = train config.pretext in <workdir>/pretext
+def _scan_block(c: ml_collections.ConfigDict) -> None:
     c.scan = ml_collections.ConfigDict()
-    c.scan.stage = stage  # scan | selflabel
-    c.scan.num_heads = 10  # SCAN stage; the self-labelling stage keeps the best one
+    c.scan.num_heads = 10  # the self-labelling stage keeps the best one
     c.scan.num_clusters = 10
     c.scan.entropy_weight = 5.0
     c.scan.num_neighbors = 20
     # Neighbour space: projection (the pretext model's output; SCAN's choice), features
     # (backbone h), or auto (projection when the output is [B, D], else features).
     c.scan.mine_on = "auto"
-    c.scan.scan_workdir = ""  # selflabel: a finished SCAN-stage run; "" = run config.scan_stage
     c.scan.head_loss_momentum = 0.9  # EMA of each head's loss; the lowest picks the best head
     c.scan.max_cluster_share = 0.5  # warn when one cluster holds more of the batch
-    c.scan.selflabel = ml_collections.ConfigDict()
-    c.scan.selflabel.threshold = 0.99
-    c.scan.selflabel.class_balance = True
+
+
+def _selflabel_block(c: ml_collections.ConfigDict) -> None:
+    c.selflabel = ml_collections.ConfigDict()
+    c.selflabel.num_clusters = 10
+    c.selflabel.threshold = 0.99
+    c.selflabel.class_balance = True
     # The weak view is crop (this scale) + flip; the strong view is config.augment.
-    c.scan.selflabel.weak_scale = (0.8, 1.0)
+    c.selflabel.weak_scale = (0.8, 1.0)
+    c.selflabel.head_loss_momentum = 0.9
+    c.selflabel.max_cluster_share = 0.5
 
 
 def scan_stage(preset: str, modifiers: set[str], arg: str) -> ml_collections.ConfigDict:
     c = common.base_config("scan")
     common.apply_data_preset(c, preset)
-    _scan_block(c, "scan")
-    c.pretext = simclr.get_config(arg)
+    _scan_block(c)
+    c.stages.pretext = simclr.get_config(arg)
+    c.init_from.workdir = "stage:pretext"
+    c.init_from.params = ("backbone",)
     # SCAN: Adam lr 1e-4, weight decay 1e-4, 50 epochs, 10 heads, entropy weight 5.
     c.num_epochs = 50.0
     c.optim.name = "adamw"
@@ -78,10 +85,12 @@ def scan_stage(preset: str, modifiers: set[str], arg: str) -> ml_collections.Con
 
 
 def selflabel_stage(preset: str, modifiers: set[str], arg: str) -> ml_collections.ConfigDict:
-    c = common.base_config("scan")
+    c = common.base_config("selflabel")
     common.apply_data_preset(c, preset)
-    _scan_block(c, SELFLABEL)
-    c.scan_stage = scan_stage(preset, modifiers, arg)
+    _selflabel_block(c)
+    c.stages.scan = scan_stage(preset, modifiers, arg)
+    c.init_from.workdir = "stage:scan"
+    c.init_from.params = ("backbone", "head")
     # SCAN self-labelling: Adam lr 1e-4, weight decay 1e-4, 200 epochs.
     c.num_epochs = 200.0
     c.optim.name = "adamw"
@@ -96,8 +105,8 @@ def selflabel_stage(preset: str, modifiers: set[str], arg: str) -> ml_collection
         c.eval.probe_epochs = 200
     elif preset == "imagenet":
         c.num_epochs = 25.0
-        c.scan.num_clusters = 1000
-        c.scan.max_cluster_share = 0.05
+        c.selflabel.num_clusters = 1000
+        c.selflabel.max_cluster_share = 0.05
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

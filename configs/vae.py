@@ -1,7 +1,8 @@
 """Variational autoencoder configs: ``--config=configs/vae.py:PRESET[,smoke]``.
 
 Presets: digits (default), cifar10 (tfds), cifar10_folder (--config.data.path=DIR),
-stl10, imagenet. Pictures of a trained run: ``python -m jssl.methods.vae --workdir=W``.
+stl10, imagenet. Pictures of a trained run:
+``python -m jssl.visualize reconstructions --workdir=W``.
 """
 
 import ml_collections

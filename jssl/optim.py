@@ -1,10 +1,13 @@
-"""Optimisers (SGD, LARS, AdamW) with warm-up + cosine schedule and weight-decay masks."""
+"""Optimisers (SGD, LARS, AdamW, DINO's AdamW): warm-up + cosine schedules, weight-decay masks."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jssl import schedules
 from jssl.errors import UserError
 from jssl.models import weight_decay_mask
 
@@ -32,6 +35,8 @@ def make_optimizer(
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (optimizer, learning-rate schedule) for ``config.optim``."""
     oc = config.optim
+    if oc.name == "dino_adamw":
+        return dino_adamw(config, total_steps, steps_per_epoch)
     schedule = learning_rate_schedule(config, total_steps, steps_per_epoch)
     if oc.name == "sgd":
         tx = optax.chain(
@@ -51,7 +56,68 @@ def make_optimizer(
             schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=weight_decay_mask
         )
     else:
-        raise UserError(f"Unknown optimizer {oc.name!r}; valid: 'sgd', 'lars', 'adamw'.")
+        raise UserError(
+            f"Unknown optimizer {oc.name!r}; valid: 'sgd', 'lars', 'adamw', 'dino_adamw'."
+        )
     if oc.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(oc.grad_clip), tx)
     return tx, schedule
+
+
+def clip_by_leaf_norm(max_norm: float) -> optax.GradientTransformation:
+    """Scales each leaf g to norm at most ``max_norm``: g * min(1, max_norm / (||g|| + 1e-6)).
+
+    DINO's ``clip_gradients`` clips every parameter tensor separately, not the
+    global norm.
+    """
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def clip(g):
+            norm = jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32))))
+            return (g * jnp.minimum(1.0, max_norm / (norm + 1e-6))).astype(g.dtype)
+
+        return jax.tree.map(clip, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def dino_adamw(
+    config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """DINO's AdamW: per-tensor clipping, decoupled weight decay on a cosine schedule.
+
+    lr: linear warm-up to ``learning_rate * batch_size / 256`` over
+    ``optim.warmup_epochs``, cosine to ``end_lr_factor * peak``; weight decay:
+    cosine ``optim.weight_decay`` -> ``optim.weight_decay_end`` (0.04 -> 0.4),
+    masked as ``weight_decay_mask`` (no decay on biases, norms, pos_embed,
+    cls_token); gradient clipping per tensor at ``optim.grad_clip`` (0: off).
+
+    Returns (optimizer, learning-rate schedule), as ``optim.make_optimizer``.
+    """
+    oc = config.optim
+    peak = (
+        oc.learning_rate * config.batch_size / 256.0 if oc.scale_lr_by_batch else oc.learning_rate
+    )
+    warmup = min(int(round(oc.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
+    lr = schedules.bind(
+        schedules.warmup_cosine,
+        peak=peak,
+        warmup_steps=warmup,
+        total_steps=total_steps,
+        end=peak * oc.end_lr_factor,
+    )
+    wd = schedules.bind(
+        schedules.weight_decay,
+        total_steps=total_steps,
+        base=oc.weight_decay,
+        final=oc.weight_decay_end,
+    )
+    parts = [clip_by_leaf_norm(oc.grad_clip)] if oc.grad_clip > 0 else []
+    parts += [
+        optax.scale_by_adam(b1=oc.b1, b2=oc.b2),
+        optax.add_decayed_weights(wd, mask=weight_decay_mask),
+        optax.scale_by_learning_rate(lr),
+    ]
+    return optax.chain(*parts), lr

@@ -48,8 +48,12 @@ def train_step(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     config,
+    run,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update: views -> loss -> grads -> optimiser; ``(state, batch) -> (state, metrics)``.
+
+    ``run`` (``jssl.methods.RunInfo``) is handed to the method's loss and
+    after_update (schedules over the run's length).
 
     The per-step key is ``fold_in(state.rng, state.step)``, so the step's
     randomness depends only on (seed, step): resume is exact and the result
@@ -61,7 +65,7 @@ def train_step(
     step_key = jax.random.fold_in(state.rng, state.step)
     view_key, loss_key = jax.random.split(step_key)
     views = method.make_views(view_key, batch, config)
-    loss_fn = method.make_loss(model, config)
+    loss_fn = method.make_loss(model, config, run)
 
     def objective(params):
         loss, aux = loss_fn(
@@ -75,7 +79,9 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if method.after_update is not None:
-        method_state = method.after_update(params, batch_stats, method_state, state.step, config)
+        method_state = method.after_update(
+            params, batch_stats, method_state, state.step, config, run
+        )
 
     # The new parameters too: a finite gradient can still give a non-finite update
     # (e.g. an infinite learning rate or an optimiser state that overflowed).

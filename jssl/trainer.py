@@ -1,8 +1,14 @@
-"""train_and_evaluate(config, workdir): mesh, data, init, loop, logging, checkpoints, evaluation."""
+"""train_and_evaluate(config, workdir): stages, init, loop, logging, checkpoints, evaluation.
+
+A run whose ``config.init_from.workdir`` is ``"stage:NAME"`` starts from the
+weights of the earlier stage ``config.stages.NAME``: that stage is trained first
+(or resumed; a finished one is reused) as an ordinary run in ``<workdir>/NAME``,
+and its own stages the same way in its folder. SCAN is pretext -> SCAN ->
+self-labelling this way.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -17,11 +23,29 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import augment, data, evaluation, optim, sharding
+from jssl import evaluation
 from jssl.checkpoint import Checkpointer, load_saved_config, save_config
 from jssl.errors import UserError
-from jssl.methods import get_method
-from jssl.train_step import TrainState, train_step
+from jssl.experiment import (
+    Experiment,
+    RestoredRun,
+    restore_run,
+    run_finished,
+    same_data,
+    saved_config,
+)
+
+__all__ = [
+    "ConfigMismatchError",
+    "Experiment",
+    "NonFiniteError",
+    "RestoredRun",
+    "evaluate_checkpoint",
+    "open_run",
+    "restore_run",
+    "summary_table",
+    "train_and_evaluate",
+]
 
 # Fields that may differ between a saved run and its resumption.
 RESUMABLE_FIELDS = (
@@ -40,18 +64,7 @@ RESUMABLE_FIELDS = (
     "data.path",
 )
 
-EVAL_METRICS = (
-    ("knn_top1", "kNN top-1"),
-    ("linear_top1", "linear-probe top-1"),
-    ("cluster_acc", "clustering ACC"),
-    ("nmi", "NMI"),
-    ("ari", "ARI"),
-    ("head_acc", "head ACC (Hungarian)"),
-    ("head_acc_many_to_one", "head ACC (many-to-one)"),
-    ("head_nmi", "head NMI"),
-    ("head_ari", "head ARI"),
-    ("neighbor_acc", "neighbour label agreement"),
-)
+STAGE_PREFIX = "stage:"
 
 
 class ConfigMismatchError(UserError):
@@ -60,174 +73,6 @@ class ConfigMismatchError(UserError):
 
 class NonFiniteError(FloatingPointError):
     """Training produced a non-finite loss or gradient."""
-
-
-class Experiment:
-    """Everything derived from (config, devices): data, model, optimiser, compiled step."""
-
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        devices=None,
-        dataset=None,
-        *,
-        workdir: str | None = None,
-        restore_only: bool = False,
-    ):
-        """``workdir``: the run folder, when there is one (methods keep caches and
-        earlier stages there). ``restore_only``: built only to restore a finished
-        run's checkpoint, so method hooks skip their stage work (mining, training
-        earlier stages) and only shape the state."""
-        self.config = config
-        self.workdir = os.path.abspath(workdir) if workdir else None
-        self.restore_only = restore_only
-        self.mesh = sharding.make_mesh(devices)
-        sharding.check_batch_size(config.batch_size, self.mesh)
-        d = config.data
-        self.dataset = dataset or data.load_dataset(
-            d.name,
-            path=d.path or None,
-            image_size=d.image_size or None,
-            tfds_name=d.tfds_name or None,
-            train_split=d.train_split,
-            test_split=d.test_split,
-            data_dir=d.data_dir or None,
-            cache_dir=d.cache_dir or None,
-            on_bad_image=d.on_bad_image,
-        )
-        n = len(self.dataset.train.labels)
-        if config.batch_size > n:
-            raise UserError(
-                f"batch_size={config.batch_size} is larger than the {n} training examples of "
-                f"{self.dataset.name}; set --config.batch_size to at most {n}."
-            )
-        self.steps_per_epoch = n // config.batch_size
-        self.total_steps = config.num_steps or max(
-            1, int(math.ceil(config.num_epochs * self.steps_per_epoch))
-        )
-        self.method = get_method(config.method)
-        self.model = self.method.build_model(config)
-        if self.method.prepare is not None:
-            self.method.prepare(self)
-        make_optimizer = self.method.make_optimizer or optim.make_optimizer
-        self.tx, self.schedule = make_optimizer(config, self.total_steps, self.steps_per_epoch)
-        step = functools.partial(
-            train_step,
-            method=self.method,
-            model=self.model,
-            tx=self.tx,
-            schedule=self.schedule,
-            config=config,
-        )
-        rep = sharding.replicated(self.mesh)
-        self.train_step = jax.jit(
-            step,
-            in_shardings=(rep, sharding.data_sharded(self.mesh)),
-            out_shardings=(rep, rep),
-            donate_argnums=(0,),
-        )
-
-    def init_state(self) -> TrainState:
-        """Fresh TrainState, replicated over the mesh; a function of config.seed only."""
-        config = self.config
-        c = self.dataset.train.images.shape[-1]
-        size = config.augment.crop_size
-
-        def init():
-            rng = jax.random.PRNGKey(config.seed)
-            init_key, state_key = jax.random.split(rng)
-            variables = self.model.init(init_key, jnp.zeros((2, size, size, c)), train=False)
-            params = variables["params"]
-            return TrainState(
-                step=jnp.zeros((), jnp.int32),
-                params=params,
-                batch_stats=variables.get("batch_stats", {}),
-                opt_state=self.tx.init(params),
-                method_state=self.method.init_method_state(params, config),
-                rng=state_key,
-                nonfinite_steps=jnp.zeros((), jnp.int32),
-            )
-
-        state = jax.jit(init, out_shardings=sharding.replicated(self.mesh))()
-        if self.method.post_init is not None:
-            state = self.method.post_init(self, state)
-        return state
-
-    def global_batch(self, step: int) -> dict[str, jax.Array]:
-        """This step's global batch, sharded over the mesh (a function of seed and step)."""
-        idx = data.host_batch_indices(
-            len(self.dataset.train.labels),
-            self.config.batch_size,
-            seed=self.config.seed,
-            step=step,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
-        batch = {"image": self.dataset.train.images[idx], "index": idx.astype(np.int32)}
-        if self.method.batch_extras is not None:
-            batch.update(self.method.batch_extras(self, idx, step))
-        return sharding.put_global_batch(batch, self.mesh)
-
-    def evaluate(self, state: TrainState) -> dict[str, float]:
-        """kNN, linear probe and k-means clustering on the frozen representation.
-
-        ``config.eval.representation``: "features" (default), the backbone's
-        pooled output h before any head; "output", the model's output (e.g.
-        SimCLR's projection z).
-        """
-        config = self.config
-        size = (config.augment.crop_size, config.augment.crop_size)
-        variables = {"params": state.params}
-        if state.batch_stats:
-            variables["batch_stats"] = state.batch_stats
-        batch_size = config.eval.batch_size
-        sharding.check_batch_size(batch_size, self.mesh)
-        data_sharding = sharding.data_sharded(self.mesh)
-
-        representation = config.eval.get("representation", "features")
-        if representation not in ("features", "output"):
-            raise UserError(
-                f"config.eval.representation={representation!r}: use 'features' (the backbone's "
-                "pooled h) or 'output' (the model's output, e.g. SimCLR's projection z)."
-            )
-
-        @jax.jit
-        def features(variables, images):
-            x = augment.eval_view(images, size=size)
-            out, aux = self.model.apply(variables, x, train=False)
-            return (out if representation == "output" else aux["features"]).astype(jnp.float32)
-
-        n_devices = self.mesh.devices.size
-
-        def apply_fn(images):
-            # A split smaller than the eval batch gives batches of N rows; pad them to a
-            # multiple of the device count (more devices than examples) and drop the padding.
-            n = images.shape[0]
-            if n % n_devices:
-                images = jnp.pad(images, [(0, -n % n_devices)] + [(0, 0)] * (images.ndim - 1))
-            return features(variables, jax.device_put(images, data_sharding))[:n]
-
-        train, test = self.dataset.train, self.dataset.test
-        cap = config.eval.max_train_examples
-        if cap and cap < len(train.labels):
-            keep = np.sort(np.random.default_rng(config.seed).permutation(len(train.labels))[:cap])
-            train = data.Split(images=train.images[keep], labels=train.labels[keep])
-        f_train = evaluation.extract_features(apply_fn, train.images, batch_size=batch_size)
-        f_test = evaluation.extract_features(apply_fn, test.images, batch_size=batch_size)
-        results = evaluation.evaluate_features(
-            f_train,
-            train.labels,
-            f_test,
-            test.labels,
-            num_classes=self.dataset.num_classes,
-            knn_k=config.eval.knn_k,
-            knn_temperature=config.eval.knn_temperature,
-            probe_epochs=config.eval.probe_epochs,
-            seed=config.seed,
-        )
-        if self.method.extra_eval is not None:
-            results.update(self.method.extra_eval(self, state))
-        return results
 
 
 # ----------------------------------------------------------------------------- config checks
@@ -294,20 +139,27 @@ class MetricWriter:
         self.tb.close()
 
 
-def summary_table(trained: dict[str, float], untrained: dict[str, float] | None, step: int) -> str:
-    """The trained network's figures beside the untrained network's, and the change."""
-    names = dict(EVAL_METRICS)
-    keys = [k for k, _ in EVAL_METRICS if k in trained] + sorted(
-        k for k in trained if k not in names and k != "eval_seconds"
-    )
+def summary_table(
+    trained: dict[str, evaluation.Metric], untrained: dict[str, float] | None, step: int
+) -> str:
+    """The trained network's labelled metrics beside the untrained network's, and the change.
+
+    Only metrics with a label are rows (an index or a count stays in the JSON).
+    """
     header = f"{'metric':<26} {'untrained':>10} {'step ' + str(step):>12} {'change':>8}"
     rows = []
-    for key in keys:
-        t = trained[key]
+    for key, metric in trained.items():
+        if metric.label is None:
+            continue
+        t = metric.value
         u = (untrained or {}).get(key, float("nan"))
-        rows.append(f"{names.get(key, key):<26} {u:>10.4f} {t:>12.4f} {t - u:>+8.4f}")
+        rows.append(f"{metric.label:<26} {u:>10.4f} {t:>12.4f} {t - u:>+8.4f}")
     rule = "-" * len(header)
     return "\n".join([rule, header, rule, *rows, rule])
+
+
+def _values(results: dict[str, evaluation.Metric]) -> dict[str, float]:
+    return {k: m.value for k, m in results.items()}
 
 
 def _write_json(path: str, obj: dict) -> None:
@@ -354,6 +206,55 @@ class _Preemption:
 # ----------------------------------------------------------------------------- entry points
 
 
+def _resolve_init_from(
+    config: ml_collections.ConfigDict, workdir: str, *, devices, dataset, train_stages: bool
+) -> RestoredRun | None:
+    """The restored ``config.init_from`` run (None without one), training a stage it names.
+
+    ``"stage:NAME"`` is the earlier stage ``config.stages.NAME`` in ``workdir/NAME``:
+    trained (or resumed) first when ``train_stages``, unless it already finished.
+    """
+    ref = config.init_from.workdir
+    if not ref:
+        return None
+    if ref.startswith(STAGE_PREFIX):
+        name = ref[len(STAGE_PREFIX) :]
+        stages = config.get("stages") or {}
+        if name not in stages:
+            raise UserError(
+                f"config.init_from.workdir={ref!r} names no stage of this config (stages: "
+                f"{sorted(stages) or 'none'}); give a run folder instead."
+            )
+        path = os.path.join(workdir, name)
+        if not run_finished(path):
+            if not train_stages:
+                raise UserError(f"The {name} stage in {path} has not finished; train it first.")
+            logging.warning("Running the %s stage in %s first", name, path)
+            print(f"{name} stage: {path}", flush=True)
+            train_and_evaluate(stages[name], path, devices=devices)
+        ref = path
+    ref = os.path.abspath(ref)
+    try:
+        source_config = saved_config(ref)
+    except UserError as e:
+        raise UserError(f"config.init_from.workdir: {e}") from None
+    reuse = dataset if same_data(source_config, config) else None
+    return restore_run(ref, devices=devices, dataset=reuse)
+
+
+def open_run(
+    config: ml_collections.ConfigDict, workdir: str, *, devices=None, train_stages: bool = True
+) -> tuple[Experiment, RestoredRun | None]:
+    """The Experiment of ``config`` in ``workdir`` with its init_from run and host object."""
+    exp = Experiment(config, devices, workdir=workdir)
+    mesh_devices = list(exp.mesh.devices.flat)
+    init_run = _resolve_init_from(
+        config, workdir, devices=mesh_devices, dataset=exp.dataset, train_stages=train_stages
+    )
+    exp.prepare_host(init_run)
+    return exp, init_run
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -364,16 +265,18 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates.
 
-    ``stop_at_step`` interrupts the run after that many updates, saving a
-    checkpoint as a preemption would (the schedules still span the full run).
+    Earlier stages named by ``config.init_from`` run first, each in its own
+    subfolder. ``stop_at_step`` interrupts the run after that many updates,
+    saving a checkpoint as a preemption would (the schedules still span the
+    full run).
 
-    Returns {"state", "eval", "untrained_eval"}; "eval" is None for an
-    interrupted run.
+    Returns {"state", "eval", "untrained_eval"}; "eval" (metric name -> value)
+    is None for an interrupted run.
     """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     check_resumable(config, workdir)
-    exp = Experiment(config, devices, workdir=workdir)
+    exp, init_run = open_run(config, workdir, devices=devices)
     save_config(config, workdir)
     ckpt = Checkpointer(
         workdir,
@@ -383,12 +286,13 @@ def train_and_evaluate(
     )
     writer = MetricWriter(workdir)
     try:
-        state = ckpt.restore_or_init(exp.init_state())
+        state = ckpt.restore_or_init(exp.init_state(init_run))
+        del init_run  # its arrays are not needed any more
         start = int(jax.device_get(state.step))
         untrained_path = os.path.join(workdir, "eval_untrained.json")
         if start == 0 and config.eval.untrained and not os.path.exists(untrained_path):
             logging.info("Evaluating the untrained network")
-            _write_json(untrained_path, exp.evaluate(state))
+            _write_json(untrained_path, _values(exp.evaluate(state)))
         untrained = _read_json(untrained_path)
         logging.info(
             "Training %s on %s: %d steps (%d per epoch), batch %d, %d devices, from step %d",
@@ -415,6 +319,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     from tqdm import tqdm
 
     config = exp.config
+    host_update = getattr(exp.host, "update", None)
     history: list[dict[str, jax.Array]] = []
     bar = tqdm(
         total=exp.total_steps,
@@ -434,8 +339,8 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     with _Preemption() as preemption:
         for step in range(start, exp.total_steps):
             state, metrics = exp.train_step(state, exp.global_batch(step))
-            if exp.method.host_update is not None:
-                state = exp.method.host_update(exp, state)
+            if host_update is not None:
+                state = host_update(state, step + 1)
             history.append(metrics)
             steps_in_interval += 1
             bar.update(1)
@@ -510,11 +415,11 @@ def _check_finite(state, unchecked, skipped: int, config) -> int:
 def _evaluate_and_report(exp, state, workdir, writer, untrained) -> dict[str, float]:
     step = int(jax.device_get(state.step))
     t0 = time.perf_counter()
-    results = exp.evaluate(state)
-    results["eval_seconds"] = time.perf_counter() - t0
+    metrics = exp.evaluate(state)
+    results = {**_values(metrics), "eval_seconds": time.perf_counter() - t0}
     _write_json(os.path.join(workdir, f"eval_{step}.json"), results)
     writer.write(step, results, kind="eval")
-    print(summary_table(results, untrained, step), flush=True)
+    print(summary_table(metrics, untrained, step), flush=True)
     return results
 
 
@@ -522,20 +427,19 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, devi
     """--mode=eval: restores the latest checkpoint of ``workdir`` and runs the evaluations."""
     workdir = os.path.abspath(workdir)
     check_resumable(config, workdir)
-    exp = Experiment(config, devices, workdir=workdir)
-    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
-    try:
-        if ckpt.latest_step() is None:
-            raise UserError(
-                f"No checkpoint in {ckpt.directory}: "
-                "train first with --mode=train and this --workdir."
-            )
-        state = ckpt.restore(exp.init_state())
-    finally:
-        ckpt.close()
+    run = restore_run(workdir, devices=devices, config=config)
+    exp = run.experiment
+    init_run = _resolve_init_from(
+        config,
+        workdir,
+        devices=list(exp.mesh.devices.flat),
+        dataset=exp.dataset,
+        train_stages=False,
+    )
+    exp.prepare_host(init_run)
     writer = MetricWriter(workdir)
     try:
         untrained = _read_json(os.path.join(workdir, "eval_untrained.json"))
-        return _evaluate_and_report(exp, state, workdir, writer, untrained)
+        return _evaluate_and_report(exp, run.state, workdir, writer, untrained)
     finally:
         writer.close()

@@ -2,10 +2,17 @@
 
     python -m jssl.visualize attention --workdir W --images 8 --out attention.png
 
-``attention`` restores the latest checkpoint of a run with a ViT backbone and
-writes DINO's picture: each row is one test image followed by one map per
-head of the [CLS] token's self-attention over the patches in the last block
+    python -m jssl.visualize reconstructions --workdir W --out reconstructions.png
+
+Both restore the latest checkpoint of a run (``jssl.experiment.restore_run``).
+``attention`` needs a ViT backbone and writes DINO's picture: each row is one
+test image followed by one map per head of the [CLS] token's self-attention
+over the patches in the last block
 (of the EMA teacher for DINO runs, else of the trained network).
+``reconstructions`` draws a decoder method's rows: for vae, test images, their
+reconstructions and samples from the prior; for autoencoder, images and
+reconstructions; for denoising / inpainting / colorization, the corrupted
+input, the output and the original.
 """
 
 from __future__ import annotations
@@ -16,14 +23,22 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from jssl import augment
-from jssl.checkpoint import Checkpointer, load_saved_config
+from jssl.checkpoint import CheckpointError, load_saved_config
 from jssl.errors import UserError
 
-__all__ = ["attention_grid", "attention_maps", "load_run", "main", "save_attention_png"]
+__all__ = [
+    "attention_grid",
+    "attention_maps",
+    "image_grid",
+    "load_run",
+    "main",
+    "picture_rows",
+    "save_attention_png",
+    "save_reconstructions_png",
+]
 
 # Anchors of a dark-blue -> red -> yellow ramp (close to matplotlib's "inferno").
 _RAMP = np.array(
@@ -35,21 +50,10 @@ _RAMP = np.array(
 
 def load_run(workdir: str):
     """(experiment, state) of ``workdir``'s latest checkpoint, from its saved config.json."""
-    saved = load_saved_config(workdir)
-    if saved is None:
-        raise UserError(f"No config.json in {workdir}: is it a jssl run folder (--workdir)?")
-    from jssl import trainer  # heavy: data, evaluation, methods
+    from jssl.experiment import restore_run  # heavy: data, evaluation, methods
 
-    config = ml_collections.ConfigDict(saved)
-    exp = trainer.Experiment(config)
-    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
-    try:
-        if ckpt.latest_step() is None:
-            raise UserError(f"No checkpoint in {ckpt.directory}: train with this --workdir first.")
-        state = ckpt.restore(exp.init_state())
-    finally:
-        ckpt.close()
-    return exp, state
+    run = restore_run(workdir)
+    return run.experiment, run.state
 
 
 def _network_variables(state, network: str) -> dict:
@@ -139,10 +143,69 @@ def save_attention_png(
     from PIL import Image
 
     exp, state = load_run(workdir)
-    images = exp.dataset.test.images[:num_images]
+    images = exp.dataset.test.get(np.arange(min(num_images, len(exp.dataset.test))))
     maps = attention_maps(exp, state, images, network=network)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     Image.fromarray(attention_grid(images, maps, cell=cell)).save(out)
+    return out
+
+
+def image_grid(rows: list[np.ndarray], *, gap: int = 1) -> np.ndarray:
+    """Rows of float images [N, H, W, C] in [0, 1] -> one uint8 [R*(H+gap)+gap, ..., 3] picture."""
+    n, h, w, _ = rows[0].shape
+    grid = np.ones((len(rows) * (h + gap) + gap, n * (w + gap) + gap, 3), np.float32)
+    for r, row in enumerate(rows):
+        row = np.clip(np.asarray(row, np.float32), 0.0, 1.0)
+        if row.shape[-1] == 1:
+            row = np.repeat(row, 3, axis=-1)
+        for i in range(n):
+            y, x = gap + r * (h + gap), gap + i * (w + gap)
+            grid[y : y + h, x : x + w] = row[i]
+    return np.rint(grid * 255).astype(np.uint8)
+
+
+def picture_rows(exp, state, *, num: int = 10, seed: int = 0) -> list[np.ndarray]:
+    """The rows of the ``reconstructions`` picture of a trained decoder method."""
+    from jssl.methods.recovery import colorize
+    from jssl.models import VAE
+
+    config, model = exp.config, exp.model
+    variables = {"params": state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    size = config.augment.crop_size
+    images = exp.dataset.test.get(np.arange(min(num, len(exp.dataset.test))))
+    x = augment.eval_view(jnp.asarray(images), size=(size, size))
+    key = jax.random.PRNGKey(seed)
+    method = config.method
+    if method == "vae":
+        recon, _ = model.apply(variables, x, train=False)
+        z = jax.random.normal(key, (2 * num, config.vae.latent_dim))
+        samples = model.apply(variables, z, out_shape=x.shape[1:], train=False, method=VAE.decode)
+        return [x, recon, samples[:num], samples[num:]]
+    if method == "autoencoder":
+        return [x, model.apply(variables, x, train=False)[0]]
+    if method == "colorization":
+        gray = jnp.broadcast_to(augment.rgb_to_grayscale(x), x.shape)
+        return [gray, colorize(model, variables, x, config), x]
+    if method in ("denoising", "inpainting"):
+        views = exp.method.make_views(key, {"image": jnp.asarray(images)}, config)
+        corrupted = views[0]
+        return [corrupted, model.apply(variables, corrupted, train=False)[0], views[1]]
+    raise UserError(
+        f"No picture for method {method!r}; supported: vae, autoencoder, colorization, "
+        "denoising, inpainting."
+    )
+
+
+def save_reconstructions_png(workdir: str, out: str, *, num: int = 10, scale: int = 4) -> str:
+    """Writes the ``reconstructions`` PNG of a run's latest checkpoint; returns its path."""
+    from PIL import Image
+
+    exp, state = load_run(workdir)
+    grid = image_grid([np.asarray(r) for r in picture_rows(exp, state, num=num)])
+    img = Image.fromarray(grid)
+    img.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(out)
     return out
 
 
@@ -152,27 +215,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     att = sub.add_parser("attention", help="[CLS] attention maps of a ViT run's last block")
-    att.add_argument(
-        "--workdir", required=True, help="run folder (holds config.json, checkpoints/)"
+    rec = sub.add_parser(
+        "reconstructions",
+        help="inputs, outputs (and prior samples) of a decoder method: vae, autoencoder, "
+        "denoising, inpainting, colorization",
     )
+    for p, default in ((att, "attention.png"), (rec, "reconstructions.png")):
+        p.add_argument("--workdir", required=True, help="run folder (config.json, checkpoints/)")
+        p.add_argument("--out", default=None, help=f"PNG path (default: WORKDIR/{default})")
     att.add_argument("--images", type=int, default=8, help="number of test images (rows)")
-    att.add_argument("--out", default=None, help="PNG path (default: WORKDIR/attention.png)")
     att.add_argument(
         "--network", choices=("teacher", "student"), default=None,
         help="teacher (default when the run has one) or student",
     )  # fmt: skip
     att.add_argument("--cell", type=int, default=96, help="pixels per picture cell")
+    rec.add_argument("--num", type=int, default=10, help="images per row")
+    rec.add_argument("--scale", type=int, default=4, help="pixel magnification")
     args = parser.parse_args(argv)
     try:
-        exp_network = args.network
-        out = args.out or os.path.join(args.workdir, "attention.png")
-        if exp_network is None:
-            saved = load_saved_config(args.workdir) or {}
-            exp_network = "teacher" if saved.get("method") == "dino" else "student"
-        path = save_attention_png(
-            args.workdir, out, num_images=args.images, network=exp_network, cell=args.cell
-        )
-    except UserError as e:
+        out = args.out or os.path.join(args.workdir, f"{args.command}.png")
+        if args.command == "reconstructions":
+            path = save_reconstructions_png(args.workdir, out, num=args.num, scale=args.scale)
+        else:
+            network = args.network
+            if network is None:
+                saved = load_saved_config(args.workdir) or {}
+                network = "teacher" if saved.get("method") == "dino" else "student"
+            path = save_attention_png(
+                args.workdir, out, num_images=args.images, network=network, cell=args.cell
+            )
+    except (UserError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(path)

@@ -201,7 +201,8 @@ def test_sela_train_py_smoke_and_exact_resume_including_labels(tmp_path):
         f"--workdir={straight}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "head_acc" in proc.stdout and "kNN top-1" in proc.stdout
+    assert "head ACC (Hungarian)" in proc.stdout and "kNN top-1" in proc.stdout
+    assert "head_best" not in proc.stdout  # an index is no metric: JSON only
     result = json.load(open(straight / "eval_4.json"))
     assert {"head_acc", "head_nmi", "head_ari", "head_best", "head_largest_share"} <= set(result)
     assert 0.0 <= result["head_acc"] <= 1.0
@@ -219,21 +220,23 @@ def test_sela_train_py_smoke_and_exact_resume_including_labels(tmp_path):
     resumed = trainer.train_and_evaluate(sela_smoke(), workdir, show_progress=False)
     assert int(resumed["state"].step) == 4
     # params, optimiser, batch stats, labels, head losses, rng, step
-    _, exp, state = scan.restore_run(str(straight), dataset=None, devices=jax.devices())
+    run = trainer.restore_run(str(straight))
+    exp, state = run.experiment, run.state
     leaves_equal(state, resumed["state"])
     assert resumed["eval"]["head_acc"] == result["head_acc"]
 
     # A labelling step fills every cluster exactly (balanced rounding of the plan).
-    new = sela.relabel(exp, state).method_state
+    new = exp.prepare_host().relabel(state).method_state
     assert int(new["label_updates"]) == 3
     labels = np.asarray(new["labels"])
-    n, k = len(exp.dataset.train.labels), exp.config.sela.num_clusters
+    n, k = len(exp.train), exp.config.sela.num_clusters
     assert labels.shape == (2, n) and labels.dtype == np.int32
     for row in labels:
         assert set(np.bincount(row, minlength=k)) <= {n // k, n // k + 1}
     # Evaluation writes the matched confusion matrix when it knows the workdir.
     exp.workdir = str(tmp_path)
-    scores = sela.SELA.extra_eval(exp, state)
+    scores = {k: m.value for k, m in exp.evaluate(state).items()}
+    assert exp.evaluate(state)["head_best"].label is None  # an index: JSON only
     assert os.path.exists(tmp_path / "confusion_4.png")
     assert scores["head_acc"] == result["head_acc"]
     assert scores["head_acc"] <= scores["head_acc_max_over_heads"] <= 1.0
@@ -272,7 +275,8 @@ def pretext(tmp_path_factory):
 
 
 def scan_smoke(pretext, **overrides):
-    return configure(scan_config.get_config("digits,smoke"), pretext_workdir=pretext, **overrides)
+    overrides = {"init_from.workdir": pretext, **overrides}
+    return configure(scan_config.get_config("digits,smoke"), **overrides)
 
 
 def test_scan_smoke_pretext_init_neighbours_exact_resume_then_selflabel(pretext, tmp_path):
@@ -291,28 +295,34 @@ def test_scan_smoke_pretext_init_neighbours_exact_resume_then_selflabel(pretext,
     leaves_equal(straight["state"], resumed["state"])  # neighbours drawn from (seed, step)
     assert resumed["eval"]["head_acc"] == result["head_acc"]
 
-    # A fresh SCAN Experiment starts from the pretext backbone, and draws one mined
-    # neighbour per example from (seed, step).
-    exp = trainer.Experiment(scan_smoke(pretext_run))
-    assert exp.neighbors.shape == (len(exp.dataset.train.labels), 5)
-    init = exp.init_state()
+    # A fresh SCAN run starts from the pretext backbone (config.init_from), and draws one
+    # mined neighbour per example from (seed, step).
+    exp, init_run = trainer.open_run(scan_smoke(pretext_run), str(tmp_path / "fresh"))
+    neighbors = exp.host.neighbors
+    assert neighbors.shape == (len(exp.train), 5)
+    init = exp.init_state(init_run)
     leaves_equal(init.params["backbone"], pretext_state.params["backbone"])
     leaves_equal(init.batch_stats["backbone"], pretext_state.batch_stats["backbone"])
-    assert int(init.method_state["neighbors_digest"]) == scan.digest(exp.neighbors)
+    # The host object records the table a fresh run trains on, and refuses another one.
+    init = exp.host.update(init, 1)
+    assert int(init.method_state["neighbors_digest"]) == scan.digest(neighbors)
+    other = scan.ScanNeighbors(neighbors[::-1].copy(), exp.config, exp.train, exp.mesh)
+    with pytest.raises(Exception, match="neighbours differ"):
+        other.update(init, 2)
     b3 = jax.device_get(exp.global_batch(3))
     exp.global_batch(1)
     np.testing.assert_array_equal(jax.device_get(exp.global_batch(3))["neighbor"], b3["neighbor"])
     for i, image in zip(b3["index"][:8], b3["neighbor"][:8], strict=True):
-        pool = exp.dataset.train.images[exp.neighbors[i]]
+        pool = exp.train.get(neighbors[i])
         assert any(np.array_equal(image, p) for p in pool)
 
     # Self-labelling starts from the lowest-loss head of the finished SCAN-stage run.
     config = configure(
         scan_config.get_config("digits,selflabel,smoke"),
-        **{"scan.scan_workdir": str(tmp_path / "scan")},
+        **{"init_from.workdir": str(tmp_path / "scan")},
     )
-    exp = trainer.Experiment(config)
-    state = exp.init_state()
+    exp, init_run = trainer.open_run(config, str(tmp_path / "selflabel"))
+    state = exp.init_state(init_run)
     best = int(np.argmin(np.asarray(straight["state"].method_state["head_loss"])))
     np.testing.assert_array_equal(
         state.params["head"]["kernel"][0], straight["state"].params["head"]["kernel"][best]
@@ -320,27 +330,30 @@ def test_scan_smoke_pretext_init_neighbours_exact_resume_then_selflabel(pretext,
     for step in range(2):
         state, metrics = exp.train_step(state, exp.global_batch(step))
     assert 0.0 <= float(metrics["confident_fraction"]) <= 1.0 and np.isfinite(metrics["loss"])
-    scores = scan.SCAN.extra_eval(exp, state)
+    scores = {k: m.value for k, m in exp.evaluate(state).items()}
     assert scores["head_best"] == 0 and 0.0 <= scores["head_acc"] <= 1.0
 
 
-def test_scan_without_a_workdir_or_pretext_explains_what_to_do():
-    config = configure(scan_config.get_config("digits,smoke"))
-    with pytest.raises(Exception, match="pretext_workdir"):
-        trainer.Experiment(config)  # no run folder to train the pretext stage in
+def test_scan_without_a_pretext_run_explains_what_to_do(tmp_path):
+    config = configure(scan_config.get_config("digits,smoke"), **{"init_from.workdir": ""})
+    with pytest.raises(Exception, match="init_from.workdir"):
+        trainer.open_run(config, str(tmp_path))
+    config.init_from.workdir = "stage:nothing"
+    with pytest.raises(Exception, match="names no stage"):
+        trainer.open_run(config, str(tmp_path))
 
 
 def test_selflabel_train_py_runs_every_earlier_stage_in_its_workdir(tmp_path):
     """One command: SimCLR in W/scan/pretext, SCAN in W/scan, self-labelling in W."""
     workdir = tmp_path / "run"
     flags = []
-    for prefix in ("", "scan_stage.", "scan_stage.pretext."):
+    for prefix in ("", "stages.scan.", "stages.scan.stages.pretext."):
         flags += [*tiny_flags(prefix), f"--config.{prefix}eval.untrained=False"]
     proc = run_train_py(
         "--config=configs/scan.py:digits,selflabel,smoke", f"--workdir={workdir}", *flags
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "simclr stage:" in proc.stdout and "scan stage:" in proc.stdout
+    assert "pretext stage:" in proc.stdout and "scan stage:" in proc.stdout
     for run in (workdir / "scan" / "pretext", workdir / "scan", workdir):
         assert (run / "eval_4.json").exists(), run
     assert (workdir / "scan" / scan.NEIGHBORS_FILE).exists()

@@ -19,10 +19,13 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import dino as dino_config
-from jssl import augment, ema, losses, schedules, sharding, trainer
+from jssl import augment, ema, losses, optim, schedules, sharding, trainer
 from jssl.checkpoint import Checkpointer
-from jssl.methods import dino
+from jssl.methods import RunInfo, dino
 from jssl.models import DINOHead
+
+# A 10-step run of 5 steps per epoch (the schedules' length in the step tests).
+RUN = RunInfo(total_steps=10, steps_per_epoch=5, num_examples=80)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LN2 = math.log(2.0)
@@ -377,7 +380,7 @@ def test_dino_optimizer_weight_decay_schedule_and_clipping():
     c = dino_config.get_config("digits")
     c.optim.learning_rate, c.batch_size, c.optim.warmup_epochs = 0.1, 256, 0.0
     c.optim.grad_clip = 3.0
-    tx, lr = dino.make_dino_optimizer(c, total_steps=10, steps_per_epoch=5)
+    tx, lr = optim.make_optimizer(c, total_steps=10, steps_per_epoch=5)
     params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
     state = tx.init(params)
     zero = jax.tree.map(jnp.zeros_like, params)
@@ -394,7 +397,7 @@ def test_dino_optimizer_weight_decay_schedule_and_clipping():
     )
     # Per-tensor clipping (DINO's clip_gradients): each leaf's norm is clipped separately.
     g = {"kernel": jnp.full((2, 2), 5.0), "bias": jnp.array([0.3, 0.4])}
-    clipped, _ = dino.clip_by_leaf_norm(3.0).update(g, optax.EmptyState())
+    clipped, _ = optim.clip_by_leaf_norm(3.0).update(g, optax.EmptyState())
     np.testing.assert_allclose(jnp.linalg.norm(clipped["kernel"]), 3.0, rtol=1e-5)
     np.testing.assert_array_equal(clipped["bias"], g["bias"])
 
@@ -421,7 +424,11 @@ def test_configs(preset):
         assert c.model.name == "vit_small" and c.model.kwargs.patch_size == 16
         assert (c.augment.crop_size, c.augment.local_crop_size) == (224, 96)
         assert (c.augment.num_global_crops, c.augment.num_local_crops) == (2, 10)
-        assert c.dino.out_dim == 65536 and c.optim.learning_rate == 5e-4 and c.optim.name == "adamw"
+        assert (
+            c.dino.out_dim == 65536
+            and c.optim.learning_rate == 5e-4
+            and c.optim.name == "dino_adamw"
+        )
 
 
 # ----------------------------------------------------------------------------- the train step
@@ -450,9 +457,9 @@ def test_step_8_devices_equals_1_device_and_teacher_follows_ema():
     from jssl.train_step import TrainState, train_step
 
     c = _step_config()
-    method = dataclasses.replace(dino.for_run(10, 5), make_views=_fixed_views)
+    method = dataclasses.replace(dino.DINO, make_views=_fixed_views)
     model = method.build_model(c)
-    tx, lr = dino.make_dino_optimizer(c, 10, 5)
+    tx, lr = optim.make_optimizer(c, 10, 5)
     images = np.asarray(jax.random.randint(jax.random.PRNGKey(0), (16, 8, 8, 1), 0, 256), np.uint8)
     variables = jit_init(model, jnp.zeros((1, 16, 16, 1)), train=False)
     state0 = TrainState(
@@ -460,11 +467,15 @@ def test_step_8_devices_equals_1_device_and_teacher_follows_ema():
         params=variables["params"],
         batch_stats=variables["batch_stats"],
         opt_state=tx.init(variables["params"]),
-        method_state=method.init_method_state(variables["params"], c),
+        method_state=method.init_method_state(
+            variables["params"], variables["batch_stats"], c, RUN
+        ),
         rng=jax.random.PRNGKey(1),
         nonfinite_steps=jnp.zeros((), jnp.int32),
     )
-    step = functools.partial(train_step, method=method, model=model, tx=tx, schedule=lr, config=c)
+    step = functools.partial(
+        train_step, method=method, model=model, tx=tx, schedule=lr, config=c, run=RUN
+    )
     results = {}
     for name, devices in (("one", jax.devices()[:1]), ("eight", jax.devices())):
         mesh = sharding.make_mesh(devices)
@@ -516,13 +527,13 @@ def test_step_8_devices_equals_1_device_and_teacher_follows_ema():
 
 def test_loss_gives_no_gradient_to_the_teacher():
     c = _step_config()
-    method = dino.for_run(10, 5)
+    method = dino.DINO
     model = method.build_model(c)
     variables = jit_init(model, jnp.zeros((1, 16, 16, 1)), train=False)
-    ms = method.init_method_state(variables["params"], c)
+    ms = method.init_method_state(variables["params"], variables["batch_stats"], c, RUN)
     images = jnp.zeros((4, 8, 8, 1), jnp.uint8).at[:, 2:6, 3:5].set(255)
     views = _fixed_views(None, {"image": images}, c)
-    loss_fn = method.make_loss(model, c)
+    loss_fn = method.make_loss(model, c, RUN)
 
     def loss_of_teacher(tp):
         state = {**ms, "teacher": ms["teacher"]._replace(params=tp)}

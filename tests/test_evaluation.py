@@ -3,6 +3,7 @@
 import functools
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,14 +74,18 @@ def test_knn_hand_checked_weighting_and_k_clamp():
     assert knn(k=100, temperature=10.0) == knn(k=4, temperature=10.0) == 0.0
 
 
-def test_knn_compiles_once_for_all_chunks():
+def test_knn_compiles_once_for_all_chunks(monkeypatch):
     x, y = _blobs(170, 4, 8, seed=1)
     train_x, train_y, test_x, test_y = x[:100], y[:100], x[100:], y[100:]
-    knn_lib._knn_predict_chunk.clear_cache()
+    # The chunk function traced at most once for all 5 chunks (the last one padded).
+    raw = knn_lib._knn_predict_chunk.__wrapped__
+    once = jax.jit(
+        chex.assert_max_traces(raw, n=1), static_argnames=("k", "temperature", "num_classes")
+    )
+    monkeypatch.setattr(knn_lib, "_knn_predict_chunk", once)
     acc = evaluation.knn_accuracy(
         train_x, train_y, test_x, test_y, num_classes=4, k=5, chunk_size=16
     )
-    assert knn_lib._knn_predict_chunk._cache_size() == 1  # 5 chunks, the last padded.
     assert acc == 1.0
 
 

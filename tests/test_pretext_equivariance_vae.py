@@ -12,7 +12,7 @@ from test_pretext_utils import assert_one_step_8_devices_equals_1, run_train_py_
 
 from configs import equivariance as equivariance_config
 from configs import vae as vae_config
-from jssl import pretext
+from jssl import pretext, visualize
 from jssl.methods import METHODS, vae
 from jssl.methods.base import EncoderWithHead
 from jssl.models import ConvNet, Decoder, MLPHead
@@ -84,7 +84,7 @@ def test_elbo_terms_golden():
 
 def test_image_grid_layout():
     rows = [np.zeros((3, 4, 4, 1)), np.ones((3, 4, 4, 3))]
-    grid = vae.image_grid(rows, gap=1)
+    grid = visualize.image_grid(rows, gap=1)
     assert grid.shape == (2 * 5 + 1, 3 * 5 + 1, 3) and grid.dtype == np.uint8
     assert grid[1, 1, 0] == 0 and grid[6, 1, 0] == 255 and grid[0, 0, 0] == 255
 
@@ -104,8 +104,9 @@ def test_train_py_smoke_and_pictures(tmp_path):
     (equiv, _), (vae_train, _) = run_train_py_smokes(runs)
     assert "equivariance" in equiv[-1] and "neg_elbo_nats_per_dim" in vae_train[-1]
     out = str(tmp_path / "vae.png")
-    assert vae.main(["--workdir", str(tmp_path / "vae"), "--out", out, "--num", "6"]) == 0
+    args = ["reconstructions", "--workdir", str(tmp_path / "vae"), "--out", out, "--num", "6"]
+    assert visualize.main(args) == 0
     # 4 rows (images, reconstructions, 2 rows of samples) of 6 16x16 images, 1-px gaps, x4.
     assert Image.open(out).size == (4 * (6 * 17 + 1), 4 * (4 * 17 + 1))
-    assert vae.main(["--workdir", str(tmp_path / "nowhere")]) == 1
+    assert visualize.main(["reconstructions", "--workdir", str(tmp_path / "nowhere")]) == 1
     assert os.path.exists(out)

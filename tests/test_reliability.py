@@ -248,8 +248,8 @@ def _poisoned_simclr(loss_nan_at, grad_nan_at):
     poison_grad.defvjp(fwd, bwd)
     simclr = METHODS["simclr"]
 
-    def make_loss(model, config):
-        loss_fn = simclr.make_loss(model, config)
+    def make_loss(model, config, run):
+        loss_fn = simclr.make_loss(model, config, run)
 
         def poisoned(params, batch_stats, views, method_state, step, key):
             loss, aux = loss_fn(params, batch_stats, views, method_state, step, key)
@@ -384,4 +384,4 @@ def test_evaluation_with_more_devices_than_test_examples(tmp_path):
     exp = trainer.Experiment(config, jax.devices())
     assert exp.mesh.devices.size == 8 and len(exp.dataset.test) == 3
     results = exp.evaluate(exp.init_state())
-    assert all(np.isfinite(results[k]) for k in ("knn_top1", "linear_top1", "cluster_acc"))
+    assert all(np.isfinite(results[k].value) for k in ("knn_top1", "linear_top1", "cluster_acc"))

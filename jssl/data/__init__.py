@@ -14,7 +14,7 @@ from jssl.data.batching import (
     host_batch_indices,
     steps_per_epoch,
 )
-from jssl.data.core import DataError, Dataset, Split
+from jssl.data.core import DataError, Dataset, ImageSource, Split, Subset, take_subset
 from jssl.data.image_folder import default_cache_dir, load_image_folder
 from jssl.data.sources import SOURCES, load_dataset, load_digits
 from jssl.data.tfds_source import load_tfds
@@ -23,7 +23,9 @@ __all__ = [
     "SOURCES",
     "DataError",
     "Dataset",
+    "ImageSource",
     "Split",
+    "Subset",
     "batch_indices",
     "default_cache_dir",
     "epoch_permutation",
@@ -33,4 +35,5 @@ __all__ = [
     "load_image_folder",
     "load_tfds",
     "steps_per_epoch",
+    "take_subset",
 ]

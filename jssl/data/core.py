@@ -1,8 +1,9 @@
-"""In-memory dataset types and the user-facing data error."""
+"""The ImageSource interface, its in-memory implementation, and the user-facing data error."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -17,9 +18,34 @@ class DataError(UserError):
     """
 
 
+@runtime_checkable
+class ImageSource(Protocol):
+    """Random access to one labelled split: the one way data reaches jssl.
+
+    Everything that reads images (training batches, SeLa's relabelling pass,
+    SCAN's mining and neighbour fetch, evaluation, pictures) calls ``get``;
+    nothing outside jssl/data reads an implementation's storage. ``Split``
+    holds the split in memory; a streamed source (ArrayRecord shards decoded
+    on the host) implements the same four members.
+    """
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int32 [N] labels (a diagnostic for unsupervised methods; evaluation uses them)."""
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image ``get`` returns."""
+
+    def __len__(self) -> int: ...
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        """uint8 [b, H, W, C] images of ``indices`` [b] (any order, repeats allowed)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """One split held in memory: uint8 images [N, H, W, C] and int32 labels [N]."""
+    """One split held in memory, an ``ImageSource``: uint8 images [N, H, W, C], int32 labels [N]."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -39,13 +65,55 @@ class Split:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def get(self, indices) -> np.ndarray:
+        return self.images[np.asarray(indices)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Subset:
+    """The examples ``indices`` [M] of ``source``, in that order, as an ``ImageSource``."""
+
+    source: ImageSource
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.source.labels[self.indices]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.source.image_shape
+
+    def get(self, indices) -> np.ndarray:
+        return self.source.get(self.indices[np.asarray(indices)])
+
+
+def take_subset(source: ImageSource, max_examples: int, *, seed: int) -> ImageSource:
+    """At most ``max_examples`` examples of ``source``, drawn without replacement from ``seed``.
+
+    The one way to cap a split (evaluation's training subset): the kept indices
+    are sorted, and a cap of 0 or at least ``len(source)`` keeps everything.
+    """
+    n = len(source)
+    if not max_examples or max_examples >= n:
+        return source
+    keep = np.sort(np.random.default_rng(seed).permutation(n)[:max_examples])
+    return Subset(source, keep)
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A labelled train/test pair of in-memory splits."""
+    """A labelled train/test pair of image sources."""
 
-    train: Split
-    test: Split
+    train: ImageSource
+    test: ImageSource
     num_classes: int
     class_names: tuple[str, ...]
     name: str
@@ -53,7 +121,7 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of every image."""
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        return self.train.image_shape
 
 
 def as_hw(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:

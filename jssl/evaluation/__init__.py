@@ -9,6 +9,13 @@ from jssl.evaluation.clustering import (
     nmi,
 )
 from jssl.evaluation.evaluate import evaluate_features
+from jssl.evaluation.evaluators import (
+    DEFAULT_EVALUATORS,
+    EVALUATORS,
+    EvalContext,
+    Metric,
+    run_evaluators,
+)
 from jssl.evaluation.features import extract_features
 from jssl.evaluation.knn import knn_accuracy, l2_normalize
 from jssl.evaluation.linear_probe import linear_probe, standardize
@@ -19,8 +26,16 @@ from jssl.evaluation.plots import (
     matched_confusion_matrix,
     save_confusion_matrix,
 )
+from jssl.evaluation.predict import Predictor, model_variables
 
 __all__ = [
+    "DEFAULT_EVALUATORS",
+    "EVALUATORS",
+    "EvalContext",
+    "Metric",
+    "Predictor",
+    "model_variables",
+    "run_evaluators",
     "ari",
     "cluster_accuracy",
     "cluster_accuracy_many_to_one",

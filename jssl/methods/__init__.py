@@ -2,7 +2,7 @@
 
 from jssl.errors import UserError
 from jssl.methods.autoencoder import AUTOENCODER
-from jssl.methods.base import EncoderWithHead, Method, apply_train
+from jssl.methods.base import EncoderWithHead, HostContext, Method, RunInfo, apply_train
 from jssl.methods.context import CONTEXT
 from jssl.methods.dino import DINO
 from jssl.methods.equivariance import EQUIVARIANCE
@@ -11,12 +11,14 @@ from jssl.methods.recovery import COLORIZATION, DENOISING, INPAINTING
 from jssl.methods.rotation import ROTATION
 from jssl.methods.scan import SCAN
 from jssl.methods.sela import SELA
+from jssl.methods.selflabel import SELFLABEL
 from jssl.methods.simclr import SIMCLR
 from jssl.methods.vae import VAE_METHOD
 
 METHODS: dict[str, Method] = {
     "dino": DINO,
     "scan": SCAN,
+    "selflabel": SELFLABEL,
     "sela": SELA,
     "simclr": SIMCLR,
     "rotation": ROTATION,
@@ -37,4 +39,12 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "EncoderWithHead", "Method", "apply_train", "get_method"]
+__all__ = [
+    "METHODS",
+    "EncoderWithHead",
+    "HostContext",
+    "Method",
+    "RunInfo",
+    "apply_train",
+    "get_method",
+]

@@ -58,7 +58,7 @@ def build_model(config: ml_collections.ConfigDict) -> Autoencoder:
     )
 
 
-def init_method_state(params, config: ml_collections.ConfigDict):
+def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run=None):
     ac = config.autoencoder
     if ac.bottleneck != "vq":
         return {}
@@ -76,7 +76,7 @@ def debiased(ema: jax.Array, step: jax.Array, momentum: float) -> jax.Array:
     return ema / (1.0 - momentum ** (step + 1).astype(jnp.float32))
 
 
-def make_loss(model, config: ml_collections.ConfigDict):
+def make_loss(model, config: ml_collections.ConfigDict, run=None):
     ac = config.autoencoder
 
     def loss_fn(params, batch_stats, views, method_state, step, key):

@@ -19,63 +19,89 @@ LossFn = Callable[..., tuple[jax.Array, tuple[PyTree, PyTree, dict]]]
 
 
 @dataclasses.dataclass(frozen=True)
-class Method:
-    """A self-supervised method as data: no method owns a train loop.
+class RunInfo:
+    """What a method may know about the run it is part of (static for the whole run)."""
 
-    Attributes:
-      name: registry name.
+    total_steps: int  # updates the run applies (the schedules span them)
+    steps_per_epoch: int
+    num_examples: int  # training examples (e.g. rows of SeLa's label table)
+    workdir: str | None = None  # the run folder, for caches (None without one)
+
+    def epochs_to_steps(self, epochs: float) -> int:
+        return int(round(epochs * self.steps_per_epoch))
+
+
+@dataclasses.dataclass(frozen=True)
+class HostContext:
+    """What a method's ``prepare`` hook may use on the host, built by the trainer.
+
+    ``train`` is the training ImageSource; ``predict`` runs this run's model
+    (eval mode) over a source; ``mesh`` is the device mesh; ``init_run`` is the
+    restored ``config.init_from`` run (``RestoredRun``: config, model, state,
+    predict) or None.
+    """
+
+    train: Any  # jssl.data.ImageSource
+    predict: Any  # jssl.evaluation.Predictor
+    mesh: Any  # jax.sharding.Mesh
+    init_run: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A self-supervised method as data: no method owns a train loop or sees the trainer.
+
+    Pure functions, run on device inside the one generic jitted step:
+
       build_model: config -> Flax module whose ``__call__(x, *, train)`` returns
         ``(outputs, aux)`` with ``aux["features"]`` the representation used by
-        evaluation.
-      make_views: (key, batch, config) -> the views the loss needs (runs on
-        device inside the jitted step); batch["image"] is uint8 [B, H, W, C].
-      make_loss: (model, config) -> LossFn.
-      init_method_state: (params, config) -> method state pytree (DINO centre,
-        teacher, SeLa labels...); ``{}`` when the method has none.
-      after_update: optional, inside the jitted step after the optimiser:
-        (new params, new batch_stats, method_state, step, config) -> method_state,
-        e.g. an EMA teacher update.
-      prepare: optional host-side hook run once when an Experiment is built
-        (after the data is loaded): (experiment) -> None; may store arrays on
-        the experiment (e.g. SCAN's mined neighbours) and use
-        ``experiment.workdir`` (None without a run folder).
-      post_init: optional host-side (experiment, fresh state) -> state, run at
-        the end of ``Experiment.init_state`` for what the jitted init cannot see
-        (SeLa's labels have one row per training example; SCAN's backbone comes
-        from a pretext checkpoint). A resumed run restores into this layout.
-        ``experiment.restore_only`` is True when only a checkpoint's layout is
-        wanted.
-      batch_extras: optional host-side (experiment, indices [B], step) -> dict of
-        extra per-example arrays for the batch (e.g. neighbour images, drawn
-        from (seed, step)). Every batch already holds "image" [B, H, W, C]
-        uint8 and "index" [B] int32.
-      host_update: optional host-side (experiment, state) -> state, called after
-        every step (keep it cheap unless due, e.g. SeLa's periodic relabelling).
-      collapse_warnings: optional (logged metrics, config) -> list of warning
-        strings, checked at every logging interval.
-      make_optimizer: optional (config, total_steps, steps_per_epoch) ->
-        (optax transformation, learning-rate schedule), replacing
-        jssl.optim.make_optimizer (e.g. DINO's weight-decay schedule).
-      extra_eval: optional host-side (experiment, state) -> dict of extra
-        evaluation figures (e.g. a clustering head's ACC/NMI/ARI), merged
-        into the evaluation results.
+        evaluation. (Every method.)
+      make_views: (key, batch, config) -> the views the loss needs; batch["image"]
+        is uint8 [B, H, W, C], batch["index"] int32 [B], plus what the host
+        object's ``batch_extras`` adds. (Every method.)
+      make_loss: (model, config, run) -> LossFn. (Every method; ``run`` binds
+        schedules over the run's length, e.g. DINO's teacher temperature.)
+      init_method_state: (params, batch_stats, config, run) -> method state pytree
+        saved in every checkpoint (DINO's teacher and centre, SeLa's [H, N]
+        label table, the clustering heads' running losses); ``{}`` by default.
+      after_update: optional (new params, new batch_stats, method_state, step,
+        config, run) -> method_state, inside the step after the optimiser (the EMA
+        teacher of DINO and the momentum-encoder methods).
+
+    Host side, outside the step:
+
+      prepare: optional (config, run, HostContext) -> host object, called once
+        when a run is built (fresh or resumed). The object is the method's
+        host-side state (SCAN's neighbour table, SeLa's compiled relabelling);
+        the trainer calls whichever of these it defines:
+          ``batch_extras(indices [b], step) -> dict`` of extra per-example
+          arrays for the batch (SCAN's neighbour images, drawn from (seed, step));
+          ``update(state, step) -> state`` after every update, ``step`` being the
+          number of updates applied, counted on the host (SeLa's relabelling);
+          ``metrics() -> dict[str, Metric]`` of extra evaluation figures (SCAN's
+          neighbour label agreement).
+      adapt_init: optional (params, method_state, config) -> params, given the
+        parameter subtrees taken from the ``config.init_from`` run and that
+        run's method state, returns the subtrees to start from (self-labelling
+        keeps the SCAN run's lowest-loss head).
+      collapse_warnings: optional (logged metrics, config) -> warning strings,
+        checked at every logging interval.
+      evaluators: names in ``jssl.evaluation.EVALUATORS`` run at evaluation,
+        e.g. ("knn", "linear_probe", "kmeans", "cluster_heads").
+
+    The optimiser comes from ``config.optim`` (``jssl.optim``), not the method.
     """
 
     name: str
     build_model: Callable[[ml_collections.ConfigDict], nn.Module]
-    make_views: Callable[[jax.Array, jax.Array, ml_collections.ConfigDict], PyTree]
-    make_loss: Callable[[nn.Module, ml_collections.ConfigDict], LossFn]
-    init_method_state: Callable[[PyTree, ml_collections.ConfigDict], PyTree] = (
-        lambda params, config: {}
-    )
+    make_views: Callable[[jax.Array, dict, ml_collections.ConfigDict], PyTree]
+    make_loss: Callable[[nn.Module, ml_collections.ConfigDict, RunInfo], LossFn]
+    init_method_state: Callable[..., PyTree] = lambda params, batch_stats, config, run: {}
     after_update: Callable[..., PyTree] | None = None
-    prepare: Callable[[Any], None] | None = None
-    post_init: Callable[[Any, Any], Any] | None = None
-    batch_extras: Callable[[Any, Any, int], dict] | None = None
-    host_update: Callable[[Any, Any], Any] | None = None
+    prepare: Callable[[ml_collections.ConfigDict, RunInfo, HostContext], Any] | None = None
+    adapt_init: Callable[[PyTree, PyTree, ml_collections.ConfigDict], PyTree] | None = None
     collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None
-    make_optimizer: Callable[..., tuple[Any, Any]] | None = None
-    extra_eval: Callable[[Any, Any], dict] | None = None
+    evaluators: tuple[str, ...] = ("knn", "linear_probe", "kmeans")
 
 
 class EncoderWithHead(nn.Module):

@@ -16,11 +16,10 @@ exponential moving average of the student:
 teacher, the centre and the EMA count (the schedules' position); resume is
 exact.
 
-Schedules need the run's length (teacher momentum over the whole run,
-temperature warm-up and last-layer freezing in epochs), which only the
-Experiment knows (dataset size). The ``prepare`` hook therefore swaps the
-experiment's method for ``for_run(total_steps, steps_per_epoch)``, whose
-loss and EMA update have the lengths bound; it runs before the step is built.
+The schedules (teacher momentum over the whole run, temperature warm-up and
+last-layer freezing in epochs) are bound from the ``RunInfo`` the step hands
+``make_loss`` and ``after_update``. The optimiser is ``config.optim.name =
+"dino_adamw"`` (``jssl.optim``: per-tensor clipping, cosine weight decay).
 
 Forward passes: the student sees the global crops as one batch and the local
 crops as another (two sizes: the ViT interpolates its position embeddings,
@@ -33,30 +32,16 @@ follow the same EMA as its parameters.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
-from jssl import augment, data, ema, evaluation, losses, schedules, sharding
-from jssl.methods.base import EncoderWithHead, Method, apply_train
-from jssl.models import DINOHead, create_model, weight_decay_mask
-
-
-@dataclasses.dataclass(frozen=True)
-class RunLength:
-    """The run's length in steps, which the schedules are defined over."""
-
-    total_steps: int
-    steps_per_epoch: int
-
-    def epochs_to_steps(self, epochs: float) -> int:
-        return int(round(epochs * self.steps_per_epoch))
-
+from jssl import augment, ema, losses, schedules
+from jssl.methods.base import EncoderWithHead, Method, RunInfo, apply_train
+from jssl.models import DINOHead, create_model
 
 # ----------------------------------------------------------------------------- model
 
@@ -77,33 +62,9 @@ def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
     return EncoderWithHead(backbone=backbone, head=head)
 
 
-def _initial_batch_stats(config: ml_collections.ConfigDict):
-    """The model's BatchNorm statistics at initialisation (means 0, variances 1).
-
-    ``init_method_state`` only receives the params, so the structure comes
-    from an abstract init; BatchNorm state shapes do not depend on the input
-    channels or size.
-    """
-    model = build_model(config)
-    size = config.augment.crop_size
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), train=False)
-    )
-
-    def fill(path, leaf):
-        name = str(getattr(path[-1], "key", path[-1]))
-        if name not in ("mean", "var"):
-            raise ValueError(f"unexpected BatchNorm statistic {jax.tree_util.keystr(path)}")
-        return (jnp.zeros if name == "mean" else jnp.ones)(leaf.shape, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes.get("batch_stats", {}))
-
-
-def init_method_state(params, config: ml_collections.ConfigDict) -> dict:
+def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run) -> dict:
     """Teacher = copy of the student (params and BatchNorm statistics); centre = 0."""
-    teacher = ema.ema_teacher(config.dino.teacher_momentum).init(
-        params, _initial_batch_stats(config)
-    )
+    teacher = ema.ema_teacher(config.dino.teacher_momentum).init(params, batch_stats)
     return {"teacher": teacher, "center": jnp.zeros((config.dino.out_dim,), jnp.float32)}
 
 
@@ -139,7 +100,7 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
 # ----------------------------------------------------------------------------- schedules
 
 
-def teacher_momentum_schedule(config, run: RunLength) -> optax.Schedule:
+def teacher_momentum_schedule(config, run: RunInfo) -> optax.Schedule:
     d = config.dino
     return schedules.bind(
         schedules.teacher_momentum,
@@ -149,7 +110,7 @@ def teacher_momentum_schedule(config, run: RunLength) -> optax.Schedule:
     )
 
 
-def teacher_temp_schedule(config, run: RunLength) -> optax.Schedule:
+def teacher_temp_schedule(config, run: RunInfo) -> optax.Schedule:
     d = config.dino
     return schedules.bind(
         schedules.teacher_temperature,
@@ -190,13 +151,7 @@ def _crops_first(z: jax.Array, batch: int) -> jax.Array:
     return jnp.swapaxes(z.reshape(batch, -1, z.shape[-1]), 0, 1)
 
 
-def make_loss(model, config: ml_collections.ConfigDict, *, run: RunLength | None = None):
-    if run is None:
-        raise ValueError(
-            "DINO's schedules need the run length: build the step through "
-            "trainer.Experiment (its prepare hook binds it) or use "
-            "jssl.methods.dino.for_run(total_steps, steps_per_epoch)."
-        )
+def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
     d = config.dino
     teacher_temp = teacher_temp_schedule(config, run)
     momentum = teacher_momentum_schedule(config, run)
@@ -246,11 +201,9 @@ def make_loss(model, config: ml_collections.ConfigDict, *, run: RunLength | None
     return loss_fn
 
 
-def after_update(params, batch_stats, method_state, step, config, *, run: RunLength | None = None):
+def after_update(params, batch_stats, method_state, step, config, run: RunInfo):
     """EMA of the updated student into the teacher (params and BatchNorm statistics)."""
     del step  # the EMA state counts its own updates
-    if run is None:
-        raise ValueError("DINO's after_update needs the run length; see make_loss.")
     teacher = ema.ema_teacher(teacher_momentum_schedule(config, run)).update(
         params, method_state["teacher"], batch_stats if batch_stats else None
     )
@@ -286,130 +239,6 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
     return out
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-
-def extra_eval(experiment, state) -> dict[str, float]:
-    """kNN top-1 of the EMA teacher's features, beside the trainer's figures for the student.
-
-    DINO evaluates the teacher, which is usually the better network.
-    """
-    config = experiment.config
-    teacher = state.method_state["teacher"]
-    variables = {"params": teacher.params}
-    if teacher.batch_stats:
-        variables["batch_stats"] = teacher.batch_stats
-    size = (config.augment.crop_size, config.augment.crop_size)
-    data_sharding = sharding.data_sharded(experiment.mesh)
-
-    @jax.jit
-    def features(variables, images):
-        x = augment.eval_view(images, size=size)
-        return experiment.model.apply(variables, x, train=False)[1]["features"]
-
-    def apply_fn(images):
-        return features(variables, jax.device_put(images, data_sharding))
-
-    train, test = experiment.dataset.train, experiment.dataset.test
-    cap = config.eval.max_train_examples
-    if cap and cap < len(train.labels):  # the same subset as Experiment.evaluate
-        keep = np.sort(np.random.default_rng(config.seed).permutation(len(train.labels))[:cap])
-        train = data.Split(images=train.images[keep], labels=train.labels[keep])
-    batch_size = config.eval.batch_size
-    knn = evaluation.knn_accuracy(
-        evaluation.extract_features(apply_fn, train.images, batch_size=batch_size),
-        train.labels,
-        evaluation.extract_features(apply_fn, test.images, batch_size=batch_size),
-        test.labels,
-        num_classes=experiment.dataset.num_classes,
-        k=config.eval.knn_k,
-        temperature=config.eval.knn_temperature,
-    )
-    return {"teacher_knn_top1": float(knn)}
-
-
-# ----------------------------------------------------------------------------- optimiser
-
-
-def clip_by_leaf_norm(max_norm: float) -> optax.GradientTransformation:
-    """Scales each leaf g to norm at most ``max_norm``: g * min(1, max_norm / (||g|| + 1e-6)).
-
-    DINO's ``clip_gradients`` clips every parameter tensor separately, not the
-    global norm.
-    """
-
-    def update_fn(updates, state, params=None):
-        del params
-
-        def clip(g):
-            norm = jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32))))
-            return (g * jnp.minimum(1.0, max_norm / (norm + 1e-6))).astype(g.dtype)
-
-        return jax.tree.map(clip, updates), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
-
-
-def make_dino_optimizer(
-    config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int
-) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """DINO's AdamW: per-tensor clipping, decoupled weight decay on a cosine schedule.
-
-    lr: linear warm-up to ``learning_rate * batch_size / 256`` over
-    ``optim.warmup_epochs``, cosine to ``end_lr_factor * peak``; weight decay:
-    cosine ``optim.weight_decay`` -> ``dino.weight_decay_end`` (0.04 -> 0.4),
-    masked as ``weight_decay_mask`` (no decay on biases, norms, pos_embed,
-    cls_token); gradient clipping per tensor at ``optim.grad_clip`` (0: off).
-
-    Returns (optimizer, learning-rate schedule), as ``optim.make_optimizer``.
-    """
-    oc, d = config.optim, config.dino
-    run = RunLength(total_steps, steps_per_epoch)
-    peak = (
-        oc.learning_rate * config.batch_size / 256.0 if oc.scale_lr_by_batch else oc.learning_rate
-    )
-    warmup = min(run.epochs_to_steps(oc.warmup_epochs), max(total_steps - 1, 0))
-    lr = schedules.bind(
-        schedules.warmup_cosine,
-        peak=peak,
-        warmup_steps=warmup,
-        total_steps=total_steps,
-        end=peak * oc.end_lr_factor,
-    )
-    wd = schedules.bind(
-        schedules.weight_decay,
-        total_steps=total_steps,
-        base=oc.weight_decay,
-        final=d.weight_decay_end,
-    )
-    parts = [clip_by_leaf_norm(oc.grad_clip)] if oc.grad_clip > 0 else []
-    parts += [
-        optax.scale_by_adam(b1=oc.b1, b2=oc.b2),
-        optax.add_decayed_weights(wd, mask=weight_decay_mask),
-        optax.scale_by_learning_rate(lr),
-    ]
-    return optax.chain(*parts), lr
-
-
-# ----------------------------------------------------------------------------- method
-
-
-def for_run(total_steps: int, steps_per_epoch: int) -> Method:
-    """DINO with its schedules bound to a run of ``total_steps`` steps."""
-    run = RunLength(int(total_steps), int(steps_per_epoch))
-    return dataclasses.replace(
-        DINO,
-        make_loss=lambda model, config: make_loss(model, config, run=run),
-        after_update=lambda *args: after_update(*args, run=run),
-        prepare=None,
-    )
-
-
-def prepare(experiment) -> None:
-    """Binds the experiment's run length into the method (runs before the step is built)."""
-    experiment.method = for_run(experiment.total_steps, experiment.steps_per_epoch)
-
-
 DINO = Method(
     name="dino",
     build_model=build_model,
@@ -417,8 +246,7 @@ DINO = Method(
     make_loss=make_loss,
     init_method_state=init_method_state,
     after_update=after_update,
-    prepare=prepare,
     collapse_warnings=collapse_warnings,
-    make_optimizer=make_dino_optimizer,
-    extra_eval=extra_eval,
+    # DINO evaluates the teacher, usually the better network, beside the student.
+    evaluators=("knn", "linear_probe", "kmeans", "teacher_knn"),
 )

@@ -54,7 +54,7 @@ def spatial_std(fmap: jax.Array) -> jax.Array:
     return jnp.mean(jnp.std(f, axis=(1, 2)))
 
 
-def make_loss(model, config: ml_collections.ConfigDict):
+def make_loss(model, config: ml_collections.ConfigDict, run=None):
     ec = config.equivariance
     temperature = config.simclr.temperature
 

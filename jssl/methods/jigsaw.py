@@ -57,7 +57,7 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict):
     )
 
 
-def make_loss(model, config: ml_collections.ConfigDict):
+def make_loss(model, config: ml_collections.ConfigDict, run=None):
     return classification_loss(model, "permutation_acc")
 
 

@@ -72,7 +72,7 @@ def denoising_views(key, batch, config):
     return noisy, clean
 
 
-def denoising_loss(model, config):
+def denoising_loss(model, config, run=None):
     def loss_fn(params, batch_stats, views, method_state, step, key):
         noisy, clean = views
         recon, aux, batch_stats = apply_train(model, params, batch_stats, noisy)
@@ -114,7 +114,7 @@ def inpainting_views(key, batch, config):
     return masked, clean, masks
 
 
-def inpainting_loss(model, config):
+def inpainting_loss(model, config, run=None):
     outside = config.inpainting.unmasked_weight
 
     def loss_fn(params, batch_stats, views, method_state, step, key):
@@ -163,7 +163,7 @@ def build_colorization_model(config):
     )
 
 
-def init_colorization_state(params, config):
+def init_colorization_state(params, batch_stats, config, run=None):
     if config.colorization.target != "classification":
         return {}
     q = _num_bins(config)
@@ -177,7 +177,7 @@ def rebalancing_weights(prior: jax.Array, *, mix: float) -> jax.Array:
     return w / jnp.sum(prior * w)
 
 
-def colorization_loss(model, config):
+def colorization_loss(model, config, run=None):
     cc = config.colorization
 
     def loss_fn(params, batch_stats, views, method_state, step, key):

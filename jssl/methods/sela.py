@@ -7,7 +7,7 @@ Alternates two steps over training:
   ``state.method_state["labels"]`` ([H, N] int32, or [H, N, K] float32 for soft
   labels) and are gathered on device by ``batch["index"]``. One augmented view
   per image (the SimCLR policy of ``config.augment``).
-- labelling step (``host_update``, on a schedule): the current network scores
+- labelling step (the host object's ``update``, on a schedule): the network scores
   the whole training set (eval mode, un-augmented, jitted, batched), and for
   every head ``sinkhorn_knopp(log p, epsilon=1 / lambda)`` solves the
   equal-size assignment; soft labels are Q itself, hard labels round Q so
@@ -30,233 +30,31 @@ Decisions:
   (``method_state["head_loss"]``); evaluation reports that head's clustering
   ACC / NMI / ARI on the test split.
 
-This module also holds what SCAN (``jssl.methods.scan``) shares with SeLa:
-the multi-head clustering model, head evaluation, collapse monitoring and the
-trainer hook shim.
+What SeLa shares with SCAN (the multi-head model, head loss, collapse
+alarm) is in ``jssl.methods.clustering``; the heads are evaluated by the
+``cluster_heads`` evaluator.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-from typing import Any
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
-from jssl import augment, evaluation, losses, sharding
+from jssl import evaluation, losses, sharding
 from jssl.errors import UserError
 from jssl.methods.base import EncoderWithHead, Method, apply_train
+from jssl.methods.clustering import (
+    EVALUATORS,
+    build_clustering_model,
+    head_metrics,
+    make_collapse_warnings,
+    one_view,
+    update_head_loss,
+)
 from jssl.methods.simclr import policy_kwargs
-from jssl.models import create_model
 from jssl.sinkhorn import balanced_assignment, sinkhorn_knopp
-
-# ----------------------------------------------------------------------------- shared model
-
-
-class ClusterHeads(nn.Module):
-    """H linear clustering heads on the same features: [B, D] -> logits [H, B, K] float32.
-
-    Parameters ``kernel`` [H, D, K] and ``bias`` [H, K], so one head is a slice.
-    """
-
-    num_heads: int
-    num_clusters: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, h: jax.Array, *, train: bool) -> jax.Array:
-        init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-        kernel = self.param("kernel", init, (self.num_heads, h.shape[-1], self.num_clusters))
-        bias = self.param("bias", nn.initializers.zeros, (self.num_heads, self.num_clusters))
-        logits = jnp.einsum("bd,hdk->hbk", h.astype(self.dtype), kernel.astype(self.dtype))
-        return logits.astype(jnp.float32) + bias[:, None, :]
-
-
-def build_clustering_model(
-    config: ml_collections.ConfigDict, *, num_heads: int, num_clusters: int
-) -> EncoderWithHead:
-    """backbone -> ClusterHeads; params {"backbone": ..., "head": {"kernel", "bias"}}."""
-    if num_heads < 1 or num_clusters < 2:
-        raise UserError(
-            f"Clustering needs num_heads >= 1 and num_clusters >= 2, got {num_heads} and "
-            f"{num_clusters}."
-        )
-    dtype = jnp.dtype(config.model.dtype)
-    backbone = create_model(config.model.name, dtype=dtype, **config.model.kwargs)
-    return EncoderWithHead(
-        backbone=backbone, head=ClusterHeads(num_heads, num_clusters, dtype=dtype)
-    )
-
-
-def one_view(key: jax.Array, images: jax.Array, **policy) -> jax.Array:
-    """One SimCLR-policy view per image: [B, H, W, C] -> [B, h, w, C], keys split per example."""
-    keys = jax.random.split(key, images.shape[0])
-    return jax.vmap(functools.partial(augment.simclr_view, **policy))(keys, images)
-
-
-# ----------------------------------------------------------------------------- shared state
-
-
-def update_head_loss(method_state: dict, per_head: jax.Array, step, momentum: float) -> dict:
-    """EMA of each head's loss ([H]), started at the first step's value; picks the best head."""
-    per_head = jax.lax.stop_gradient(per_head)
-    old = method_state["head_loss"]
-    new = jnp.where(step == 0, per_head, momentum * old + (1.0 - momentum) * per_head)
-    return {**method_state, "head_loss": new}
-
-
-def head_metrics(logits: jax.Array, per_head: jax.Array) -> dict[str, jax.Array]:
-    """Cheap per-step health numbers of H heads' logits [H, B, K] with per-head losses [H]."""
-    shares = losses.largest_cluster_share(logits)  # [H]
-    best = jnp.argmin(per_head)
-    return {
-        "head_loss_min": jnp.min(per_head),
-        "head_loss_max": jnp.max(per_head),
-        # Of the head with the lowest loss on this batch; the worst head as well.
-        "largest_cluster_share": shares[best],
-        "largest_cluster_share_max": jnp.max(shares),
-    }
-
-
-def make_collapse_warnings(block: str):
-    """collapse_warnings reading ``config.<block>.max_cluster_share``."""
-
-    def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:
-        limit = config[block].max_cluster_share
-        share = metrics.get("largest_cluster_share", 0.0)
-        if share > limit:
-            return [
-                f"the largest cluster holds {share:.1%} of the batch (> {limit:.0%}, "
-                f"config.{block}.max_cluster_share): the clustering is collapsing onto few "
-                "clusters"
-            ]
-        return []
-
-    return collapse_warnings
-
-
-# ----------------------------------------------------------------------------- trainer hooks
-
-
-def host_step(exp, state, name: str) -> int:
-    """The step of ``state`` in a host_update called once after every update.
-
-    Reads ``state.step`` (a device sync) only on the first call of an
-    Experiment and counts on the host afterwards, so host_update does not
-    stall the asynchronous dispatch of the next step. Callers re-check the
-    real step before acting on it.
-    """
-    attr = f"_{name}_host_step"
-    step = getattr(exp, attr, None)
-    step = int(jax.device_get(state.step)) if step is None else step + 1
-    setattr(exp, attr, step)
-    return step
-
-
-def resync_host_step(exp, state, name: str) -> int:
-    step = int(jax.device_get(state.step))
-    setattr(exp, f"_{name}_host_step", step)
-    return step
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def logits_fn(exp, state):
-    """Jitted eval-mode heads: uint8 images [b, H, W, C] -> logits [b, heads * K] float32."""
-    size = (exp.config.augment.crop_size, exp.config.augment.crop_size)
-    variables = {"params": state.params}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
-    fn = getattr(exp, "_cluster_logits_jit", None)
-    if fn is None:
-
-        @jax.jit
-        def fn(variables, images):
-            logits, _ = exp.model.apply(
-                variables, augment.eval_view(images, size=size), train=False
-            )
-            return jnp.transpose(logits, (1, 0, 2)).reshape(images.shape[0], -1)
-
-        exp._cluster_logits_jit = fn
-    data_sharding = sharding.data_sharded(exp.mesh)
-    return lambda images: fn(variables, jax.device_put(images, data_sharding))
-
-
-def dataset_logits(exp, state, images: np.ndarray, num_heads: int) -> np.ndarray:
-    """Eval-mode logits of every image: [N, H, W, C] -> [heads, N, K] float32 numpy."""
-    batch_size = exp.config.eval.batch_size
-    sharding.check_batch_size(batch_size, exp.mesh)
-    flat = evaluation.extract_features(logits_fn(exp, state), images, batch_size=batch_size)
-    return np.transpose(flat.reshape(len(images), num_heads, -1), (1, 0, 2))
-
-
-def evaluate_heads(
-    exp, state, *, num_heads: int, best_head: int, max_share: float | None = None, prefix="head"
-) -> dict:
-    """Clustering scores of the heads' argmax on the test split (Hungarian matching).
-
-    Returns ``{prefix}_acc``, ``_nmi``, ``_ari`` of ``best_head`` (chosen
-    without labels), ``_acc_many_to_one`` when K > C, ``_best`` (its index),
-    ``_acc_max_over_heads`` (an oracle, for judging the head choice only),
-    ``_largest_share`` and ``_empty_clusters`` of the test predictions (the
-    histogram goes to the log, with a warning when the largest cluster holds
-    more than ``max_share``). Writes the matched confusion matrix PNG to
-    ``exp.workdir`` when it is known.
-    """
-    test = exp.dataset.test
-    num_classes = exp.dataset.num_classes
-    logits = dataset_logits(exp, state, test.images, num_heads)  # [H, N, K]
-    num_clusters = logits.shape[-1]
-    preds = np.argmax(logits, axis=-1).astype(np.int32)
-    counts = dict(num_classes=num_classes, num_clusters=num_clusters)
-    accs = [float(evaluation.cluster_accuracy(test.labels, p, **counts)) for p in preds]
-    pred = preds[best_head]
-    sizes = np.asarray(evaluation.cluster_sizes(pred, num_clusters=num_clusters))
-    summary = evaluation.cluster_size_summary(sizes)
-    results = {
-        f"{prefix}_acc": accs[best_head],
-        f"{prefix}_nmi": float(evaluation.nmi(test.labels, pred, **counts)),
-        f"{prefix}_ari": float(evaluation.ari(test.labels, pred, **counts)),
-        f"{prefix}_best": int(best_head),
-        f"{prefix}_acc_max_over_heads": max(accs),
-        f"{prefix}_largest_share": summary["largest_share"],
-        f"{prefix}_empty_clusters": summary["empty_clusters"],
-    }
-    if num_clusters > num_classes:
-        results[f"{prefix}_acc_many_to_one"] = float(
-            evaluation.cluster_accuracy_many_to_one(test.labels, pred, **counts)
-        )
-    logging.info("Test cluster sizes of head %d:\n%s", best_head, evaluation.histogram_text(sizes))
-    if max_share is not None and summary["largest_share"] > max_share:
-        logging.warning(
-            "Head %d puts %.1f%% of the test images in one cluster (> %.0f%%): collapsed.\n%s",
-            best_head,
-            100 * summary["largest_share"],
-            100 * max_share,
-            evaluation.histogram_text(sizes, max_rows=10),
-        )
-    workdir = exp.workdir
-    if workdir:
-        step = int(jax.device_get(state.step))
-        path = os.path.join(workdir, f"confusion_{step}.png")
-        evaluation.save_confusion_matrix(
-            path,
-            test.labels,
-            pred,
-            **counts,
-            class_names=exp.dataset.class_names,
-            title=f"{exp.config.method} head {best_head}, step {step}: ACC {accs[best_head]:.3f}",
-        )
-    return results
-
-
-# ----------------------------------------------------------------------------- SeLa
 
 
 def label_update_steps(total_steps: int, num_updates: int, power: float = 1.0) -> tuple[int, ...]:
@@ -300,11 +98,13 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict):
     return one_view(key, batch["image"], **policy_kwargs(config)), batch["index"]
 
 
-def init_method_state(params, config: ml_collections.ConfigDict) -> dict:
-    # The labels ([H, N]) are added by post_init: N is not known inside the jitted init.
+def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run) -> dict:
+    """Running head losses, the label-update count and the initial labels of ``run``'s N
+    examples (``initial_labels``, [H, N] or [H, N, K])."""
     return {
         "head_loss": jnp.zeros((config.sela.num_heads,), jnp.float32),
         "label_updates": jnp.zeros((), jnp.int32),
+        "labels": jnp.asarray(initial_labels(run.num_examples, config)),
     }
 
 
@@ -319,13 +119,7 @@ def initial_labels(num_examples: int, config: ml_collections.ConfigDict) -> np.n
     return labels
 
 
-def post_init(exp, state):
-    labels = initial_labels(len(exp.dataset.train.labels), exp.config)
-    labels = jax.device_put(labels, sharding.replicated(exp.mesh))
-    return state.replace(method_state={**state.method_state, "labels": labels})
-
-
-def make_loss(model, config: ml_collections.ConfigDict):
+def make_loss(model, config: ml_collections.ConfigDict, run=None):
     momentum = config.sela.head_loss_momentum
 
     def loss_fn(params, batch_stats, views, method_state, step, key):
@@ -347,89 +141,68 @@ def make_loss(model, config: ml_collections.ConfigDict):
     return loss_fn
 
 
-def _relabel_fn(exp):
-    """Jitted [H, N, K] logits -> new labels, one Sinkhorn per head (lax.map bounds memory)."""
-    fn = getattr(exp, "_sela_relabel_jit", None)
-    if fn is not None:
-        return fn
-    s = exp.config.sela
-    weights = np.asarray(s.class_weights, np.float32) if s.class_weights else None
+class SelaLabelling:
+    """SeLa's host-side state: the relabelling schedule and the compiled Sinkhorn labelling.
 
-    def relabel(logits):
-        def one_head(head_logits):
-            q = sinkhorn_knopp(
-                jax.nn.log_softmax(head_logits, axis=-1),
-                epsilon=1.0 / s.lam,
-                num_iters=s.sinkhorn_iters,
-                class_weights=weights,
-                tol=s.sinkhorn_tol or None,
-            )
-            if s.label_mode == "soft":
-                return q
-            if s.balanced_labels:
-                return balanced_assignment(q, class_weights=weights)
-            return jnp.argmax(q, axis=-1).astype(jnp.int32)
+    ``update(state, step)`` relabels after the updates ``label_update_steps``
+    gives: the network's eval-mode logits of every training image
+    (``predict``), then one Sinkhorn per head (``lax.map`` bounds memory),
+    rows sharded over the mesh when they split evenly (Sinkhorn's column sums
+    become all-reduces), else solved whole on every device.
+    """
 
-        return jax.lax.map(one_head, logits)
-
-    n, devices = len(exp.dataset.train.labels), exp.mesh.devices.size
-    # Rows sharded over the mesh when they split evenly (Sinkhorn's column sums
-    # become all-reduces); otherwise every device solves the whole problem.
-    rows = (
-        jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec(None, "data"))
-        if n % devices == 0
-        else sharding.replicated(exp.mesh)
-    )
-    fn = jax.jit(relabel, in_shardings=rows, out_shardings=sharding.replicated(exp.mesh))
-    exp._sela_relabel_jit = fn
-    return fn
-
-
-def relabel(exp, state):
-    """SeLa's labelling step: Sinkhorn on log p of the whole training set, per head."""
-    s = exp.config.sela
-    logits = dataset_logits(exp, state, exp.dataset.train.images, s.num_heads)
-    labels = _relabel_fn(exp)(logits)
-    ms = state.method_state
-    return state.replace(
-        method_state={**ms, "labels": labels, "label_updates": ms["label_updates"] + 1}
-    )
-
-
-def host_update(exp, state):
-    due = getattr(exp, "_sela_update_steps", None)
-    if due is None:
-        due = exp._sela_update_steps = frozenset(
-            label_update_steps(
-                exp.total_steps,
-                exp.config.sela.num_label_updates,
-                exp.config.sela.label_schedule_power,
-            )
+    def __init__(self, config: ml_collections.ConfigDict, run, ctx):
+        s = config.sela
+        n = run.num_examples
+        if s.num_clusters > n:
+            raise UserError(f"config.sela.num_clusters={s.num_clusters} exceeds the {n} examples.")
+        self.due = frozenset(
+            label_update_steps(run.total_steps, s.num_label_updates, s.label_schedule_power)
         )
-    if host_step(exp, state, "sela") in due and resync_host_step(exp, state, "sela") in due:
-        state = relabel(exp, state)
-    return state
+        self.train, self.predict = ctx.train, ctx.predict
+        weights = np.asarray(s.class_weights, np.float32) if s.class_weights else None
 
+        def relabel(logits):  # [H, N, K] -> [H, N] or [H, N, K]
+            def one_head(head_logits):
+                q = sinkhorn_knopp(
+                    jax.nn.log_softmax(head_logits, axis=-1),
+                    epsilon=1.0 / s.lam,
+                    num_iters=s.sinkhorn_iters,
+                    class_weights=weights,
+                    tol=s.sinkhorn_tol or None,
+                )
+                if s.label_mode == "soft":
+                    return q
+                if s.balanced_labels:
+                    return balanced_assignment(q, class_weights=weights)
+                return jnp.argmax(q, axis=-1).astype(jnp.int32)
 
-def extra_eval(exp, state) -> dict:
-    best = int(np.argmin(jax.device_get(state.method_state["head_loss"])))
-    s = exp.config.sela
-    return evaluate_heads(
-        exp, state, num_heads=s.num_heads, best_head=best, max_share=s.max_cluster_share
-    )
+            return jax.lax.map(one_head, logits)
 
-
-def prepare(exp) -> None:
-    s = exp.config.sela
-    n = len(exp.dataset.train.labels)
-    if s.num_clusters > n:
-        raise UserError(f"config.sela.num_clusters={s.num_clusters} exceeds the {n} examples.")
-    if s.num_clusters < exp.dataset.num_classes:
-        logging.warning(
-            "SeLa with %d clusters for %d classes: ACC cannot reach 1.",
-            s.num_clusters,
-            exp.dataset.num_classes,
+        mesh = ctx.mesh
+        rows = (
+            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+            if n % mesh.devices.size == 0
+            else sharding.replicated(mesh)
         )
+        self._relabel = jax.jit(relabel, in_shardings=rows, out_shardings=sharding.replicated(mesh))
+
+    def relabel(self, state):
+        """SeLa's labelling step: Sinkhorn on log p of the whole training set, per head."""
+        variables = evaluation.model_variables(state.params, state.batch_stats)
+        logits = self.predict(variables, self.train, evaluation.evaluators.head_logits)
+        labels = self._relabel(np.ascontiguousarray(np.swapaxes(logits, 0, 1)))  # [H, N, K]
+        ms = state.method_state
+        return state.replace(
+            method_state={**ms, "labels": labels, "label_updates": ms["label_updates"] + 1}
+        )
+
+    def update(self, state, step: int):
+        return self.relabel(state) if step in self.due else state
+
+
+def prepare(config: ml_collections.ConfigDict, run, ctx) -> SelaLabelling:
+    return SelaLabelling(config, run, ctx)
 
 
 SELA = Method(
@@ -439,8 +212,6 @@ SELA = Method(
     make_loss=make_loss,
     init_method_state=init_method_state,
     prepare=prepare,
-    post_init=post_init,
-    host_update=host_update,
     collapse_warnings=make_collapse_warnings("sela"),
-    extra_eval=extra_eval,
+    evaluators=EVALUATORS,
 )

@@ -51,7 +51,7 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
     return []
 
 
-def make_loss(model, config: ml_collections.ConfigDict):
+def make_loss(model, config: ml_collections.ConfigDict, run=None):
     temperature = config.simclr.temperature
 
     def loss_fn(params, batch_stats, views, method_state, step, key):

@@ -1,5 +1,4 @@
-"""Variational autoencoder (Kingma & Welling 2014), and a command that draws pictures
-of the decoder-based methods.
+"""Variational autoencoder (Kingma & Welling 2014).
 
 Encoder: backbone -> pooled h -> Dense -> (mean, log variance) of a diagonal
 Gaussian q(z|x) over ``latent_dim`` dimensions; z = mean + sigma * eps
@@ -20,19 +19,11 @@ likelihood papers; subtract ln(1/256) = -5.545 nats/dim for the density of the
 0..255 scale. ``active_latents`` (latent dimensions whose average KL exceeds
 0.01 nats) watches for posterior collapse.
 
-    python -m jssl.methods.vae --workdir=W [--out=W/pictures.png] [--num=10]
-
-writes a PNG of a trained run of any decoder method: for vae, test images,
-their reconstructions and samples from the prior; for autoencoder, images and
-reconstructions; for denoising / inpainting / colorization, the corrupted
-input, the output and the original.
+Pictures of a trained run (test images, reconstructions, samples from the
+prior): ``python -m jssl.visualize reconstructions --workdir=W``.
 """
 
 from __future__ import annotations
-
-import argparse
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +57,7 @@ def elbo_terms(x, recon, log_scale, mean, log_var) -> dict[str, jax.Array]:
     return {"nll": nll, "kl": kl, "neg_elbo_per_dim": (nll + kl) / dims, "dims": dims}
 
 
-def make_loss(model, config: ml_collections.ConfigDict):
+def make_loss(model, config: ml_collections.ConfigDict, run=None):
     vc = config.vae
 
     def loss_fn(params, batch_stats, views, method_state, step, key):
@@ -120,89 +111,3 @@ VAE_METHOD = Method(
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
 )
-
-
-# ----------------------------------------------------------------------------- pictures
-
-
-def image_grid(rows: list[np.ndarray], *, gap: int = 1) -> np.ndarray:
-    """Rows of float images [N, H, W, C] in [0, 1] -> one uint8 [R*(H+gap)+gap, ..., 3] picture."""
-    n, h, w, _ = rows[0].shape
-    grid = np.ones((len(rows) * (h + gap) + gap, n * (w + gap) + gap, 3), np.float32)
-    for r, row in enumerate(rows):
-        row = np.clip(np.asarray(row, np.float32), 0.0, 1.0)
-        if row.shape[-1] == 1:
-            row = np.repeat(row, 3, axis=-1)
-        for i in range(n):
-            y, x = gap + r * (h + gap), gap + i * (w + gap)
-            grid[y : y + h, x : x + w] = row[i]
-    return np.rint(grid * 255).astype(np.uint8)
-
-
-def picture_rows(exp, state, *, num: int = 10, seed: int = 0) -> list[np.ndarray]:
-    """The rows of the picture of a trained decoder method (see the module docstring)."""
-    from jssl import augment
-    from jssl.methods.recovery import colorize
-
-    config, model = exp.config, exp.model
-    variables = {"params": state.params}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
-    size = config.augment.crop_size
-    x = augment.eval_view(jnp.asarray(exp.dataset.test.images[:num]), size=(size, size))
-    key = jax.random.PRNGKey(seed)
-    method = config.method
-    if method == "vae":
-        recon, _ = model.apply(variables, x, train=False)
-        z = jax.random.normal(key, (2 * num, config.vae.latent_dim))
-        samples = model.apply(variables, z, out_shape=x.shape[1:], train=False, method=VAE.decode)
-        return [x, recon, samples[:num], samples[num:]]
-    if method == "autoencoder":
-        return [x, model.apply(variables, x, train=False)[0]]
-    if method == "colorization":
-        gray = jnp.broadcast_to(augment.rgb_to_grayscale(x), x.shape)
-        return [gray, colorize(model, variables, x, config), x]
-    if method in ("denoising", "inpainting"):
-        views = exp.method.make_views(key, {"image": exp.dataset.test.images[:num]}, config)
-        corrupted = views[0]
-        return [corrupted, model.apply(variables, corrupted, train=False)[0], views[1]]
-    raise UserError(
-        f"No picture for method {method!r}; supported: vae, autoencoder, colorization, "
-        "denoising, inpainting."
-    )
-
-
-def write_picture(workdir: str, out: str | None = None, *, num: int = 10, scale: int = 4) -> str:
-    """Writes the PNG of a run's latest checkpoint; returns its path."""
-    from PIL import Image
-
-    from jssl.visualize import load_run
-
-    exp, state = load_run(workdir)
-    grid = image_grid([np.asarray(r) for r in picture_rows(exp, state, num=num)])
-    out = out or os.path.join(workdir, "pictures.png")
-    img = Image.fromarray(grid)
-    img.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(out)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    from jssl.checkpoint import CheckpointError
-
-    parser = argparse.ArgumentParser(prog="python -m jssl.methods.vae", description=__doc__)
-    parser.add_argument("--workdir", required=True, help="run folder of a trained decoder method")
-    parser.add_argument("--out", default=None, help="PNG path (default: WORKDIR/pictures.png)")
-    parser.add_argument("--num", type=int, default=10, help="images per row")
-    parser.add_argument("--scale", type=int, default=4, help="pixel magnification")
-    args = parser.parse_args(argv)
-    try:
-        path = write_picture(args.workdir, args.out, num=args.num, scale=args.scale)
-    except (UserError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

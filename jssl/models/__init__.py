@@ -8,6 +8,7 @@ Every module takes ``dtype`` (compute dtype); parameters are always float32.
 """
 
 from jssl.models.autoencoders import VAE, Autoencoder, EncoderDecoder
+from jssl.models.cluster_heads import ClusterHeads
 from jssl.models.convnet import ConvNet
 from jssl.models.decoders import Decoder, VectorDecoder
 from jssl.models.heads import DINOHead, MLPHead, WeightNormDense
@@ -23,6 +24,7 @@ from jssl.models.resnet import BasicBlock, BottleneckBlock, ResNet
 from jssl.models.vit import MultiHeadAttention, ViT, interpolate_pos_embed
 
 __all__ = [
+    "ClusterHeads",
     "MODELS",
     "VAE",
     "AttentionPool",

@@ -1,0 +1,222 @@
+"""Evaluators: small functions a method selects by name, each returning named metrics.
+
+An evaluator is ``(EvalContext) -> dict[str, Metric]``. The trainer runs the
+method's ``evaluators`` in order and prints the metrics that have a ``label``
+(the summary table); every value goes to ``eval_<step>.json``. The trainer
+knows no metric name: the names and labels are the evaluators'.
+
+Features are computed once per (network, split) and shared by the evaluators
+of one evaluation (``EvalContext.features``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jssl.data.core import ImageSource
+from jssl.errors import UserError
+from jssl.evaluation import clustering, plots
+from jssl.evaluation.knn import knn_accuracy
+from jssl.evaluation.linear_probe import linear_probe
+from jssl.evaluation.predict import Predictor, model_variables
+
+REPRESENTATIONS = ("features", "output")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One evaluation figure; ``label`` names its row in the summary table (None: JSON only,
+    for an index or a count)."""
+
+    value: float
+    label: str | None = None
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """What an evaluator may read: the trained state, the data, the forward pass."""
+
+    config: ml_collections.ConfigDict
+    predict: Predictor
+    state: Any  # TrainState
+    train: ImageSource  # the (capped) training subset the evaluators fit on
+    test: ImageSource
+    num_classes: int
+    class_names: tuple[str, ...]
+    workdir: str | None = None
+    _features: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def step(self) -> int:
+        return int(jax.device_get(self.state.step))
+
+    def variables(self, network: str = "student") -> dict:
+        """Flax variables of the trained network ("student") or the EMA teacher ("teacher")."""
+        if network == "teacher":
+            teacher = self.state.method_state["teacher"]
+            return model_variables(teacher.params, teacher.batch_stats)
+        return model_variables(self.state.params, self.state.batch_stats)
+
+    def features(self, split: str, network: str = "student") -> np.ndarray:
+        """[N, D] float32 representation (``config.eval.representation``) of "train" or "test"."""
+        representation = self.config.eval.get("representation", "features")
+        if representation not in REPRESENTATIONS:
+            raise UserError(
+                f"config.eval.representation={representation!r}: use 'features' (the backbone's "
+                "pooled h) or 'output' (the model's output, e.g. SimCLR's projection z)."
+            )
+        key = (split, network, representation)
+        if key not in self._features:
+            source = self.train if split == "train" else self.test
+            self._features[key] = self.predict(self.variables(network), source, representation)
+        return self._features[key]
+
+
+Evaluator = Callable[[EvalContext], dict[str, Metric]]
+
+
+def knn(ctx: EvalContext) -> dict[str, Metric]:
+    """Weighted kNN top-1 (k = eval.knn_k, T = eval.knn_temperature) on cosine similarity."""
+    return {"knn_top1": Metric(_knn(ctx, "student"), "kNN top-1")}
+
+
+def teacher_knn(ctx: EvalContext) -> dict[str, Metric]:
+    """kNN top-1 of the EMA teacher's representation (DINO evaluates the teacher)."""
+    return {"teacher_knn_top1": Metric(_knn(ctx, "teacher"), "teacher kNN top-1")}
+
+
+def _knn(ctx: EvalContext, network: str) -> float:
+    return float(
+        knn_accuracy(
+            ctx.features("train", network),
+            ctx.train.labels,
+            ctx.features("test", network),
+            ctx.test.labels,
+            num_classes=ctx.num_classes,
+            k=ctx.config.eval.knn_k,
+            temperature=ctx.config.eval.knn_temperature,
+        )
+    )
+
+
+def linear_probe_top1(ctx: EvalContext) -> dict[str, Metric]:
+    """Linear probe (eval.probe_epochs) on the frozen representation, top-1 on the test split."""
+    probe = linear_probe(
+        ctx.features("train"),
+        ctx.train.labels,
+        ctx.features("test"),
+        ctx.test.labels,
+        num_classes=ctx.num_classes,
+        epochs=ctx.config.eval.probe_epochs,
+        seed=ctx.config.seed,
+    )
+    return {"linear_top1": Metric(probe["test_top1"], "linear-probe top-1")}
+
+
+def kmeans_clustering(ctx: EvalContext) -> dict[str, Metric]:
+    """k-means with as many clusters as classes on the test representation: ACC, NMI, ARI."""
+    labels = np.asarray(ctx.test.labels)
+    clusters = clustering.kmeans(
+        ctx.features("test"), num_clusters=ctx.num_classes, seed=ctx.config.seed
+    )
+    counts = dict(num_classes=ctx.num_classes, num_clusters=ctx.num_classes)
+    return {
+        "cluster_acc": Metric(
+            float(clustering.cluster_accuracy(labels, clusters, **counts)), "clustering ACC"
+        ),
+        "nmi": Metric(float(clustering.nmi(labels, clusters, **counts)), "NMI"),
+        "ari": Metric(float(clustering.ari(labels, clusters, **counts)), "ARI"),
+    }
+
+
+def head_logits(model, variables, x) -> jax.Array:
+    """Clustering heads' logits [H, b, K] as [b, H, K] (examples first, for the Predictor)."""
+    logits, _ = model.apply(variables, x, train=False)
+    return jax.numpy.swapaxes(logits, 0, 1)
+
+
+def cluster_heads(ctx: EvalContext) -> dict[str, Metric]:
+    """Clustering scores of the heads' argmax on the test split (Hungarian matching).
+
+    The reported head is the one with the lowest running training loss
+    (``method_state["head_loss"]``, chosen without labels). In the table: its
+    ACC, NMI, ARI (and many-to-one ACC when K > C); in the JSON only: its
+    index, the best ACC over all heads (an oracle, for judging the head
+    choice), its largest cluster's share and its empty clusters. The cluster
+    histogram goes to the log, with a warning when one cluster holds more than
+    ``config.<method>.max_cluster_share``; the matched confusion matrix is
+    written to the workdir when there is one.
+    """
+    best = int(np.argmin(jax.device_get(ctx.state.method_state["head_loss"])))
+    logits = ctx.predict(ctx.variables(), ctx.test, head_logits)  # [N, H, K]
+    labels = np.asarray(ctx.test.labels)
+    num_clusters = logits.shape[-1]
+    preds = np.argmax(logits, axis=-1).astype(np.int32).T  # [H, N]
+    counts = dict(num_classes=ctx.num_classes, num_clusters=num_clusters)
+    accs = [float(clustering.cluster_accuracy(labels, p, **counts)) for p in preds]
+    pred = preds[best]
+    sizes = np.asarray(plots.cluster_sizes(pred, num_clusters=num_clusters))
+    summary = plots.cluster_size_summary(sizes)
+    results = {
+        "head_acc": Metric(accs[best], "head ACC (Hungarian)"),
+        "head_nmi": Metric(float(clustering.nmi(labels, pred, **counts)), "head NMI"),
+        "head_ari": Metric(float(clustering.ari(labels, pred, **counts)), "head ARI"),
+        "head_best": Metric(best),
+        "head_acc_max_over_heads": Metric(max(accs)),
+        "head_largest_share": Metric(summary["largest_share"]),
+        "head_empty_clusters": Metric(summary["empty_clusters"]),
+    }
+    if num_clusters > ctx.num_classes:
+        many = clustering.cluster_accuracy_many_to_one(labels, pred, **counts)
+        results["head_acc_many_to_one"] = Metric(float(many), "head ACC (many-to-one)")
+    logging.info("Test cluster sizes of head %d:\n%s", best, plots.histogram_text(sizes))
+    block = ctx.config.get(ctx.config.method)
+    max_share = block.get("max_cluster_share") if block is not None else None
+    if max_share is not None and summary["largest_share"] > max_share:
+        logging.warning(
+            "Head %d puts %.1f%% of the test images in one cluster (> %.0f%%): collapsed.\n%s",
+            best,
+            100 * summary["largest_share"],
+            100 * max_share,
+            plots.histogram_text(sizes, max_rows=10),
+        )
+    if ctx.workdir:
+        step = ctx.step
+        plots.save_confusion_matrix(
+            os.path.join(ctx.workdir, f"confusion_{step}.png"),
+            labels,
+            pred,
+            **counts,
+            class_names=ctx.class_names,
+            title=f"{ctx.config.method} head {best}, step {step}: ACC {accs[best]:.3f}",
+        )
+    return results
+
+
+EVALUATORS: dict[str, Evaluator] = {
+    "knn": knn,
+    "linear_probe": linear_probe_top1,
+    "kmeans": kmeans_clustering,
+    "cluster_heads": cluster_heads,
+    "teacher_knn": teacher_knn,
+}
+DEFAULT_EVALUATORS = ("knn", "linear_probe", "kmeans")
+
+
+def run_evaluators(names, ctx: EvalContext) -> dict[str, Metric]:
+    """The metrics of the evaluators ``names``, in order; an unknown name lists the valid ones."""
+    unknown = [n for n in names if n not in EVALUATORS]
+    if unknown:
+        raise UserError(f"Unknown evaluator(s) {unknown}; valid: {', '.join(sorted(EVALUATORS))}.")
+    results: dict[str, Metric] = {}
+    for name in names:
+        results.update(EVALUATORS[name](ctx))
+    return results

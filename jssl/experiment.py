@@ -1,0 +1,343 @@
+"""What a run is built from: ``Experiment`` (config + devices -> data, model, step) and
+``restore_run`` (a finished run's workdir -> its config, model and latest state).
+
+The trainer (jssl/trainer.py) drives an Experiment; ``restore_run`` is the one
+way to reopen a run, used by ``--mode=eval``, ``config.init_from`` (a later stage
+starting from an earlier run's weights) and the picture commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jssl import data, evaluation, optim, sharding
+from jssl.checkpoint import Checkpointer, load_saved_config
+from jssl.errors import UserError
+from jssl.methods import HostContext, RunInfo, get_method
+from jssl.train_step import TrainState, train_step
+
+# Data fields that decide whether two runs read the same examples.
+DATA_FIELDS = ("name", "path", "tfds_name", "train_split", "test_split", "image_size", "data_dir")
+
+
+def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
+    d = config.data
+    return data.load_dataset(
+        d.name,
+        path=d.path or None,
+        image_size=d.image_size or None,
+        tfds_name=d.tfds_name or None,
+        train_split=d.train_split,
+        test_split=d.test_split,
+        data_dir=d.data_dir or None,
+        cache_dir=d.cache_dir or None,
+        on_bad_image=d.on_bad_image,
+    )
+
+
+def same_data(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> bool:
+    return all(a.data.get(f) == b.data.get(f) for f in DATA_FIELDS)
+
+
+class Experiment:
+    """Everything derived from (config, devices): data, model, optimiser, compiled step.
+
+    ``workdir``: the run folder, when there is one (methods keep caches there).
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        devices=None,
+        dataset: data.Dataset | None = None,
+        *,
+        workdir: str | None = None,
+    ):
+        self.config = config
+        self.workdir = os.path.abspath(workdir) if workdir else None
+        self.mesh = sharding.make_mesh(devices)
+        sharding.check_batch_size(config.batch_size, self.mesh)
+        self.dataset = dataset or load_data(config)
+        self.train = self.dataset.train
+        n = len(self.train)
+        if config.batch_size > n:
+            raise UserError(
+                f"batch_size={config.batch_size} is larger than the {n} training examples of "
+                f"{self.dataset.name}; set --config.batch_size to at most {n}."
+            )
+        steps_per_epoch = n // config.batch_size
+        total_steps = config.num_steps or max(
+            1, int(math.ceil(config.num_epochs * steps_per_epoch))
+        )
+        self.run = RunInfo(
+            total_steps=int(total_steps),
+            steps_per_epoch=int(steps_per_epoch),
+            num_examples=n,
+            workdir=self.workdir,
+        )
+        self.method = get_method(config.method)
+        self.model = self.method.build_model(config)
+        self.predict = evaluation.Predictor(
+            self.model,
+            self.mesh,
+            crop_size=config.augment.crop_size,
+            batch_size=config.eval.batch_size,
+        )
+        self.tx, self.schedule = optim.make_optimizer(
+            config, self.run.total_steps, self.run.steps_per_epoch
+        )
+        step = functools.partial(
+            train_step,
+            method=self.method,
+            model=self.model,
+            tx=self.tx,
+            schedule=self.schedule,
+            config=config,
+            run=self.run,
+        )
+        rep = sharding.replicated(self.mesh)
+        self.train_step = jax.jit(
+            step,
+            in_shardings=(rep, sharding.data_sharded(self.mesh)),
+            out_shardings=(rep, rep),
+            donate_argnums=(0,),
+        )
+        self.host: Any = None  # the method's host object, once ``prepare_host`` ran
+
+    @property
+    def total_steps(self) -> int:
+        return self.run.total_steps
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.run.steps_per_epoch
+
+    def _init_variables(self):
+        size = self.config.augment.crop_size
+        x = jnp.zeros((2, size, size, self.train.image_shape[-1]))
+        key = jax.random.split(jax.random.PRNGKey(self.config.seed))[0]
+        return self.model.init(key, x, train=False)
+
+    def init_state(self, init_run: RestoredRun | None = None) -> TrainState:
+        """Fresh TrainState, replicated over the mesh; a function of config.seed (and of
+        ``init_run``, the ``config.init_from`` run, whose parameter subtrees it starts from)."""
+        config, method = self.config, self.method
+
+        def init():
+            state_key = jax.random.split(jax.random.PRNGKey(config.seed))[1]
+            variables = self._init_variables()
+            params, batch_stats = variables["params"], variables.get("batch_stats", {})
+            return TrainState(
+                step=jnp.zeros((), jnp.int32),
+                params=params,
+                batch_stats=batch_stats,
+                opt_state=self.tx.init(params),
+                method_state=method.init_method_state(params, batch_stats, config, self.run),
+                rng=state_key,
+                nonfinite_steps=jnp.zeros((), jnp.int32),
+            )
+
+        rep = sharding.replicated(self.mesh)
+        state = jax.jit(init, out_shardings=rep)()
+        if init_run is None:
+            return state
+        params, batch_stats = self._initial_parts(state, init_run)
+
+        def restart(params, batch_stats):  # optimiser and method state of the new start
+            ms = method.init_method_state(params, batch_stats, config, self.run)
+            return self.tx.init(params), ms
+
+        params = jax.device_put(params, rep)
+        batch_stats = jax.device_put(batch_stats, rep)
+        opt_state, method_state = jax.jit(restart, out_shardings=rep)(params, batch_stats)
+        return state.replace(
+            params=params, batch_stats=batch_stats, opt_state=opt_state, method_state=method_state
+        )
+
+    def _initial_parts(self, state: TrainState, init_run: RestoredRun):
+        """``state``'s params and batch_stats with the subtrees ``config.init_from.params``
+        taken from ``init_run`` (through the method's ``adapt_init``), shapes checked."""
+        names = tuple(self.config.init_from.params)
+        src = init_run.state
+        missing = [n for n in names if n not in src.params]
+        if missing:
+            raise UserError(
+                f"The init_from run {init_run.workdir} has no {missing} parameters (it has "
+                f"{sorted(src.params)}); set --config.init_from.params to some of those."
+            )
+        parts = {n: src.params[n] for n in names}
+        if self.method.adapt_init is not None:
+            parts = self.method.adapt_init(parts, src.method_state, self.config)
+        params = transplant(state.params, parts, init_run.workdir)
+        stats = {n: src.batch_stats[n] for n in names if src.batch_stats and n in src.batch_stats}
+        batch_stats = transplant(state.batch_stats, stats, init_run.workdir)
+        return params, batch_stats
+
+    def prepare_host(self, init_run: RestoredRun | None = None):
+        """Runs the method's ``prepare`` hook once; returns (and keeps) its host object."""
+        if self.method.prepare is not None:
+            ctx = HostContext(
+                train=self.train, predict=self.predict, mesh=self.mesh, init_run=init_run
+            )
+            self.host = self.method.prepare(self.config, self.run, ctx)
+        return self.host
+
+    def global_batch(self, step: int) -> dict[str, jax.Array]:
+        """This step's global batch, sharded over the mesh (a function of seed and step).
+
+        This process reads only its own slice of the batch from the source.
+        """
+        idx = data.host_batch_indices(
+            len(self.train),
+            self.config.batch_size,
+            seed=self.config.seed,
+            step=step,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        batch = {"image": self.train.get(idx), "index": idx.astype(np.int32)}
+        extras = getattr(self.host, "batch_extras", None)
+        if extras is not None:
+            batch.update(extras(idx, step))
+        return sharding.put_global_batch(batch, self.mesh)
+
+    def evaluate(self, state: TrainState) -> dict[str, evaluation.Metric]:
+        """The method's evaluators (and its host object's metrics) on the frozen network.
+
+        The evaluators fit on at most ``config.eval.max_train_examples`` training
+        examples (a fixed subset drawn from the seed) and score the test split.
+        """
+        config = self.config
+        ctx = evaluation.EvalContext(
+            config=config,
+            predict=self.predict,
+            state=state,
+            train=data.take_subset(self.train, config.eval.max_train_examples, seed=config.seed),
+            test=self.dataset.test,
+            num_classes=self.dataset.num_classes,
+            class_names=self.dataset.class_names,
+            workdir=self.workdir,
+        )
+        results = evaluation.run_evaluators(self.method.evaluators, ctx)
+        metrics = getattr(self.host, "metrics", None)
+        if metrics is not None:
+            results.update(metrics())
+        return results
+
+
+def transplant(tree: dict, parts: dict, source: str) -> dict:
+    """``tree`` with its top-level subtrees replaced by ``parts``, checking structure and shapes."""
+    out = dict(tree)
+    for name, new in parts.items():
+        old = tree.get(name)
+        same = old is not None and jax.tree.structure(old) == jax.tree.structure(new)
+        if same:
+            same = all(
+                a.shape == b.shape
+                for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True)
+            )
+        if not same:
+            raise UserError(
+                f"The {name!r} parameters of the init_from run {source} do not fit this model; "
+                "set --config.model.name / --config.model.kwargs.* as in that run's config.json."
+            )
+        out[name] = new
+    return out
+
+
+# ----------------------------------------------------------------------------- finished runs
+
+
+def _tuples(x):
+    """JSON lists back to tuples (config tuples such as model widths)."""
+    if isinstance(x, dict):
+        return {k: _tuples(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return tuple(_tuples(v) for v in x)
+    return x
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run in ``workdir`` was trained with (its config.json)."""
+    saved = load_saved_config(workdir)
+    if saved is None:
+        raise UserError(
+            f"{workdir} holds no jssl run (no config.json); give the workdir of a run, "
+            "e.g. one of python train.py --config=configs/simclr.py:digits --workdir=W."
+        )
+    return ml_collections.ConfigDict(_tuples(saved))
+
+
+def run_finished(workdir: str) -> bool:
+    """True when ``workdir`` holds a run that trained to its end (its final evaluation exists)."""
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        return False
+    steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()]
+    return bool(steps) and os.path.exists(os.path.join(workdir, f"eval_{max(steps)}.json"))
+
+
+@dataclasses.dataclass
+class RestoredRun:
+    """A run reopened from its workdir: its config, Experiment and latest TrainState."""
+
+    workdir: str
+    config: ml_collections.ConfigDict
+    experiment: Experiment
+    state: TrainState
+
+    @property
+    def model(self):
+        return self.experiment.model
+
+    @property
+    def dataset(self) -> data.Dataset:
+        return self.experiment.dataset
+
+    def predict(self, source: data.ImageSource, select="features", network="student"):
+        """The restored network's eval-mode ``select`` of every image of ``source``."""
+        state = self.state
+        if network == "teacher":
+            t = state.method_state["teacher"]
+            variables = evaluation.model_variables(t.params, t.batch_stats)
+        else:
+            variables = evaluation.model_variables(state.params, state.batch_stats)
+        return self.experiment.predict(variables, source, select)
+
+
+def restore_run(
+    workdir: str,
+    *,
+    devices=None,
+    dataset: data.Dataset | None = None,
+    config: ml_collections.ConfigDict | None = None,
+) -> RestoredRun:
+    """The latest checkpoint of the run in ``workdir``, built from its own config.json.
+
+    ``dataset``, when given, is used instead of loading the run's data (pass it
+    only when it is the same data: ``same_data``); ``config`` replaces the saved
+    config. The method's ``prepare`` hook is not run.
+    """
+    workdir = os.path.abspath(workdir)
+    run_config = config if config is not None else saved_config(workdir)
+    exp = Experiment(run_config, devices, dataset=dataset, workdir=workdir)
+    ckpt = Checkpointer(workdir, keep=run_config.keep_checkpoints)
+    try:
+        if ckpt.latest_step() is None:
+            raise UserError(
+                f"No checkpoint in {ckpt.directory}: train first with --mode=train and this "
+                "--workdir."
+            )
+        state = ckpt.restore(exp.init_state())
+    finally:
+        ckpt.close()
+    return RestoredRun(workdir=workdir, config=run_config, experiment=exp, state=state)
