@@ -11,18 +11,20 @@ clustering ACC/NMI/ARI on the test split, beside the raw-pixel kNN floor
 computed in the same run (45.8% on this copy).
 
 ``--framework torch`` trains the plain PyTorch SimCLR of
-benchmarks/compare_pytorch.py (same ResNet, torchvision transforms in a
-``DataLoader`` with workers, NT-Xent) with the jssl run's batch, optimiser
-(LARS as optax.lars, or SGD) and learning-rate schedule (jssl's own schedule
-function, sized the same way), then scores the frozen backbone's features with
-jssl's evaluation code, so both frameworks are measured by the same code.
+benchmarks/torch_reference.py (the network of benchmarks/compare_pytorch.py,
+torchvision transforms in a ``DataLoader`` with workers, NT-Xent) with the jssl
+run's batch, optimiser (LARS as optax.lars, or SGD) and learning-rate schedule
+(jssl's own schedule function, sized the same way), then scores the frozen
+backbone's features with jssl's evaluators (those the trainer runs, through
+jssl's ``Predictor`` interface), so both frameworks are measured by the same code.
 
 Both record a curve of kNN top-1 against wall-clock training minutes: the
 state is kept at every ``--curve_points``-th of the planned steps (jssl: the
 trainer's checkpoints; PyTorch: copies of the state dict) and at the end, and
 each kept state is scored after training (so scoring never runs on the
 training clock) by the same cheap kNN on a fixed subset (``--curve_train``
-train and ``--curve_test`` test images, the same subset for both frameworks).
+train and ``--curve_test`` test images drawn by ``jssl.data.take_subset`` from
+seed 0, the same subset for both frameworks).
 The final full evaluation is unchanged. jssl's times come from the trainer's
 metrics log (the seconds of each logged interval of 10 steps).
 
@@ -41,12 +43,10 @@ import datetime
 import json
 import math
 import os
-import platform
 import sys
-import tarfile
 import tempfile
-import threading
 import time
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -56,33 +56,23 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import compare_pytorch  # noqa: E402
+from benchmarks import torch_reference as ref  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    DEFAULT_ARCHIVE,
+    CpuSampler,
+    all_images,
+    image_folder,
+    loadavg,
+    machine,
+    versions,
+)
 from benchmarks.throughput import load_config, write_result  # noqa: E402
-from jssl import augment, data, evaluation, optim, trainer  # noqa: E402
+from jssl import data, evaluation, methods, optim, trainer  # noqa: E402
 from jssl.checkpoint import Checkpointer  # noqa: E402
 from jssl.models import count_params  # noqa: E402
 
-DEFAULT_ARCHIVE = os.path.join(ROOT, "..", "shared", "datasets", "cifar10-jpeg.tar.gz")
 WARMUP_STEPS = 5  # timed steps of the throughput warm-up (after one untimed step)
-
-
-def image_folder(path: str) -> str:
-    """An image-folder root: ``path`` itself, or a .tar.gz unpacked once under the temp folder."""
-    if os.path.isdir(path):
-        return path
-    if not os.path.exists(path):
-        sys.exit(
-            f"error: {path} not found; pass --data DIR (train/<class>/*.jpg, test/<class>/*.jpg)."
-        )
-    target = os.path.join(tempfile.gettempdir(), "jssl-" + os.path.basename(path).split(".")[0])
-    marker = os.path.join(target, ".complete")
-    if not os.path.exists(marker):
-        print(f"unpacking {path} -> {target}", flush=True)
-        with tarfile.open(path) as tar:
-            tar.extractall(target, filter="data")
-        open(marker, "w").close()
-    roots = [d for d in os.listdir(target) if os.path.isdir(os.path.join(target, d, "train"))]
-    return os.path.join(target, roots[0]) if roots else target
+CURVE_SEED = 0  # the curve's fixed kNN subsets (recorded in the JSON)
 
 
 def budget_config(method: str, data_path: str, batch_size: int) -> ml_collections.ConfigDict:
@@ -122,15 +112,21 @@ def apply_overrides(config: ml_collections.ConfigDict, items: list[str]) -> None
         node[path[-1]] = value
 
 
-def raw_pixel_knn(dataset) -> float:
-    def flat(split):
-        x = split.images.reshape(len(split.images), -1).astype(np.float32) / 255.0
-        return x
+def pixels(source) -> np.ndarray:
+    """float32 [N, H*W*C] in [0, 1]: the raw pixels of every image of an ImageSource."""
+    x = all_images(source)
+    return x.reshape(len(x), -1).astype(np.float32) / 255.0
 
-    train, test = flat(dataset.train), flat(dataset.test)
+
+def raw_pixel_knn(dataset) -> float:
+    train, test = pixels(dataset.train), pixels(dataset.test)
     mean = train.mean(0)
     return evaluation.knn_accuracy(
-        train - mean, dataset.train.labels, test - mean, dataset.test.labels, num_classes=10
+        train - mean,
+        dataset.train.labels,
+        test - mean,
+        dataset.test.labels,
+        num_classes=dataset.num_classes,
     )
 
 
@@ -143,9 +139,10 @@ def raw_pixel_kmeans(dataset, seed: int = 0) -> dict[str, float]:
     import sklearn.cluster
 
     test = dataset.test
-    x = test.images.reshape(len(test.images), -1).astype(np.float32) / 255.0
     k = dataset.num_classes
-    pred = sklearn.cluster.KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(x)
+    pred = sklearn.cluster.KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(
+        pixels(test)
+    )
     y = np.asarray(test.labels)
     return {
         "acc": float(evaluation.cluster_accuracy(y, pred, num_classes=k)),
@@ -163,124 +160,45 @@ def curve_interval(planned_steps: int, points: int, log_every: int) -> int:
     return max(log_every, int(round(planned_steps / max(points, 1) / log_every)) * log_every)
 
 
-def curve_subsets(dataset, n_train: int, n_test: int, seed: int = 0):
+def curve_subsets(dataset, n_train: int, n_test: int, seed: int = CURVE_SEED):
     """The fixed (train, test) subsets of the curve's kNN: the same for both frameworks."""
-    rng = np.random.default_rng(seed)
-
-    def pick(split, n):
-        if not n or n >= len(split.labels):
-            return split
-        keep = np.sort(rng.permutation(len(split.labels))[:n])
-        return data.Split(images=split.images[keep], labels=split.labels[keep])
-
-    return pick(dataset.train, n_train), pick(dataset.test, n_test)
+    return (
+        data.take_subset(dataset.train, n_train, seed=seed),
+        data.take_subset(dataset.test, n_test, seed=seed),
+    )
 
 
 def eval_train_split(dataset, config):
     """The train split of the final evaluation, capped as ``Experiment.evaluate`` caps it."""
-    train, cap = dataset.train, config.eval.max_train_examples
-    if cap and cap < len(train.labels):
-        keep = np.sort(np.random.default_rng(config.seed).permutation(len(train.labels))[:cap])
-        train = data.Split(images=train.images[keep], labels=train.labels[keep])
-    return train
+    return data.take_subset(dataset.train, config.eval.max_train_examples, seed=config.seed)
 
 
-def subset_knn(apply_fn, subsets, config, num_classes: int) -> float:
+def scores(predict, state, train, test, config, dataset, evaluators) -> dict[str, float]:
+    """{metric: value} of jssl's ``evaluators`` on (train, test), as the trainer computes them.
+
+    ``predict(variables, source, select)`` runs the network (jssl's ``Predictor``
+    or ``TorchPredictor``); ``state`` holds its weights (``params``, ``batch_stats``).
+    """
+    ctx = evaluation.EvalContext(
+        config=config,
+        predict=predict,
+        state=state,
+        train=train,
+        test=test,
+        num_classes=dataset.num_classes,
+        class_names=dataset.class_names,
+    )
+    return {k: m.value for k, m in evaluation.run_evaluators(evaluators, ctx).items()}
+
+
+def subset_knn(predict, state, subsets, config, dataset) -> float:
     """kNN top-1 (the final evaluation's k and temperature) on the curve's subsets."""
     train, test = subsets
-    bs = config.eval.batch_size
-    f_train = evaluation.extract_features(apply_fn, train.images, batch_size=bs)
-    f_test = evaluation.extract_features(apply_fn, test.images, batch_size=bs)
-    return evaluation.knn_accuracy(
-        f_train,
-        train.labels,
-        f_test,
-        test.labels,
-        num_classes=num_classes,
-        k=config.eval.knn_k,
-        temperature=config.eval.knn_temperature,
-    )
-
-
-class CpuSampler:
-    """Samples this process's and the machine's busy CPU seconds every second (a thread).
-
-    ``share(t0, t1)``: cores used by this benchmark (workers included) and by
-    every other process between two ``time.perf_counter()`` instants, as in
-    compare_pytorch.CpuShare; ``others_cores`` of 0.5 or more on a 2-core machine
-    makes a figure suspect.
-    """
-
-    def __init__(self, every: float = 1.0):
-        self.samples: list[tuple[float, float, float, tuple[float, ...]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
-
-    def sample(self) -> None:
-        t = time.perf_counter()
-        busy, own = compare_pytorch._busy_seconds(), compare_pytorch._own_seconds()
-        self.samples.append((t, busy, own, loadavg()))
-
-    def _run(self, every):
-        while not self._stop.wait(every):
-            self.sample()
-
-    def __enter__(self):
-        self.sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-
-    def share(self, t0: float, t1: float) -> dict | None:
-        inside = [s for s in sorted(self.samples) if t0 - 0.5 <= s[0] <= t1 + 0.5]
-        if len(inside) < 2 or inside[-1][0] - inside[0][0] <= 0:
-            return None
-        (ta, busy_a, own_a, _), (tb, busy_b, own_b, _) = inside[0], inside[-1]
-        own, busy = (own_b - own_a) / (tb - ta), (busy_b - busy_a) / (tb - ta)
-        return {"own_cores": round(own, 2), "others_cores": round(max(0.0, busy - own), 2)}
-
-    def loadavg_at(self, t: float) -> list[float]:
-        """The 1, 5 and 15-minute load averages sampled nearest to ``t``."""
-        return list(min(self.samples, key=lambda s: abs(s[0] - t))[3])
-
-
-def loadavg() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
-def machine() -> dict:
-    return {
-        "description": f"{compare_pytorch.cpu_model()}, {os.cpu_count()} cores",
-        "cpu_model": compare_pytorch.cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "uname": " ".join(platform.uname()),
-    }
+    return scores(predict, state, train, test, config, dataset, ("knn",))["knn_top1"]
 
 
 # ----------------------------------------------------------------------------
 # jssl
-
-
-def jssl_feature_fn(exp):
-    """state -> (uint8 images -> pooled backbone features), one jitted program for all states."""
-    size = (exp.config.augment.crop_size, exp.config.augment.crop_size)
-
-    @jax.jit
-    def features(variables, images):
-        _, aux = exp.model.apply(variables, augment.eval_view(images, size=size), train=False)
-        return aux["features"].astype(jnp.float32)
-
-    def for_state(state):
-        variables = {"params": state.params}
-        if state.batch_stats:
-            variables["batch_stats"] = state.batch_stats
-        return lambda images: features(variables, images)
-
-    return for_state
 
 
 def logged_times(workdir: str, batch_size: int) -> dict[int, tuple[float, float]]:
@@ -337,7 +255,8 @@ def run_jssl(args, config, sampler: CpuSampler) -> dict:
     t_done = time.perf_counter()
     eval_s = out["eval"]["eval_seconds"] if out["eval"] is not None else 0.0
     if out["eval"] is None:  # stopped by the clock before num_steps: evaluate what we have
-        out["eval"] = exp.evaluate(out["state"])
+        metrics = exp.evaluate(out["state"])  # the trainer's evaluators, {name: Metric}
+        out["eval"] = {k: m.value for k, m in metrics.items()}
         out["eval"]["eval_seconds"] = time.perf_counter() - t_done
     train_eval_s = time.perf_counter() - t0
     steps = int(out["state"].step)
@@ -359,12 +278,12 @@ def run_jssl(args, config, sampler: CpuSampler) -> dict:
     # The curve: the initial state (a function of the seed) and every checkpoint.
     t_curve = time.perf_counter()
     subsets = curve_subsets(exp.dataset, args.curve_train, args.curve_test)
-    features = jssl_feature_fn(exp)
-    nc = exp.dataset.num_classes
     init = exp.init_state()
-    curve = [
-        {"step": 0, "minutes": 0.0, "knn_top1": subset_knn(features(init), subsets, config, nc)}
-    ]
+
+    def knn_of(state):  # the Experiment's Predictor: one compiled forward pass for all states
+        return subset_knn(exp.predict, state, subsets, config, exp.dataset)
+
+    curve = [{"step": 0, "minutes": 0.0, "knn_top1": knn_of(init)}]
     ckpt = Checkpointer(workdir, keep=config.keep_checkpoints + 10)
     try:
         for s in sorted(ckpt.manager.all_steps()):
@@ -372,7 +291,7 @@ def run_jssl(args, config, sampler: CpuSampler) -> dict:
                 continue
             seconds, loss = times.get(s, (train_s, float("nan")))
             kept = ckpt.restore(init, step=s)
-            knn = subset_knn(features(kept), subsets, config, nc)
+            knn = knn_of(kept)
             curve.append({"step": s, "minutes": seconds / 60, "knn_top1": knn, "loss": loss})
             print(f"curve: step {s:5d}  {seconds / 60:6.2f} min  kNN {knn:.4f}", flush=True)
     finally:
@@ -405,67 +324,44 @@ def run_jssl(args, config, sampler: CpuSampler) -> dict:
 
 
 # ----------------------------------------------------------------------------
-# PyTorch reference (imported only here)
+# PyTorch reference (benchmarks/torch_reference.py; PyTorch is imported only here)
 
 
-def torch_optimizer(torch, model, config):
-    """The jssl run's optimiser in PyTorch: SGD, or LARS written out as optax.lars does it."""
-    oc = config.optim
-    groups = compare_pytorch.torch_param_groups(model, oc.weight_decay)
-    if oc.name == "sgd":
-        return torch.optim.SGD(groups, lr=0.0, momentum=oc.momentum, nesterov=oc.nesterov)
-    if oc.name != "lars":
-        sys.exit(f"error: --framework torch supports optim sgd and lars, not {oc.name!r}")
+class TorchPredictor:
+    """jssl's ``Predictor`` interface over the PyTorch network, for jssl's evaluators.
 
-    class Lars(torch.optim.Optimizer):
-        """optax.lars: u = g + wd*p; u *= 0.001*|p|/|u| (kernels only; 1 if a norm is 0);
-        buf = -lr*u + momentum*buf; p += buf. Biases and BatchNorm: no decay, no ratio."""
+    ``predictor(variables, source, "features")``: the backbone's pooled features
+    (eval mode) of every image of ``source``, where ``variables["params"]`` is
+    the network's state dict (``torch_state``).
+    """
 
-        def __init__(self, groups, momentum, trust_coefficient=0.001):
-            super().__init__(groups, dict(lr=0.0, momentum=momentum, trust=False))
-            self.trust_coefficient = trust_coefficient
+    def __init__(self, torch, model, batch_size: int):
+        self.torch, self.model, self.batch_size = torch, model, batch_size
 
-        @torch.no_grad()
-        def step(self, closure=None):
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    u = p.grad
-                    if group["trust"]:
-                        u = u.add(p, alpha=group["weight_decay"])
-                        pn, un = torch.linalg.vector_norm(p), torch.linalg.vector_norm(u)
-                        ratio = torch.where(
-                            (pn > 0) & (un > 0), self.trust_coefficient * pn / un, 1.0
-                        )
-                        u = u * ratio
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = torch.zeros_like(p)
-                    buf.mul_(group["momentum"]).add_(u, alpha=-group["lr"])
-                    p.add_(buf)
+    def __call__(self, variables, source, select="features"):
+        if select != "features":
+            sys.exit(
+                "error: the PyTorch reference is scored on its backbone's features only "
+                f"(config.eval.representation='features', not {select!r})"
+            )
+        self.model.load_state_dict(variables["params"])
+        self.model.eval()
+        return ref.torch_features(self.torch, self.model.backbone, source, self.batch_size)
 
-    groups[0]["trust"], groups[1]["trust"] = True, False  # kernels; biases and norms
-    return Lars(groups, momentum=oc.momentum)
+
+def torch_state(state_dict):
+    """What jssl's EvalContext reads of a trained state, holding a PyTorch state dict."""
+    return types.SimpleNamespace(params=state_dict, batch_stats=None)
 
 
 def run_torch(args, config, sampler: CpuSampler) -> dict:
-    try:
-        import torch
-        import torchvision
-    except ImportError as e:
-        sys.exit(f'error: --framework torch needs PyTorch ({e}); pip install -e ".[bench]"')
-    import warnings
-
+    torch, torchvision = ref.import_torch("--framework torch needs PyTorch")
     if args.method != "simclr":
         sys.exit("error: the PyTorch reference is SimCLR only (--method simclr)")
     a = config.augment
     policy = (a.crop_size, a.strength, a.jitter_p, a.gray_p, a.blur_p, a.flip)
     if policy != (32, 0.5, 0.8, 0.2, 0.0, True) or config.simclr.proj_dim != 128:
         sys.exit("error: the PyTorch reference implements configs/simclr.py:cifar10_folder only")
-    # DataLoader workers are forked; they never touch JAX (see compare_pytorch.py).
-    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
     torch.set_num_threads(args.threads)
 
     # The jssl Experiment gives the same data (decoded once into jssl's cache), the
@@ -486,16 +382,17 @@ def run_torch(args, config, sampler: CpuSampler) -> dict:
 
     def new_model():
         torch.manual_seed(config.seed)
-        model = compare_pytorch.build_torch_model(torch, spec)
+        model = ref.build_torch_model(torch, spec)
         model.train()
-        return model, torch_optimizer(torch, model, config)
+        return model, ref.torch_optimizer(torch, model, config)
 
-    two_views = compare_pytorch.torch_two_views_dataset(
-        torch, dataset.train.images, compare_pytorch.torch_view_transform(scale=tuple(a.scale))
+    # The usual recipe: a Dataset over the uint8 training array (read once from the source).
+    two_views = ref.torch_two_views_dataset(
+        torch, all_images(dataset.train), ref.torch_view_transform(scale=tuple(a.scale))
     )
 
     def batches(persistent: bool):
-        loader = compare_pytorch.torch_loader(torch, two_views, bs, args.workers, persistent)
+        loader = ref.torch_loader(torch, two_views, bs, args.workers, persistent)
         while True:
             for v1, v2 in loader:
                 yield torch.cat([v1, v2])
@@ -503,7 +400,7 @@ def run_torch(args, config, sampler: CpuSampler) -> dict:
     def train_step(model, opt, x, lr):
         for g in opt.param_groups:
             g["lr"] = lr
-        return compare_pytorch.torch_simclr_step(torch, model, opt, x, temperature)
+        return ref.torch_simclr_step(torch, model, opt, x, temperature)
 
     # Warm-up throughput, end to end (DataLoader included), on a model thrown away after.
     model, opt = new_model()
@@ -521,7 +418,7 @@ def run_torch(args, config, sampler: CpuSampler) -> dict:
     budget_s = args.minutes * 60
     planned = max(10, int(budget_s * steps_per_sec))
     config.num_steps = planned
-    steps_per_epoch = len(dataset.train.labels) // bs
+    steps_per_epoch = exp.steps_per_epoch
     schedule = optim.learning_rate_schedule(config, planned, steps_per_epoch)
     lrs = np.asarray(jax.vmap(schedule)(jnp.arange(planned)), np.float64)
     interval = curve_interval(planned, args.curve_points, config.log_every)
@@ -554,34 +451,14 @@ def run_torch(args, config, sampler: CpuSampler) -> dict:
     load_after = loadavg()
     cpu = sampler.share(t0, t0 + train_s)
 
-    def apply_fn_of(state_dict):
-        model.load_state_dict(state_dict)
-        model.eval()
-
-        def apply_fn(images):
-            x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float().div(255.0)
-            with torch.no_grad():
-                return model.backbone(x.contiguous()).numpy()
-
-        return apply_fn
-
-    # The final evaluation: jssl's evaluate_features on the frozen backbone's features.
+    # The final evaluation: the evaluators jssl's trainer runs for this method, on the
+    # frozen backbone's features of the same train subset and test split.
     t_eval = time.perf_counter()
-    apply_fn = apply_fn_of(kept[-1][3])
+    predict = TorchPredictor(torch, model, config.eval.batch_size)
+    evaluators = methods.get_method(config.method).evaluators
     train = eval_train_split(dataset, config)
-    ebs = config.eval.batch_size
-    f_train = evaluation.extract_features(apply_fn, train.images, batch_size=ebs)
-    f_test = evaluation.extract_features(apply_fn, dataset.test.images, batch_size=ebs)
-    results = evaluation.evaluate_features(
-        f_train,
-        train.labels,
-        f_test,
-        dataset.test.labels,
-        num_classes=dataset.num_classes,
-        knn_k=config.eval.knn_k,
-        knn_temperature=config.eval.knn_temperature,
-        probe_epochs=config.eval.probe_epochs,
-        seed=config.seed,
+    results = scores(
+        predict, torch_state(kept[-1][3]), train, dataset.test, config, dataset, evaluators
     )
     eval_s = time.perf_counter() - t_eval
     results["eval_seconds"] = eval_s
@@ -590,7 +467,7 @@ def run_torch(args, config, sampler: CpuSampler) -> dict:
     subsets = curve_subsets(dataset, args.curve_train, args.curve_test)
     curve = []
     for s, seconds, loss, state_dict in kept:
-        knn = subset_knn(apply_fn_of(state_dict), subsets, config, dataset.num_classes)
+        knn = subset_knn(predict, torch_state(state_dict), subsets, config, dataset)
         point = {"step": s, "minutes": seconds / 60, "knn_top1": knn}
         curve.append(point if s == 0 else {**point, "loss": loss})
         print(f"curve: step {s:5d}  {seconds / 60:6.2f} min  kNN {knn:.4f}", flush=True)
@@ -662,8 +539,8 @@ def main(argv=None):
         r = run(args, config, sampler)
     dataset = r.pop("dataset")
     final = r.pop("eval")
-    versions = compare_pytorch.versions()
-    versions.update(r.pop("torch_versions", {}))
+    all_versions = versions()
+    all_versions.update(r.pop("torch_versions", {}))
     result = {
         "method": args.method,
         "framework": r.pop("framework"),
@@ -680,18 +557,18 @@ def main(argv=None):
         "raw_pixel_kmeans_test": raw_pixel_kmeans(dataset),
         "curve": r.pop("curve"),
         "curve_subset": {
-            "train": min(args.curve_train or 10**9, len(dataset.train.labels)),
-            "test": min(args.curve_test or 10**9, len(dataset.test.labels)),
-            "seed": 0,
+            "train": min(args.curve_train or 10**9, len(dataset.train)),
+            "test": min(args.curve_test or 10**9, len(dataset.test)),
+            "seed": CURVE_SEED,
         },
         "machine": {**machine(), "loadavg_1_5_15_at_start": load_start},
         "loadavg_1_5_15_before": r.pop("loadavg_1_5_15_before"),
         "loadavg_1_5_15_after": r.pop("loadavg_1_5_15_after"),
         "cpu_during_train": r.pop("cpu_during_train"),
         **r,
-        "versions": versions,
+        "versions": all_versions,
         "jax": jax.__version__,
-        "data": f"{args.data} ({len(dataset.train.labels)} train, {len(dataset.test.labels)} test)",
+        "data": f"{args.data} ({len(dataset.train)} train, {len(dataset.test)} test)",
         "date": date,
         "command": "python benchmarks/budget.py "
         + " ".join(sys.argv[1:] if argv is None else argv),

@@ -5,7 +5,9 @@
     python benchmarks/compare_pytorch.py --frameworks=jssl  # no PyTorch needed
 
 PyTorch is a benchmark-only dependency: ``pip install -e ".[bench]"``; it is
-imported only inside the PyTorch half, so nothing else in jssl needs it.
+imported only inside the PyTorch half, so nothing else in jssl needs it. The
+PyTorch reference itself (network, NT-Xent, transforms, DataLoader, step) is
+benchmarks/torch_reference.py, shared with benchmarks/budget.py.
 
 Both frameworks train the same network: a ResNet with a 3x3 stride-1 stem,
 basic blocks (widths w, 2w, 4w, 8w), global average pooling and SimCLR's
@@ -59,6 +61,15 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import torch_reference as ref  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    DEFAULT_ARCHIVE,
+    CpuSampler,
+    all_images,
+    cpu_model,
+    image_folder,
+    versions,
+)
 from benchmarks.throughput import load_config, matmul_flops_per_sec, write_result  # noqa: E402
 from jssl import augment, data, sharding, trainer  # noqa: E402
 from jssl.methods import simclr  # noqa: E402
@@ -66,14 +77,13 @@ from jssl.models import count_params  # noqa: E402
 from jssl.models.conv import CONV_IMPLS  # noqa: E402
 from jssl.train_step import train_step  # noqa: E402
 
-DEFAULT_ARCHIVE = os.path.join(ROOT, "..", "shared", "datasets", "cifar10-jpeg.tar.gz")
 ARCHS = {
     # The CPU-sized ResNet of benchmarks/budget.py and PERF-NOTES.md.
     "small": dict(width=16, stage_sizes=(1, 1, 1, 1), proj_hidden=128),
     # ResNet-18 with the CIFAR stem; SimCLR's head width = feature width.
     "resnet18": dict(width=64, stage_sizes=(2, 2, 2, 2), proj_hidden=512),
 }
-SCALE = (0.2, 1.0)
+SCALE = ref.SCALE
 TEMPERATURE = 0.5
 LEARNING_RATE = 0.1  # SGD; the value does not change the cost of a step
 MOMENTUM = 0.9
@@ -122,13 +132,12 @@ def load_images(args) -> tuple[np.ndarray, str]:
     """uint8 [N, 32, 32, 3] training images and a description of where they came from."""
     path = args.data
     if not args.synthetic and os.path.exists(path):
-        from benchmarks.budget import image_folder
-
         root = image_folder(path)
         t0 = time.perf_counter()
         dataset = data.load_dataset("image_folder", path=root)
         print(f"loaded {root} in {time.perf_counter() - t0:.1f} s", flush=True)
-        return dataset.train.images, f"CIFAR-10 JPEG copy ({os.path.basename(path)}), train split"
+        desc = f"CIFAR-10 JPEG copy ({os.path.basename(path)}), train split"
+        return all_images(dataset.train), desc
     if not args.synthetic:
         print(f"{path} not found: using synthetic images", flush=True)
     n = args.batch_size * (args.warmup + max(args.steps, args.e2e_steps) + 2)
@@ -150,59 +159,6 @@ def images_dataset(images: np.ndarray) -> data.Dataset:
     )
 
 
-def _busy_seconds() -> float:
-    """CPU seconds all processes have run since boot (/proc/stat), 0 where unavailable."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    """CPU seconds of this process (all threads) and its live children (DataLoader workers)."""
-    total = time.process_time()
-    tick = os.sysconf("SC_CLK_TCK")
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return total
-    for tid in tids:
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                children = f.read().split()
-        except OSError:
-            continue
-        for pid in children:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    stat = f.read().rsplit(")", 1)[1].split()
-                total += (int(stat[11]) + int(stat[12])) / tick  # utime, stime
-            except (OSError, IndexError, ValueError):
-                pass
-    return total
-
-
-class CpuShare:
-    """Cores busy during a timed phase: this benchmark's own and everyone else's.
-
-    ``others_cores`` near 0 means the phase ran on an otherwise idle machine; on
-    the shared 2-core machines a value of 0.5 or more makes the figure suspect.
-    """
-
-    def __enter__(self):
-        self.t, self.busy, self.own = time.perf_counter(), _busy_seconds(), _own_seconds()
-        return self
-
-    def __exit__(self, *exc):
-        wall = time.perf_counter() - self.t
-        own = (_own_seconds() - self.own) / wall
-        busy = (_busy_seconds() - self.busy) / wall
-        self.result = {"own_cores": round(own, 2), "others_cores": round(max(0.0, busy - own), 2)}
-
-
 def timed(fn, steps: int) -> float:
     """Seconds per call of fn() over ``steps`` calls (fn blocks on its own result)."""
     t0 = time.perf_counter()
@@ -221,6 +177,7 @@ def run_jssl(args, spec, images, views) -> dict:
     exp = trainer.Experiment(config, devices, dataset=images_dataset(images))
     bs = args.batch_size
     out = {"devices": [str(d) for d in exp.mesh.devices.flat]}
+    cpu_sampler = CpuSampler()
 
     # (a) the generic train step on fixed views: the view maker reads them from the batch.
     no_aug = dataclasses.replace(
@@ -230,7 +187,7 @@ def run_jssl(args, spec, images, views) -> dict:
     step_fn = jax.jit(
         functools.partial(
             train_step, method=no_aug, model=exp.model, tx=exp.tx, schedule=exp.schedule,
-            config=config,
+            config=config, run=exp.run,
         ),
         in_shardings=(rep, sharding.data_sharded(exp.mesh)),
         out_shardings=(rep, rep),
@@ -255,9 +212,9 @@ def run_jssl(args, spec, images, views) -> dict:
     for _ in range(args.warmup):
         one_step(0)
     out["step_warmup_seconds"] = time.perf_counter() - t0
-    with CpuShare() as cpu:
+    with cpu_sampler.phase() as cpu:
         sec = timed(one_step, args.steps)
-    out["step_cpu"] = cpu.result
+    out["step_cpu"] = cpu
     out["step_seconds"] = sec
     out["step_images_per_sec"] = bs / sec
     out["step_flops_per_sec"] = out["xla_flops_per_step"] / sec
@@ -289,13 +246,13 @@ def run_jssl(args, spec, images, views) -> dict:
     for i in range(1, args.warmup):
         jax.block_until_ready(e2e_step(i)["loss"])
     out["e2e_warmup_seconds"] = time.perf_counter() - t0
-    with CpuShare() as cpu:
+    with cpu_sampler.phase() as cpu:
         t0 = time.perf_counter()
         for i in range(args.e2e_steps):
             m = e2e_step(args.warmup + i)  # async dispatch: the next gather overlaps this step
         jax.block_until_ready(m["loss"])
         sec = (time.perf_counter() - t0) / args.e2e_steps
-    out["e2e_cpu"] = cpu.result
+    out["e2e_cpu"] = cpu
     out["e2e_seconds_per_step"] = sec
     out["e2e_images_per_sec"] = bs / sec
     out["e2e_final_loss"] = float(m["loss"])
@@ -306,165 +263,27 @@ def run_jssl(args, spec, images, views) -> dict:
 
 
 # ----------------------------------------------------------------------------
-# PyTorch reference (imported only here)
-
-
-def build_torch_model(torch, spec: dict):
-    nn = torch.nn
-
-    def conv(cin, cout, k, stride):
-        return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
-
-    class BasicBlock(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1, self.bn1 = conv(cin, cout, 3, stride), nn.BatchNorm2d(cout)
-            self.conv2, self.bn2 = conv(cout, cout, 3, 1), nn.BatchNorm2d(cout)
-            self.proj = None
-            if stride != 1 or cin != cout:
-                self.proj = nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = torch.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(y))
-            return torch.relu((x if self.proj is None else self.proj(x)) + y)
-
-    class SimCLRNet(nn.Module):
-        def __init__(self, width, stage_sizes, proj_hidden, proj_dim=128):
-            super().__init__()
-            layers = [conv(3, width, 3, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-            cin = width
-            for i, n in enumerate(stage_sizes):
-                for j in range(n):
-                    cout = width * 2**i
-                    layers.append(BasicBlock(cin, cout, 2 if i > 0 and j == 0 else 1))
-                    cin = cout
-            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-            self.backbone = nn.Sequential(*layers)
-            self.head = nn.Sequential(
-                nn.Linear(cin, proj_hidden, bias=False),
-                nn.BatchNorm1d(proj_hidden),
-                nn.ReLU(inplace=True),
-                nn.Linear(proj_hidden, proj_dim),
-            )
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-        def forward(self, x):
-            return self.head(self.backbone(x))
-
-    return SimCLRNet(spec["width"], spec["stage_sizes"], spec["proj_hidden"])
-
-
-def torch_nt_xent(torch, z1, z2, temperature: float):
-    n = z1.shape[0]
-    z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)
-    logits = (z @ z.T) / temperature
-    eye = torch.eye(2 * n, dtype=torch.bool)
-    logits = logits.masked_fill(eye, float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
-    return torch.nn.functional.cross_entropy(logits, targets)
-
-
-def torch_matmul_flops_per_sec(torch, n: int = 2048, repeats: int = 10) -> float:
-    a = torch.randn(n, n)
-    a @ a
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ a
-    return 2 * n**3 * repeats / (time.perf_counter() - t0)
-
-
-def torch_view_transform(scale=SCALE, size: int = 32):
-    """One SimCLR view the usual torchvision way (PIL image -> float [3, H, W] in [0, 1])."""
-    from torchvision import transforms as T
-
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=scale, antialias=True),
-            T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.ToTensor(),
-        ]
-    )
-
-
-def torch_two_views_dataset(torch, images: np.ndarray, view):
-    """A ``Dataset`` over uint8 [N, H, W, 3] images returning two views of ``Image.fromarray``."""
-    from PIL import Image
-
-    class TwoViews(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(images)
-
-        def __getitem__(self, i):
-            img = Image.fromarray(images[i])
-            return view(img), view(img)
-
-    return TwoViews()
-
-
-def torch_loader(torch, dataset, batch_size: int, workers: int, persistent: bool = True):
-    """The usual shuffled DataLoader of (view 1, view 2) batches, with ``workers`` workers."""
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=workers,
-        drop_last=True,
-        persistent_workers=persistent and workers > 0,
-    )
-
-
-def torch_simclr_step(torch, model, opt, x, temperature: float, memory_format=None) -> float:
-    """One NT-Xent update on ``x`` = [view 1; view 2] (NCHW); returns the loss."""
-    opt.zero_grad(set_to_none=True)
-    z = model(x.contiguous(memory_format=memory_format or torch.contiguous_format))
-    n = x.shape[0] // 2
-    loss = torch_nt_xent(torch, z[:n], z[n:], temperature)
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-
-def torch_param_groups(model, weight_decay: float) -> list[dict]:
-    """Weight decay on kernels (ndim > 1) only, as jssl's ``weight_decay_mask``."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+# PyTorch reference (benchmarks/torch_reference.py; PyTorch is imported only here)
 
 
 def run_torch(args, spec, images, views) -> dict:
-    try:
-        import torch
-        import torchvision
-    except ImportError as e:
-        sys.exit(f'error: PyTorch is needed for this half ({e}); pip install -e ".[bench]"')
-    import warnings
-
-    # DataLoader workers are forked, as usual on Linux; they never touch JAX, whose
-    # threads sit idle by now, so JAX's warning about fork does not apply.
-    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+    torch, torchvision = ref.import_torch("PyTorch is needed for this half")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     bs = args.batch_size
     out = {"torch_threads": torch.get_num_threads(), "channels_last": args.channels_last}
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    cpu_sampler = CpuSampler()
 
-    model = build_torch_model(torch, spec).to(memory_format=fmt)
+    model = ref.build_torch_model(torch, spec).to(memory_format=fmt)
     model.train()
     out["param_count"] = sum(p.numel() for p in model.parameters())
     opt = torch.optim.SGD(
-        torch_param_groups(model, WEIGHT_DECAY), lr=LEARNING_RATE, momentum=MOMENTUM
+        ref.torch_param_groups(model, WEIGHT_DECAY), lr=LEARNING_RATE, momentum=MOMENTUM
     )
 
     def train_step(x):
-        return torch_simclr_step(torch, model, opt, x, TEMPERATURE, memory_format=fmt)
+        return ref.torch_simclr_step(torch, model, opt, x, TEMPERATURE, memory_format=fmt)
 
     # (a) fixed views: the same float32 arrays as jssl's, NHWC -> NCHW.
     x = torch.from_numpy(np.concatenate(views).transpose(0, 3, 1, 2).copy())
@@ -472,9 +291,9 @@ def run_torch(args, spec, images, views) -> dict:
     for _ in range(args.warmup):
         train_step(x)
     out["step_warmup_seconds"] = time.perf_counter() - t0
-    with CpuShare() as cpu:
+    with cpu_sampler.phase() as cpu:
         sec = timed(lambda i: train_step(x), args.steps)
-    out["step_cpu"] = cpu.result
+    out["step_cpu"] = cpu
     out["step_seconds"] = sec
     out["step_images_per_sec"] = bs / sec
     print(
@@ -482,8 +301,8 @@ def run_torch(args, spec, images, views) -> dict:
     )
 
     # (b) end to end: torchvision transforms on PIL images in a DataLoader with workers.
-    two_views = torch_two_views_dataset(torch, images, torch_view_transform())
-    loader = torch_loader(torch, two_views, bs, args.workers)
+    two_views = ref.torch_two_views_dataset(torch, images, ref.torch_view_transform(SCALE))
+    loader = ref.torch_loader(torch, two_views, bs, args.workers)
     out["dataloader_workers"] = args.workers
     it = iter(loader)
 
@@ -496,9 +315,9 @@ def run_torch(args, spec, images, views) -> dict:
         e2e_step(0)
     out["e2e_warmup_seconds"] = time.perf_counter() - t0
     losses = []
-    with CpuShare() as cpu:
+    with cpu_sampler.phase() as cpu:
         sec = timed(lambda i: losses.append(e2e_step(i)), args.e2e_steps)
-    out["e2e_cpu"] = cpu.result
+    out["e2e_cpu"] = cpu
     it = loader = None  # stops the persistent workers
     out["e2e_seconds_per_step"] = sec
     out["e2e_images_per_sec"] = bs / sec
@@ -517,35 +336,12 @@ def run_torch(args, spec, images, views) -> dict:
         batches = loader = None
         out["augment_only_images_per_sec"] = bs / sec
         print(f"torch  augmentation alone:      {bs / sec:7.1f} images/s", flush=True)
-        out["matmul_flops_per_sec"] = torch_matmul_flops_per_sec(torch)
+        out["matmul_flops_per_sec"] = ref.torch_matmul_flops_per_sec(torch)
     out["versions"] = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     return out
 
 
 # ----------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("jax", "jaxlib", "flax", "optax", "numpy", "pillow"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def main(argv=None):

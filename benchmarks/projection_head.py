@@ -26,23 +26,25 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 
-from jssl.visualize import load_run  # noqa: E402
+from jssl.experiment import restore_run  # noqa: E402
 
 METRICS = ("knn_top1", "linear_top1", "cluster_acc", "nmi", "ari")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="a finished run")
     parser.add_argument("--name", default=None, help="results file tag (default: workdir name)")
-    args = parser.parse_args()
-    exp, state = load_run(args.workdir)
+    parser.add_argument("--out", default="", help="JSON path (default under benchmarks/results/)")
+    args = parser.parse_args(argv)
+    run = restore_run(args.workdir)
+    exp, state = run.experiment, run.state
     rows = {}
     for rep, label in (("features", "h (before the head)"), ("output", "z (after the head)")):
-        exp.config.eval.representation = rep
-        results = exp.evaluate(state)
-        rows[label] = {k: results[k] for k in METRICS}
-        print(f"{label:<22} " + "  ".join(f"{k} {results[k]:.4f}" for k in METRICS), flush=True)
+        exp.config.eval.representation = rep  # read by the evaluators at every evaluation
+        results = exp.evaluate(state)  # {name: Metric}
+        rows[label] = {k: results[k].value for k in METRICS}
+        print(f"{label:<22} " + "  ".join(f"{k} {rows[label][k]:.4f}" for k in METRICS), flush=True)
     name = args.name or os.path.basename(os.path.normpath(args.workdir))
     out = {
         "command": f"python -m benchmarks.projection_head --workdir {args.workdir}",
@@ -53,11 +55,12 @@ def main() -> None:
         "jax": jax.__version__,
         "rows": rows,
     }
-    path = os.path.join(ROOT, "benchmarks", "results", f"projection_head_{name}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = args.out or os.path.join(ROOT, "benchmarks", "results", f"projection_head_{name}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
     print(path)
+    return out
 
 
 if __name__ == "__main__":

@@ -24,27 +24,27 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from configs import rotation as rotation_config  # noqa: E402
-from jssl import augment, pretext, trainer  # noqa: E402
+from jssl import evaluation, pretext, trainer  # noqa: E402
 
 
-def heldout_rotation_accuracy(exp: trainer.Experiment, state, *, batch: int = 256) -> float:
+def rotation_hits(model, variables, x) -> jax.Array:
+    """[b, 4]: 1 where the head names the rotation (0, 90, 180, 270 degrees) of each view.
+
+    A ``Predictor`` selector: ``x`` is the eval view of a batch (resize + centre crop).
+    """
+    rotated, labels = pretext.all_rotations(x)  # example-major: row 4i + k
+    logits, _ = model.apply(variables, rotated, train=False)
+    return (jnp.argmax(logits, -1) == labels).reshape(x.shape[0], 4)
+
+
+def heldout_rotation_accuracy(exp: trainer.Experiment, state) -> float:
     """Rotation accuracy over all four rotations of every test image."""
-    size = exp.config.augment.crop_size
-    variables = {"params": state.params}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
-
-    @jax.jit
-    def correct(images):
-        x, labels = pretext.all_rotations(augment.eval_view(images, size=(size, size)))
-        logits, _ = exp.model.apply(variables, x, train=False)
-        return jnp.sum(jnp.argmax(logits, -1) == labels)
-
-    images = exp.dataset.test.images
-    hits = sum(int(correct(images[i : i + batch])) for i in range(0, len(images), batch))
-    return hits / (4 * len(images))
+    variables = evaluation.model_variables(state.params, state.batch_stats)
+    hits = exp.predict(variables, exp.dataset.test, rotation_hits)
+    return float(np.mean(hits))
 
 
 def main() -> None:

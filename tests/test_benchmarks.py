@@ -2,13 +2,27 @@
 
 import json
 import os
+import time
 import xml.etree.ElementTree as ET
 
+import jax
 import numpy as np
 import pytest
 
-from benchmarks import budget, compare_pytorch, conv_impl, render_results, throughput
-from jssl import data
+from benchmarks import (
+    budget,
+    common,
+    compare_pytorch,
+    conv_impl,
+    projection_head,
+    render_results,
+    rotation_heads,
+    throughput,
+    torch_reference,
+)
+from configs import rotation as rotation_config
+from configs import simclr as simclr_config
+from jssl import augment, data, pretext, trainer
 
 ARCHIVE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "cifar10-jpeg.tar.gz"
@@ -52,6 +66,7 @@ def test_budget_script_on_cifar10_jpeg(tmp_path):
     assert curve[0]["step"] == 0 and curve[-1]["step"] == result["steps"] and len(curve) >= 2
     assert [p["minutes"] for p in curve] == sorted(p["minutes"] for p in curve)
     assert all(0.0 < p["knn_top1"] <= 1.0 for p in curve)
+    assert saved["curve_subset"] == {"train": 1000, "test": 500, "seed": budget.CURVE_SEED}
 
 
 def test_conv_impl_script(tmp_path):
@@ -118,6 +133,8 @@ def test_compare_pytorch_jssl_half(tmp_path):
     j = result["jssl"]
     assert j["step_images_per_sec"] > 0 and j["e2e_images_per_sec"] > 0
     assert j["param_count"] == 17_700  # the PyTorch reference's count (checked in the torch test)
+    assert set(j["step_cpu"]) == set(j["e2e_cpu"]) == {"own_cores", "others_cores"}
+    assert j["step_cpu"]["own_cores"] >= 0 and j["e2e_cpu"]["others_cores"] >= 0
     assert "torch" not in result and json.loads(out.read_text())["batch_size"] == 8
 
 
@@ -242,7 +259,7 @@ def test_torch_lars_matches_optax():
     with torch.no_grad():
         model.weight.copy_(torch.from_numpy(w))
         model.bias.copy_(torch.from_numpy(b))
-    opt = budget.torch_optimizer(torch, model, config)
+    opt = torch_reference.torch_optimizer(torch, model, config)
     for (gw, gb), lr in zip(grads, lrs, strict=True):
         model.weight.grad = torch.tensor(gw, dtype=torch.float32)
         model.bias.grad = torch.tensor(gb, dtype=torch.float32)
@@ -292,4 +309,100 @@ def test_budget_torch_on_tiny_folder(tmp_path, monkeypatch):
     assert saved["curve"][-1]["step"] == result["steps"]
     assert all(0.0 <= p["knn_top1"] <= 1.0 for p in saved["curve"])
     assert 0.0 <= result["knn_top1"] <= 1.0 and 0.0 <= result["cluster_acc"] <= 1.0
+    # Scored by the evaluators jssl's trainer runs for SimCLR (through TorchPredictor).
+    assert {"knn_top1", "linear_top1", "cluster_acc", "nmi", "ari", "eval_seconds"} <= set(saved)
     assert saved["versions"]["torch"] and saved["loadavg_1_5_15_after"]
+
+
+def _smoke_config(module, **overrides):
+    """A digits smoke config with a one-stage ConvNet (quick to compile); dotted-key overrides."""
+    config = module.get_config("digits,smoke")
+    config.model.kwargs.widths = (8,)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+def test_cpu_sampler_phase_and_window():
+    sampler = common.CpuSampler(every=0.05)
+    with sampler.phase() as cpu:
+        sum(i * i for i in range(200_000))  # some CPU work of this process
+    assert set(cpu) == {"own_cores", "others_cores"}
+    assert cpu["own_cores"] > 0 and cpu["others_cores"] >= 0
+    with sampler:  # the sampling thread: shares of windows known only afterwards
+        t0 = time.perf_counter()
+        sum(i * i for i in range(500_000))
+        t1 = time.perf_counter()
+    share = sampler.share(t0, t1)
+    assert set(share) == {"own_cores", "others_cores"} and share["own_cores"] > 0
+    assert sampler.share(t1 + 100, t1 + 200) is None  # no samples in that window
+    assert len(sampler.loadavg_at(t0)) == 3
+
+
+def test_all_images_reads_the_source():
+    rng = np.random.default_rng(0)
+    split = data.Split(
+        images=rng.integers(0, 256, (10, 4, 4, 1), dtype=np.uint8),
+        labels=np.arange(10, dtype=np.int32),
+    )
+    sub = data.take_subset(split, 4, seed=3)
+    np.testing.assert_array_equal(common.all_images(sub), split.images[sub.indices])
+    assert budget.pixels(sub).shape == (4, 16) and budget.pixels(sub).max() <= 1.0
+
+
+def test_budget_scores_are_the_trainers_evaluation():
+    """The scoring both frameworks' figures go through is Experiment.evaluate's."""
+    config = _smoke_config(simclr_config, **{"eval.max_train_examples": 200})
+    exp = trainer.Experiment(config)
+    state = exp.init_state()
+    train = budget.eval_train_split(exp.dataset, config)
+    assert len(train) == 200
+    np.testing.assert_array_equal(
+        train.labels, data.take_subset(exp.train, 200, seed=config.seed).labels
+    )
+    got = budget.scores(
+        exp.predict, state, train, exp.dataset.test, config, exp.dataset, exp.method.evaluators
+    )
+    want = {k: m.value for k, m in exp.evaluate(state).items()}
+    assert set(got) == set(want) >= {"knn_top1", "linear_top1", "cluster_acc", "nmi", "ari"}
+    assert got == pytest.approx(want, abs=1e-6)
+    subsets = budget.curve_subsets(exp.dataset, 100, 50)
+    assert [len(s) for s in subsets] == [100, 50]
+    knn = budget.subset_knn(exp.predict, state, subsets, config, exp.dataset)
+    assert 0.0 <= knn <= 1.0
+
+
+def test_rotation_heads_heldout_accuracy_matches_a_direct_count():
+    config = _smoke_config(rotation_config, **{"rotation.head": "gap"})
+    exp = trainer.Experiment(config)
+    state = exp.init_state()
+    got = rotation_heads.heldout_rotation_accuracy(exp, state)
+    size = config.augment.crop_size
+    images = exp.dataset.test.get(np.arange(len(exp.dataset.test)))
+    x, labels = pretext.all_rotations(augment.eval_view(images, size=(size, size)))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    logits, _ = exp.model.apply(jax.device_get(variables), x, train=False)
+    want = np.argmax(np.asarray(logits), -1) == np.asarray(labels)  # [4N], example-major
+    # Per example, through the Predictor (360 test images: the last batch is padded).
+    hits = exp.predict(variables, exp.dataset.test, rotation_heads.rotation_hits)
+    np.testing.assert_array_equal(hits, want.reshape(-1, 4).astype(np.float32))
+    assert got == pytest.approx(float(np.mean(want)), abs=1e-6)
+
+
+def test_projection_head_script(tmp_path):
+    workdir = tmp_path / "run"
+    config = _smoke_config(simclr_config, **{"eval.untrained": False})
+    trained = trainer.train_and_evaluate(config, str(workdir), show_progress=False)
+    out = tmp_path / "p.json"
+    result = projection_head.main([f"--workdir={workdir}", f"--out={out}"])
+    assert json.loads(out.read_text()) == result
+    h, z = result["rows"]["h (before the head)"], result["rows"]["z (after the head)"]
+    assert set(h) == set(z) == set(projection_head.METRICS)
+    assert all(0.0 <= v <= 1.0 for v in (*h.values(), *z.values()))
+    # h is what the trainer evaluates: the restored run reproduces its final figures.
+    assert h == pytest.approx({k: trained["eval"][k] for k in projection_head.METRICS}, abs=1e-6)
+    assert result["step"] == config.num_steps and result["method"] == "simclr"
