@@ -10,4 +10,10 @@ One module per family; each defines ``__all__`` and is re-exported here.
 from jssl.losses.clustering import *  # noqa: F403
 from jssl.losses.contrastive import *  # noqa: F403
 from jssl.losses.distillation import *  # noqa: F403
+from jssl.losses.infonce import *  # noqa: F403
+from jssl.losses.koleo import *  # noqa: F403
+from jssl.losses.masked import *  # noqa: F403
 from jssl.losses.pretext import *  # noqa: F403
+from jssl.losses.prototypes import *  # noqa: F403
+from jssl.losses.redundancy import *  # noqa: F403
+from jssl.losses.siamese import *  # noqa: F403
