@@ -6,6 +6,11 @@
 
 Running the same command with the same --workdir resumes from its latest
 checkpoint. Config files are Python code that runs: only load configs you trust.
+
+The whole config and the workdir are checked before any data or device work
+(jssl/validation.py). A bad flag, config, workdir or data set ends in exactly
+one `error:` line on stderr and exit status 1; --traceback (or -v 1) shows the
+traceback instead.
 """
 
 import os
@@ -31,6 +36,13 @@ _CONFIG_HELP = "check --config=FILE[:ARG] (e.g. configs/simclr.py:digits)"
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: ./runs/<method>_<preset>).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (and evaluate), or eval only.")
+_TRACEBACK = flags.DEFINE_bool(
+    "traceback", False, "On an error, show the traceback instead of one line (as -v 1 does)."
+)
+
+
+class CommandLineError(ValueError):
+    """A bad flag, override or config file; the message is one line naming the fix."""
 
 
 def default_workdir(config_arg: str | None, method: str) -> str:
@@ -38,13 +50,40 @@ def default_workdir(config_arg: str | None, method: str) -> str:
     return os.path.join("runs", f"{method}_{preset.replace(',', '_') or 'digits'}")
 
 
-def _fail(message: str) -> None:
-    """Prints a one-line error (no traceback) and exits 1."""
-    message = " ".join(str(message).split())
-    if flags.FLAGS.is_parsed():  # else absl logging would add a "before flag parsing" warning
-        logging.error("%s", message)
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def _fail(message) -> None:
+    """The one way train.py ends on a user error: one `error:` line on stderr, exit status 1.
+
+    (The same line as jssl.cli.print_error, without importing JAX first.)
+    """
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def _wants_traceback(argv) -> bool:
+    """--traceback or -v/--verbosity >= 1 on the command line (read before absl parses it)."""
+    show, args = False, list(argv[1:])
+    for i, a in enumerate(args):
+        if a in ("--traceback", "-traceback", "--traceback=true", "--traceback=True"):
+            show = True
+        elif a in ("--notraceback", "-notraceback") or a.lower() == "--traceback=false":
+            show = False
+        else:
+            value = None
+            for name in ("-v", "--v", "-verbosity", "--verbosity"):
+                if a == name and i + 1 < len(args):
+                    value = args[i + 1]
+                elif a.startswith(name + "="):
+                    value = a.split("=", 1)[1]
+            if value is not None:
+                try:
+                    show = int(value) >= 1
+                except ValueError:
+                    pass
+    return show
+
+
+def _show_traceback() -> bool:
+    return _TRACEBACK.value or flags.FLAGS["verbosity"].value >= 1
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -58,41 +97,79 @@ def _config_arg(argv) -> str:
     return args[-1] if args else _DEFAULT_CONFIG
 
 
-def parse_flags(argv):
-    """absl's flag parsing, with one-line errors for bad flags and config files that raise."""
+def _forget_overrides() -> None:
+    """Drops the --config.* flags a previous parse defined, so that parsing can run again
+    in one process (the fuzz test parses hundreds of command lines)."""
+    for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+        delattr(flags.FLAGS, name)
+
+
+def parse_args(argv) -> list[str]:
+    """absl's flag parsing; bad flags and config files that raise become CommandLineError."""
     if not any(a.startswith(("--config=", "-config=")) for a in argv[1:]):
         argv = [argv[0], f"--config={_DEFAULT_CONFIG}", *argv[1:]]
+    _forget_overrides()
+    saved_argv, sys.argv = sys.argv, list(argv)  # ml_collections reads overrides from sys.argv
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
         message = str(e)
         if "Error whilst parsing config file" in message:  # ml_collections wraps the traceback
             last = [line.strip() for line in message.splitlines() if line.strip()][-1]
-            _fail(f"the config file {_config_arg(argv)} raised {last}; {_CONFIG_HELP}")
-        _fail(f"{message}; see --helpfull")
+            raise CommandLineError(
+                f"the config file {_config_arg(argv)} raised {last}; {_CONFIG_HELP}"
+            ) from e
+        raise CommandLineError(f"{message}; see --helpfull") from e
     except Exception as e:
         in_config = any(f.name == "get_config" for f in traceback.extract_tb(e.__traceback__))
         if isinstance(e, (AttributeError, KeyError)) and not in_config:
-            _fail(  # ml_collections: an override names no field
+            raise CommandLineError(  # ml_collections: an override names no field
                 f"a --config.<field>=value override names a field that does not exist ({e}); "
                 f"the fields are those of the config file {_config_arg(argv)}"
-            )
+            ) from e
         # the config file itself raised (config files are code)
-        _fail(f"the config file {_config_arg(argv)} raised {type(e).__name__}: {e}; {_CONFIG_HELP}")
+        raise CommandLineError(
+            f"the config file {_config_arg(argv)} raised {type(e).__name__}: {e}; {_CONFIG_HELP}"
+        ) from e
+    finally:
+        sys.argv = saved_argv
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def load_config(argv=None):
+    """The parsed config (after parse_args); a config file that cannot be loaded raises
+    CommandLineError."""
     try:
         config = _CONFIG.value
         config.method  # noqa: B018 -- a config file that failed to load raises here
     except OSError as e:
         lines = [line.strip() for line in str(_root_cause(e)).splitlines() if line.strip()]
-        _fail(f"cannot load the config file {_config_arg(sys.argv)}: {lines[-1]}; {_CONFIG_HELP}")
-    from jssl import data, trainer  # after flag parsing: importing JAX is slow
-    from jssl.checkpoint import CheckpointError
-    from jssl.errors import UserError
+        raise CommandLineError(
+            f"cannot load the config file {_config_arg(argv or sys.argv)}: {lines[-1]}; "
+            f"{_CONFIG_HELP}"
+        ) from e
+    return config
+
+
+def parse_flags(argv):
+    """parse_args with its errors as one `error:` line and exit status 1."""
+    try:
+        return parse_args(argv)
+    except CommandLineError as e:
+        if _wants_traceback(argv):
+            raise
+        _fail(e)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}: flags are --name=value; see --helpfull")
+    try:
+        config = load_config()
+    except CommandLineError as e:
+        if _show_traceback():
+            raise
+        _fail(e)
+    from jssl import cli, trainer  # after flag parsing: importing JAX is slow
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; -v 0 brings it back
@@ -101,12 +178,15 @@ def main(argv):
     )
     print(f"workdir: {os.path.abspath(workdir)}", flush=True)
     try:
+        # Both check the whole config and the workdir first (jssl.validation), then the data.
         if _MODE.value == "eval":
             trainer.evaluate_checkpoint(config, workdir)
         else:
             trainer.train_and_evaluate(config, workdir)
-    except (UserError, data.DataError, CheckpointError, trainer.NonFiniteError) as e:
-        _fail(str(e))
+    except cli.user_error_types() as e:
+        if _show_traceback():
+            raise
+        _fail(e)
 
 
 if __name__ == "__main__":

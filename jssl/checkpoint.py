@@ -4,7 +4,14 @@
   if a background save failed (call it before exit, also on error paths).
 - orbax writes each step into a temporary folder and renames it when
   complete, so a killed save is never taken for a checkpoint; leftovers are
-  removed at start (``cleanup_tmp_directories``).
+  removed when a Checkpointer opens the folder (synchronously: no background
+  thread outlives a Checkpointer that never saved).
+- Retention deletes a step by renaming it into ``checkpoints/.deleted``
+  first (orbax's ``todelete_subdir``), then removing it there: a kill during
+  deletion leaves only complete steps, and a half-removed folder in
+  ``.deleted`` that the next Checkpointer removes.
+- The ``checkpoints`` folder is created by the first save, not by opening it,
+  so evaluating or drawing a run without checkpoints writes nothing.
 - Restores use an abstract target whose shardings come from the *current*
   mesh, so a checkpoint saved on N devices restores onto M devices.
 - No pickle: arrays go through orbax, the config is JSON.
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -22,6 +30,10 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 CONFIG_FILE = "config.json"
+# Old steps are renamed into this subfolder of checkpoints/ and removed from there.
+DELETED_SUBDIR = ".deleted"
+# orbax's suffix of a step being written (``<step>.orbax-checkpoint-tmp-<time>``).
+TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(RuntimeError):
@@ -34,22 +46,66 @@ def _one_line(e: BaseException, head: int = 200, tail: int = 300) -> str:
     return text if len(text) <= head + tail else f"{text[:head]} ... {text[-tail:]}"
 
 
+def _remove_tree(path: str) -> None:
+    """Removes a folder and everything in it (a seam for tests that kill mid-deletion)."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_primary() -> bool:
+    return jax.process_index() == 0
+
+
 class Checkpointer:
-    """Wraps an orbax ``CheckpointManager`` rooted at ``workdir/checkpoints``."""
+    """Wraps an orbax ``CheckpointManager`` rooted at ``workdir/checkpoints``.
+
+    Opening one starts no background work: leftovers of killed saves and
+    deletions are removed synchronously here, and the folder is created by the
+    first save. Call ``close()`` (it waits for pending saves) before exit.
+    """
 
     def __init__(
         self, workdir: str, *, keep: int = 3, save_every: int = 1000, async_save: bool = True
     ):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.deleted = os.path.join(self.directory, DELETED_SUBDIR)
         self.save_every = save_every
+        self._remove_leftovers()
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=1,  # the trainer decides when to save
             preservation_policy=ocp.checkpoint_managers.LatestN(keep),
-            cleanup_tmp_directories=True,
+            # orbax's own clean-up runs in a background thread that close() does not
+            # join (an early exit then printed its traceback); _remove_leftovers does it.
+            cleanup_tmp_directories=False,
+            todelete_subdir=DELETED_SUBDIR,  # delete = rename out of the step namespace first
             enable_async_checkpointing=async_save,
-            create=True,
+            create=False,  # created by the first save
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def _remove_leftovers(self) -> None:
+        """Half-written steps of killed saves and steps a killed run was deleting."""
+        if not _is_primary() or not os.path.isdir(self.directory):
+            return
+        for name in os.listdir(self.directory):
+            if TMP_MARKER in name:
+                _remove_tree(os.path.join(self.directory, name))
+        self._purge_deleted(remove_folder=True)
+
+    def _purge_deleted(self, *, remove_folder: bool) -> None:
+        """Removes the steps retention renamed into ``.deleted``.
+
+        Only the entries are removed while a background save may still rename one
+        there; the folder itself only when no save is pending (``remove_folder``).
+        """
+        if not _is_primary() or not os.path.isdir(self.deleted):
+            return
+        for name in sorted(os.listdir(self.deleted)):
+            _remove_tree(os.path.join(self.deleted, name))
+        if remove_folder:
+            try:
+                os.rmdir(self.deleted)
+            except OSError:
+                pass
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -60,7 +116,9 @@ class Checkpointer:
         if step in self.manager.all_steps():
             return False
         try:
-            return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+            os.makedirs(self.directory, exist_ok=True)
+            # orbax first waits for the previous save, whose deletions are then done.
+            saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
         except Exception as e:  # a previous background save failed and surfaces here
             raise CheckpointError(
                 f"Saving the checkpoint of step {step} in {self.directory} failed "
@@ -68,6 +126,8 @@ class Checkpointer:
                 f"{self.manager.latest_step()}. Check free disk space and permissions, then "
                 "rerun to resume."
             ) from e
+        self._purge_deleted(remove_folder=False)
+        return saved
 
     def wait(self) -> None:
         """Blocks until pending saves are complete; raises if one failed."""
@@ -79,6 +139,7 @@ class Checkpointer:
                 f"latest complete checkpoint is step {self.manager.latest_step()}. Check free "
                 "disk space and permissions, then rerun to resume."
             ) from e
+        self._purge_deleted(remove_folder=True)
 
     def restore(self, abstract_state, step: int | None = None):
         """Restores ``step`` (default latest) into the structure/shardings of ``abstract_state``.

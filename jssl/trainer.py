@@ -23,12 +23,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import evaluation
+from jssl import evaluation, validation
 from jssl.checkpoint import Checkpointer, load_saved_config, save_config
 from jssl.errors import UserError
 from jssl.experiment import (
     Experiment,
     RestoredRun,
+    load_data,
     restore_run,
     run_finished,
     same_data,
@@ -245,8 +246,13 @@ def _resolve_init_from(
 def open_run(
     config: ml_collections.ConfigDict, workdir: str, *, devices=None, train_stages: bool = True
 ) -> tuple[Experiment, RestoredRun | None]:
-    """The Experiment of ``config`` in ``workdir`` with its init_from run and host object."""
-    exp = Experiment(config, devices, workdir=workdir)
+    """The Experiment of ``config`` in ``workdir`` with its init_from run and host object.
+
+    The data is checked against the config (``validation.check_data``) as soon as it is loaded.
+    """
+    dataset = load_data(config)
+    validation.check_data(config, dataset)
+    exp = Experiment(config, devices, dataset=dataset, workdir=workdir)
     mesh_devices = list(exp.mesh.devices.flat)
     init_run = _resolve_init_from(
         config, workdir, devices=mesh_devices, dataset=exp.dataset, train_stages=train_stages
@@ -272,8 +278,12 @@ def train_and_evaluate(
 
     Returns {"state", "eval", "untrained_eval"}; "eval" (metric name -> value)
     is None for an interrupted run.
+
+    The config and workdir are checked first (``jssl.validation``): every problem is
+    raised together, as one ConfigError, before any data or device work.
     """
     workdir = os.path.abspath(workdir)
+    validation.validate(config, workdir, devices=devices)
     os.makedirs(workdir, exist_ok=True)
     check_resumable(config, workdir)
     exp, init_run = open_run(config, workdir, devices=devices)
@@ -426,8 +436,11 @@ def _evaluate_and_report(exp, state, workdir, writer, untrained) -> dict[str, fl
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
     """--mode=eval: restores the latest checkpoint of ``workdir`` and runs the evaluations."""
     workdir = os.path.abspath(workdir)
+    validation.validate(config, workdir, mode="eval", devices=devices)
     check_resumable(config, workdir)
-    run = restore_run(workdir, devices=devices, config=config)
+    dataset = load_data(config)
+    validation.check_data(config, dataset)
+    run = restore_run(workdir, devices=devices, config=config, dataset=dataset)
     exp = run.experiment
     init_run = _resolve_init_from(
         config,

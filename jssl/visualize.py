@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jssl import augment
-from jssl.checkpoint import CheckpointError, load_saved_config
+from jssl.checkpoint import load_saved_config
 from jssl.errors import UserError
 
 __all__ = [
@@ -209,14 +209,34 @@ def save_reconstructions_png(workdir: str, out: str, *, num: int = 10, scale: in
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are the commands' one ``error:`` line and exit status 1."""
+
+    def error(self, message):
+        from jssl import cli
+
+        cli.print_error(f"{message}; see {self.prog} --help")
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jssl.visualize", description=__doc__.split("\n")[0]
+    """Returns the exit status: 0, or 1 after one ``error:`` line on stderr for a user error
+    (``--traceback`` or ``-v 1`` raises it instead, with its traceback)."""
+    from jssl import cli
+
+    parser = _Parser(prog="python -m jssl.visualize", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--traceback", action="store_true", help="on an error, show the traceback (as -v 1)"
     )
+    common.add_argument("-v", "--verbosity", type=int, default=0, help="1: as --traceback")
     sub = parser.add_subparsers(dest="command", required=True)
-    att = sub.add_parser("attention", help="[CLS] attention maps of a ViT run's last block")
+    att = sub.add_parser(
+        "attention", parents=[common], help="[CLS] attention maps of a ViT run's last block"
+    )
     rec = sub.add_parser(
         "reconstructions",
+        parents=[common],
         help="inputs, outputs (and prior samples) of a decoder method: vae, autoencoder, "
         "denoising, inpainting, colorization",
     )
@@ -233,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--scale", type=int, default=4, help="pixel magnification")
     args = parser.parse_args(argv)
     try:
+        from jssl import validation
+
+        validation.validate_saved_run(args.workdir)  # every problem before anything is loaded
         out = args.out or os.path.join(args.workdir, f"{args.command}.png")
         if args.command == "reconstructions":
             path = save_reconstructions_png(args.workdir, out, num=args.num, scale=args.scale)
@@ -244,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             path = save_attention_png(
                 args.workdir, out, num_images=args.images, network=network, cell=args.cell
             )
-    except (UserError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except cli.user_error_types() as e:
+        if args.traceback or args.verbosity >= 1:
+            raise
+        cli.print_error(e)
         return 1
     print(path)
     return 0
