@@ -1,42 +1,66 @@
 #!/usr/bin/env bash
-# The accelerator figures of the performance issue in one run (needs JAX with CUDA:
-# pip install -e ".[gpu]"):
+# jssl against PyTorch on one GPU, in one command (under 8 minutes on one H100/H200):
 #
-#     bash benchmarks/gpu.sh [OUT_DIR] [PEAK_TFLOPS]
+#     bash benchmarks/gpu.sh OUT [gpu_compare.py options]     # e.g. --data PATH, --e2e-minutes 2
+#     bash benchmarks/gpu.sh OUT --dry-run                    # the same pieces, tiny, on the CPU
 #
-# Measures the jitted train step (augmentation included, bf16 compute with float32
-# parameters and losses, synthetic images: no data set needed) of
-#   1. SimCLR, ResNet-18 (CIFAR stem), 32 px, batch 512,
-#   2. SimCLR, ResNet-50 (ImageNet stem), 224 px, batch 256,
-#   3. DINO, ViT-S/16, 2 x 224 px global + 10 x 96 px local crops, batch 128,
-# and writes one JSON per run (images/s, XLA FLOPs per step, achieved FLOP/s, the
-# bf16 matmul rate measured in the same run, utilisation against it and against
-# PEAK_TFLOPS, default 989 = H100 SXM dense bf16; minutes for 200 CIFAR-10 epochs)
-# to OUT_DIR (default benchmarks/results), then prints a summary table.
+# Writes OUT/gpu_compare.json and OUT/gpu_compare.md (benchmarks/gpu_compare.py says what is
+# measured). Made for a machine that already has JAX with CUDA, flax, optax, orbax-checkpoint,
+# chex, torch and torchvision and no network: it installs nothing from a package index, and
+# jssl runs from this checkout (not pip-installed). Whatever jssl needs beyond that is
+# installed, if missing, from a folder of wheels, WHEELS (default: the first of
+# shared/wheels/gpu-py312 and ../shared/wheels/gpu-py312 that exists), made beforehand on a
+# machine with network (Python 3.12, manylinux x86_64):
+#
+#     pip download --dest shared/wheels/gpu-py312 --only-binary=:all: --no-deps \
+#       --python-version 3.12 --implementation cp --abi cp312 \
+#       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+#       ml-collections==1.1.0 absl-py==2.5.1 PyYAML==6.0.4 \
+#       scikit-learn==1.9.1 joblib==1.6.0 threadpoolctl==3.8.0 cloudpickle==3.1.3 \
+#       narwhals==2.29.0 pillow==13.0.0
+#
+# (ml-collections, absl-py, PyYAML: configs; scikit-learn with joblib, threadpoolctl,
+# cloudpickle and narwhals: jssl.evaluation; pillow: image folders. Each is installed,
+# with --no-index --no-deps, only when it does not import.) The CIFAR-10 JPEG copy of the end-to-end run is found at
+# shared/datasets/cifar10-jpeg.tar.gz or ../shared/datasets/cifar10-jpeg.tar.gz, or --data PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-benchmarks/results}
-peak=${2:-989}
+if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
+  echo "usage: bash benchmarks/gpu.sh OUT [--dry-run] [benchmarks/gpu_compare.py options]" >&2
+  exit 2
+fi
+out=$1
+shift
+py=${PYTHON:-python3}
+dry_run=0
+for a in "$@"; do [ "$a" = "--dry-run" ] && dry_run=1; done
 mkdir -p "$out"
-date_tag=$(date -u +%Y-%m-%d)
-python -c 'import jax; print(jax.devices()); assert jax.default_backend() != "cpu", "no accelerator"'
-run() {
-  local name=$1
-  shift
-  python benchmarks/throughput.py --dtype=bfloat16 --peak_tflops="$peak" --steps=20 \
-    --out="$out/gpu_${name}_${date_tag}.json" "$@"
-}
-run simclr_resnet18_cifar --config=configs/simclr.py:cifar10 --batch_size=512
-run simclr_resnet50_224 --config=configs/simclr.py:imagenet --batch_size=256
-run dino_vits16_224 --config=configs/dino.py:imagenet --batch_size=128
-python - "$out" "$date_tag" <<'PY'
-import json, sys
-out, tag = sys.argv[1:]
-print("| run | images/s | TFLOP/s | of bf16 matmul | of peak | 200 CIFAR epochs (min) |")
-print("|---|---|---|---|---|---|")
-for name in ("simclr_resnet18_cifar", "simclr_resnet50_224", "dino_vits16_224"):
-    r = json.load(open(f"{out}/gpu_{name}_{tag}.json"))
-    print(f"| {name} | {r['images_per_sec']:.0f} | {r['achieved_flops_per_sec'] / 1e12:.1f} | "
-          f"{r['utilisation_vs_matmul_in_dtype']:.2f} | {r.get('utilisation_vs_peak', 0):.2f} | "
-          f"{r['minutes_for_200_epochs_of_50k']:.1f} |")
-PY
+
+# module to import -> wheel (distribution) name
+missing=()
+for pair in ml_collections:ml-collections absl:absl-py yaml:PyYAML sklearn:scikit-learn \
+  joblib:joblib threadpoolctl:threadpoolctl cloudpickle:cloudpickle narwhals:narwhals \
+  PIL:pillow; do
+  "$py" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  wheels=${WHEELS:-}
+  if [ -z "$wheels" ]; then
+    for d in shared/wheels/gpu-py312 ../shared/wheels/gpu-py312; do
+      if [ -d "$d" ]; then wheels=$d; break; fi
+    done
+  fi
+  if [ -z "$wheels" ] || [ ! -d "$wheels" ]; then
+    echo "error: missing ${missing[*]} and no wheel folder (set WHEELS=DIR; see the header)" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]} from $wheels"
+  "$py" -m pip install --no-index --find-links "$wheels" --no-deps "${missing[@]}"
+fi
+
+if [ "$dry_run" = 0 ]; then
+  "$py" -c 'import jax; d = jax.devices(); print(d); assert jax.default_backend() == "gpu", "no GPU"'
+  "$py" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())' || true
+  export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-${TMPDIR:-/tmp}/jssl-xla-cache}
+fi
+exec "$py" benchmarks/gpu_compare.py --out "$out" "$@"

@@ -1,10 +1,20 @@
-"""Test setup: 8 fake CPU devices and one persistent XLA cache, set before JAX is imported.
+"""Test setup: 8 fake CPU devices and one persistent XLA cache, set before JAX is imported;
+the ``train_py`` runner and the ``train_py_runs`` started in the background.
 
 The cache (a fresh temporary folder per pytest run, removed at exit) is in the
 environment, so train.py subprocesses share it: a resumed, restarted or
 re-evaluated run loads the executables an earlier run of the same program
 compiled instead of compiling them again, which is most of a smoke run's time
 on a 2-core CPU. Every compiled program is cached (no minimum compile time).
+
+Background runs: a test module lists the train.py runs its tests read as
+``TRAIN_PY_RUNS = {name: args}`` (no --workdir), and its tests take the
+``train_py_runs`` fixture (``train_py_runs[name]`` waits for that run). XLA
+compiles on one core, so while this process compiles the unit tests' programs,
+the selected modules' runs go on in subprocesses from the start of the session,
+in the order their modules come, ``cpu_count - 1`` at a time
+($JSSL_TEST_BACKGROUND_RUNS overrides; 0 starts each one when a test asks for it).
+The terminal summary lists when each ran and how long a test waited for it.
 """
 
 import atexit
@@ -31,3 +41,153 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # noqa: E402
 
 jax.config.update("jax_threefry_partitionable", True)
+
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.helpers import TrainPy  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def train_py():
+    """Runs train.py: ``train_py(*args)`` -> CompletedProcess, ``.start(*args)`` -> Popen,
+    ``.command(*args)`` -> argv; cwd is the repository, the environment this session's."""
+    return TrainPy()
+
+
+class BackgroundRun:
+    """One train.py run of a module's TRAIN_PY_RUNS, in ``folder``/run; output in files
+    (not pipes: nobody reads them until the run ends)."""
+
+    def __init__(self, module: str, name: str, args, folder):
+        self.module, self.name, self.args, self.folder = module, name, tuple(args), folder
+        self.workdir = str(folder / "run")
+        self.proc = None
+        self.started = self.ended = None
+        self.waited = 0.0
+        self.returncode = self.stdout = self.stderr = None
+
+    def start(self, train_py: TrainPy) -> None:
+        self.started = time.monotonic()
+        with (
+            open(self.folder / "stdout.txt", "w") as out,
+            open(self.folder / "stderr.txt", "w") as err,
+        ):
+            self.proc = train_py.start(
+                *self.args, f"--workdir={self.workdir}", stdout=out, stderr=err
+            )
+
+    def running(self) -> bool:
+        if self.proc is None or self.ended is not None:
+            return False
+        if self.proc.poll() is None:
+            return True
+        self.ended = time.monotonic()
+        self.returncode = self.proc.returncode
+        self.stdout = (self.folder / "stdout.txt").read_text()
+        self.stderr = (self.folder / "stderr.txt").read_text()
+        return False
+
+
+class BackgroundRuns:
+    """The session's queue of BackgroundRuns: at most ``limit`` running at once."""
+
+    def __init__(self, runs: list[BackgroundRun], train_py: TrainPy, limit: int):
+        self.runs, self.train_py, self.limit = runs, train_py, limit
+        self.t0 = time.monotonic()
+
+    def pump(self, limit: int | None = None) -> None:
+        """Starts queued runs while fewer than ``limit`` run."""
+        limit = self.limit if limit is None else limit
+        running = sum(r.running() for r in self.runs)
+        for run in self.runs:
+            if running >= limit:
+                break
+            if run.proc is None:
+                run.start(self.train_py)
+                running += 1
+
+    def get(self, module: str, name: str, timeout: float = 600) -> BackgroundRun:
+        """The finished run ``name`` of ``module``, started now if it has not been."""
+        run = next((r for r in self.runs if (r.module, r.name) == (module, name)), None)
+        if run is None:
+            raise KeyError(f"{module} has no selected TRAIN_PY_RUNS entry {name!r}")
+        if run.proc is None:
+            run.start(self.train_py)
+        t, deadline = time.monotonic(), time.monotonic() + timeout
+        while run.running():
+            if time.monotonic() > deadline:
+                run.proc.kill()
+                raise subprocess.TimeoutExpired(run.proc.args, timeout)
+            self.pump(self.limit + 1)  # this process is idle meanwhile: one more may run
+            time.sleep(0.05)
+        run.waited += time.monotonic() - t
+        return run
+
+    def close(self) -> None:
+        for run in self.runs:
+            if run.running():
+                run.proc.kill()
+                run.proc.wait()
+
+    def summary(self) -> list[str]:
+        lines = []
+        for r in self.runs:
+            if r.started is None:
+                continue
+            took = f"{r.ended - r.started:6.1f}s" if r.ended else "   (not waited for)"
+            lines.append(
+                f"{r.module}[{r.name}]: started at {r.started - self.t0:6.1f}s, took {took}, "
+                f"tests waited {r.waited:5.1f}s, exit {r.returncode}"
+            )
+        return lines
+
+
+_BACKGROUND: list[BackgroundRuns] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _background_runs(request, tmp_path_factory, train_py):
+    """Queues TRAIN_PY_RUNS of every module with a selected test that takes train_py_runs."""
+    runs, seen = [], set()
+    for item in request.session.items:
+        module = getattr(item, "module", None)
+        if module is None or module in seen or "train_py_runs" not in item.fixturenames:
+            continue
+        seen.add(module)
+        for name, args in getattr(module, "TRAIN_PY_RUNS", {}).items():
+            folder = tmp_path_factory.mktemp(f"{module.__name__.split('.')[-1]}-{name}")
+            runs.append(BackgroundRun(module.__name__, name, args, folder))
+    limit = int(os.environ.get("JSSL_TEST_BACKGROUND_RUNS", max(1, (os.cpu_count() or 2) - 1)))
+    background = BackgroundRuns(runs, train_py, limit)
+    _BACKGROUND.append(background)
+    background.pump()
+    yield background
+    background.close()
+
+
+@pytest.fixture(scope="module")
+def train_py_runs(request, _background_runs):
+    """``train_py_runs[name]``: the finished run ``name`` of this module's TRAIN_PY_RUNS, with
+    ``workdir``, ``returncode``, ``stdout`` and ``stderr``."""
+
+    class Runs:
+        def __getitem__(self, name):
+            return _background_runs.get(request.module.__name__, name)
+
+    return Runs()
+
+
+def pytest_runtest_setup(item):
+    for background in _BACKGROUND:
+        background.pump()
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = [line for background in _BACKGROUND for line in background.summary()]
+    if lines:
+        terminalreporter.section("train.py runs in the background")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -62,7 +62,7 @@ def test_shape_errors_name_the_problem():
 
 
 def test_crop_box_area_fraction_and_ratio_cover_ranges():
-    boxes = jax.vmap(lambda k: augment.crop_box(k, 32, 32))(_keys(N_KEYS))
+    boxes = jax.jit(jax.vmap(lambda k: augment.crop_box(k, 32, 32)))(_keys(N_KEYS))
     y0, x0, h, w = np.asarray(boxes).T
     frac = h * w / (32 * 32)
     assert frac.min() >= 0.08 - 1e-5 and frac.max() <= 1.0 + 1e-5
@@ -130,7 +130,7 @@ def test_center_resize_and_eval_view():
 
 def test_flip_probability_and_semantics():
     image = jnp.arange(6, dtype=jnp.float32).reshape(1, 6, 1) / 6
-    outs = jax.vmap(lambda k: augment.random_flip(k, image))(_keys(N_KEYS))
+    outs = jax.jit(jax.vmap(lambda k: augment.random_flip(k, image)))(_keys(N_KEYS))
     flipped = np.asarray(outs[:, 0, 0, 0] != image[0, 0, 0])
     assert flipped.mean() == pytest.approx(0.5, abs=0.04)
     np.testing.assert_array_equal(outs[np.argmax(flipped)], image[:, ::-1])
@@ -139,7 +139,9 @@ def test_flip_probability_and_semantics():
 
 def test_grayscale_probability_and_luma():
     image = _rgb(1, (2, 2, 3))
-    outs = np.asarray(jax.vmap(lambda k: augment.random_grayscale(k, image))(_keys(N_KEYS)))
+    outs = np.asarray(
+        jax.jit(jax.vmap(lambda k: augment.random_grayscale(k, image)))(_keys(N_KEYS))
+    )
     gray = (outs[..., 0] == outs[..., 1]).all(axis=(1, 2)) & (outs[..., 1] == outs[..., 2]).all(
         axis=(1, 2)
     )
@@ -156,7 +158,7 @@ def test_solarize():
     out = augment.solarize(jax.random.key(0), x, p=1.0, threshold=0.5)
     np.testing.assert_allclose(out, jnp.where(x >= 0.5, 1 - x, x))
     np.testing.assert_array_equal(augment.solarize(jax.random.key(0), x, p=0.0), x)
-    applied = jax.vmap(lambda k: augment.solarize(k, x, p=0.3))(_keys(N_KEYS))
+    applied = jax.jit(jax.vmap(lambda k: augment.solarize(k, x, p=0.3)))(_keys(N_KEYS))
     rate = float(jnp.mean(applied[:, 0, -1, 0] == 0.0))  # the pixel 1.0 becomes 0.0
     assert rate == pytest.approx(0.3, abs=0.04)
 
@@ -212,7 +214,7 @@ def test_color_jitter_probability_and_range():
     jit = functools.partial(
         augment.color_jitter, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8
     )
-    outs = jax.vmap(lambda k: jit(k, x))(_keys(N_KEYS))
+    outs = jax.jit(jax.vmap(lambda k: jit(k, x)))(_keys(N_KEYS))
     changed = np.asarray(jnp.any(jnp.abs(outs - x) > 1e-6, axis=(1, 2, 3)))
     assert changed.mean() == pytest.approx(0.8, abs=0.03)
     assert float(outs.min()) >= 0.0 and float(outs.max()) <= 1.0
@@ -220,7 +222,9 @@ def test_color_jitter_probability_and_range():
 
 def test_color_jitter_brightness_factor_range():
     x = 0.1 + 0.4 * _rgb(5, (4, 4, 3))  # <= 0.5, so factors <= 1.4 never clip
-    outs = jax.vmap(lambda k: augment.color_jitter(k, x, brightness=0.4, p=1.0))(_keys(500))
+    outs = jax.jit(jax.vmap(lambda k: augment.color_jitter(k, x, brightness=0.4, p=1.0)))(
+        _keys(500)
+    )
     factors = np.asarray(outs / x).reshape(500, -1)
     np.testing.assert_allclose(factors, factors[:, :1].repeat(factors.shape[1], 1), rtol=1e-5)
     f = factors[:, 0]
@@ -298,7 +302,7 @@ def test_gaussian_blur():
     np.testing.assert_allclose(weak, noise, atol=1e-6)
     np.testing.assert_array_equal(augment.gaussian_blur(jax.random.key(0), noise, p=0.0), noise)
     # p=0.5: the not-blurred half is exactly the input (unit-impulse kernel).
-    outs = jax.vmap(lambda k: augment.gaussian_blur(k, noise, p=0.5))(_keys(400))
+    outs = jax.jit(jax.vmap(lambda k: augment.gaussian_blur(k, noise, p=0.5)))(_keys(400))
     same = np.asarray(jnp.all(outs == noise, axis=(1, 2, 3)))
     assert same.mean() == pytest.approx(0.5, abs=0.08)
 

@@ -2,55 +2,48 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import scan as scan_config
-from configs import sela as sela_config
-from configs import simclr as simclr_config
 from jssl import evaluation, losses, trainer
 from jssl.methods import scan, sela
-from tests.test_pretext_utils import set_fields
+from tests.helpers import (
+    TINY,
+    assert_fell,
+    assert_finished,
+    assert_rose,
+    leaves_equal,
+    log_uniform,
+    records,
+    set_fields,
+    smoke_args,
+    tiny_config,
+    tiny_flags,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Tiny test settings: 8x8 crops and a narrow ConvNet keep compiles and steps short.
-TINY = {"augment.crop_size": 8, "model.kwargs.widths": (8, 16), "eval.probe_epochs": 2}
-
-
-def configure(c, **overrides):
-    c.eval.untrained = False
-    return set_fields(c, **{**TINY, **overrides})
-
-
-def leaves_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(la, lb, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def run_train_py(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},  # with conftest's compilation cache
-    )
-
-
-def tiny_flags(prefix=""):
-    return [
-        f"--config.{prefix}augment.crop_size=8",
-        f"--config.{prefix}model.kwargs.widths=(8,16)",
-        f"--config.{prefix}eval.probe_epochs=2",
-    ]
+# Each smoke run eight steps long at a learning rate at which its method visibly learns;
+# the in-process runs below are built with the same fields (the persistent compilation
+# cache then gives them the train.py runs' programs).
+EIGHT_STEPS = {"num_steps": 8, "log_every": 4, "checkpoint_every": 4}
+SELA = {**EIGHT_STEPS, "optim.learning_rate": 0.1}  # x 32 / 256, AdamW
+SCAN = {**EIGHT_STEPS, "optim.learning_rate": 0.01}  # not scaled by the batch
+# Threshold 0.15 (default 0.99): after eight SCAN steps no prediction is 99% sure, so
+# nothing would be self-labelled.
+SELFLABEL = {**SCAN, "selflabel.threshold": 0.15}
+TRAIN_PY_RUNS = {
+    "sela": smoke_args("sela", *tiny_flags(**SELA)),
+    # SimCLR in W/scan/pretext, SCAN in W/scan, self-labelling in W: one command.
+    "stages": smoke_args(
+        "scan",
+        *tiny_flags(**SELFLABEL),
+        *tiny_flags("stages.scan.", **SCAN),
+        *tiny_flags("stages.scan.stages.pretext."),
+        arg="digits,selflabel,smoke",
+    ),
+}
 
 
 # ----------------------------------------------------------------------------- losses
@@ -170,7 +163,8 @@ def test_confusion_matrix_png_is_diagonal_after_matching(tmp_path):
 
 
 def sela_smoke(**overrides):
-    return configure(sela_config.get_config("digits,smoke"), **overrides)
+    """The config of the SeLa train.py run."""
+    return tiny_config("sela", **SELA, **overrides)
 
 
 def test_label_update_schedule():
@@ -191,37 +185,37 @@ def test_sela_initial_labels_are_random_equipartitions():
     np.testing.assert_array_equal(soft.argmax(-1), hard)
 
 
-def test_sela_train_py_smoke_and_exact_resume_including_labels(tmp_path):
-    # Straight: 4 steps through the real train.py path (labels updated after steps 1 and 2).
-    straight = tmp_path / "straight"
-    proc = run_train_py(
-        "--config=configs/sela.py:digits,smoke",
-        *tiny_flags(),
-        "--config.eval.untrained=False",
-        f"--workdir={straight}",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "head ACC (Hungarian)" in proc.stdout and "kNN top-1" in proc.stdout
-    assert "head_best" not in proc.stdout  # an index is no metric: JSON only
-    result = json.load(open(straight / "eval_4.json"))
+def test_sela_train_py_smoke_and_exact_resume_including_labels(train_py_runs, tmp_path):
+    # Straight: 8 steps through the real train.py path (labels updated after steps 1 and 4).
+    run = train_py_runs["sela"]
+    straight = run.workdir
+    assert_finished(run)
+    assert "head ACC (Hungarian)" in run.stdout
+    assert "head_best" not in run.stdout  # an index is no metric: JSON only
+    result = json.load(open(os.path.join(straight, "eval_8.json")))
     assert {"head_acc", "head_nmi", "head_ari", "head_best", "head_largest_share"} <= set(result)
     assert 0.0 <= result["head_acc"] <= 1.0
-    records = [json.loads(line) for line in open(straight / "metrics.jsonl")]
-    train = [r for r in records if r["kind"] == "train"]
+    train = records(straight)
     assert all("largest_cluster_share" in r and np.isfinite(r["loss"]) for r in train)
+    # The heads learned their pseudo-labels: the cross-entropy fell, below ln 10 (uniform
+    # predictions). lr 1e-9: 2.323 -> 2.316; here 2.302 -> 2.215.
+    assert_fell(train, "loss", by=0.04)
+    assert train[-1]["loss"] <= log_uniform(10) - 0.04
 
-    # Interrupted after 2 steps, then resumed in this process: every leaf equal.
+    # Interrupted after 2 steps, then resumed in this process, relabelling after step 4:
+    # every leaf equal.
     workdir = str(tmp_path / "resumed")
     interrupted = trainer.train_and_evaluate(
         sela_smoke(), workdir, show_progress=False, stop_at_step=2
     )
     assert int(interrupted["state"].step) == 2 and interrupted["eval"] is None
-    assert int(interrupted["state"].method_state["label_updates"]) == 2
+    assert int(interrupted["state"].method_state["label_updates"]) == 1
     resumed = trainer.train_and_evaluate(sela_smoke(), workdir, show_progress=False)
-    assert int(resumed["state"].step) == 4
+    assert int(resumed["state"].step) == 8
+    assert int(resumed["state"].method_state["label_updates"]) == 2
     # params, optimiser, batch stats, labels, head losses, rng, step
-    run = trainer.restore_run(str(straight))
-    exp, state = run.experiment, run.state
+    restored = trainer.restore_run(straight)
+    exp, state = restored.experiment, restored.state
     leaves_equal(state, resumed["state"])
     assert resumed["eval"]["head_acc"] == result["head_acc"]
 
@@ -235,15 +229,16 @@ def test_sela_train_py_smoke_and_exact_resume_including_labels(tmp_path):
         assert set(np.bincount(row, minlength=k)) <= {n // k, n // k + 1}
     # Evaluation writes the matched confusion matrix when it knows the workdir.
     exp.workdir = str(tmp_path)
-    scores = {k: m.value for k, m in exp.evaluate(state).items()}
-    assert exp.evaluate(state)["head_best"].label is None  # an index: JSON only
-    assert os.path.exists(tmp_path / "confusion_4.png")
+    metrics = exp.evaluate(state)
+    scores = {k: m.value for k, m in metrics.items()}
+    assert metrics["head_best"].label is None  # an index: JSON only
+    assert os.path.exists(tmp_path / "confusion_8.png")
     assert scores["head_acc"] == result["head_acc"]
     assert scores["head_acc"] <= scores["head_acc_max_over_heads"] <= 1.0
 
 
 def test_collapse_warning():
-    config = sela_config.get_config("digits,smoke")
+    config = tiny_config("sela")
     warn = sela.SELA.collapse_warnings
     assert warn({"largest_cluster_share": 0.2}, config) == []
     assert "collapsing" in warn({"largest_cluster_share": 0.9}, config)[0]
@@ -266,38 +261,39 @@ def test_mine_neighbors_matches_brute_force():
     assert scan.neighbor_accuracy(want, np.zeros(37, np.int64)) == 1.0
 
 
-@pytest.fixture(scope="module")
-def pretext(tmp_path_factory):
-    """A SimCLR smoke run, the pretext of the SCAN tests: (workdir, final state)."""
-    workdir = str(tmp_path_factory.mktemp("pretext"))
-    config = configure(simclr_config.get_config("digits,smoke"))
-    return workdir, trainer.train_and_evaluate(config, workdir, show_progress=False)["state"]
+def scan_smoke(**overrides):
+    """The config of the SCAN stage of the train.py run (its pretext stage tiny too)."""
+    config = tiny_config("scan", **SCAN, **overrides)
+    set_fields(config.stages.pretext, **TINY)
+    return config
 
 
-def scan_smoke(pretext, **overrides):
-    overrides = {"init_from.workdir": pretext, **overrides}
-    return configure(scan_config.get_config("digits,smoke"), **overrides)
-
-
-def test_scan_smoke_pretext_init_neighbours_exact_resume_then_selflabel(pretext, tmp_path):
-    pretext_run, pretext_state = pretext
-    config = scan_smoke(pretext_run)
-    straight = trainer.train_and_evaluate(config, str(tmp_path / "scan"), show_progress=False)
-    result = straight["eval"]
+def test_scan_smoke_pretext_init_neighbours_exact_resume_then_selflabel(train_py_runs, tmp_path):
+    stages = train_py_runs["stages"]
+    assert stages.returncode == 0, stages.stderr[-3000:]
+    pretext_dir = os.path.join(stages.workdir, "scan", "pretext")
+    scan_dir = os.path.join(stages.workdir, "scan")
+    result = json.load(open(os.path.join(scan_dir, "eval_8.json")))
     assert {"head_acc", "head_nmi", "head_ari", "neighbor_acc"} <= set(result)
-    records = [json.loads(line) for line in open(tmp_path / "scan" / "metrics.jsonl")]
-    train = [r for r in records if r["kind"] == "train"]
+    train = records(scan_dir)
     assert all(np.isfinite(r["consistency"]) and r["entropy"] > 0 for r in train)
+    # The heads learned: consistency - 5 x entropy fell. lr 1e-9: -18.109 -> -18.114;
+    # here -18.26 -> -18.42 (the predictions spread over the clusters).
+    assert_fell(train, "loss", by=0.06)
 
+    # Interrupted after 2 steps, then resumed in this process: every leaf equal.
+    straight = trainer.restore_run(scan_dir).state
+    config = scan_smoke(**{"init_from.workdir": pretext_dir})
     workdir = str(tmp_path / "resumed")
     trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=2)
     resumed = trainer.train_and_evaluate(config, workdir, show_progress=False)
-    leaves_equal(straight["state"], resumed["state"])  # neighbours drawn from (seed, step)
+    leaves_equal(straight, resumed["state"])  # neighbours drawn from (seed, step)
     assert resumed["eval"]["head_acc"] == result["head_acc"]
 
     # A fresh SCAN run starts from the pretext backbone (config.init_from), and draws one
     # mined neighbour per example from (seed, step).
-    exp, init_run = trainer.open_run(scan_smoke(pretext_run), str(tmp_path / "fresh"))
+    pretext_state = trainer.restore_run(pretext_dir).state
+    exp, init_run = trainer.open_run(config, str(tmp_path / "fresh"))
     neighbors = exp.host.neighbors
     assert neighbors.shape == (len(exp.train), 5)
     init = exp.init_state(init_run)
@@ -316,26 +312,25 @@ def test_scan_smoke_pretext_init_neighbours_exact_resume_then_selflabel(pretext,
         pool = exp.train.get(neighbors[i])
         assert any(np.array_equal(image, p) for p in pool)
 
-    # Self-labelling starts from the lowest-loss head of the finished SCAN-stage run.
-    config = configure(
-        scan_config.get_config("digits,selflabel,smoke"),
-        **{"init_from.workdir": str(tmp_path / "scan")},
-    )
+    # Self-labelling starts from the lowest-loss head of the finished SCAN-stage run...
+    config = tiny_config("scan", "digits,selflabel,smoke", **{"init_from.workdir": scan_dir})
     exp, init_run = trainer.open_run(config, str(tmp_path / "selflabel"))
     state = exp.init_state(init_run)
-    best = int(np.argmin(np.asarray(straight["state"].method_state["head_loss"])))
+    best = int(np.argmin(np.asarray(straight.method_state["head_loss"])))
     np.testing.assert_array_equal(
-        state.params["head"]["kernel"][0], straight["state"].params["head"]["kernel"][best]
+        state.params["head"]["kernel"][0], straight.params["head"]["kernel"][best]
     )
-    for step in range(2):
-        state, metrics = exp.train_step(state, exp.global_batch(step))
-    assert 0.0 <= float(metrics["confident_fraction"]) <= 1.0 and np.isfinite(metrics["loss"])
-    scores = {k: m.value for k, m in exp.evaluate(state).items()}
+    # ...and, trained in W (train.py), its predictions became confident on the weak view.
+    # lr 1e-9: the confident fraction goes from 0.08 to 0.09; here from 0.49 to 1.0.
+    train = records(stages.workdir)
+    assert all(np.isfinite(r["loss"]) and 0.0 <= r["confident_fraction"] <= 1.0 for r in train)
+    assert_rose(train, "confident_fraction", by=0.2)
+    scores = json.load(open(os.path.join(stages.workdir, "eval_8.json")))
     assert scores["head_best"] == 0 and 0.0 <= scores["head_acc"] <= 1.0
 
 
 def test_scan_without_a_pretext_run_explains_what_to_do(tmp_path):
-    config = configure(scan_config.get_config("digits,smoke"), **{"init_from.workdir": ""})
+    config = scan_smoke(**{"init_from.workdir": ""})
     with pytest.raises(Exception, match="init_from.workdir"):
         trainer.open_run(config, str(tmp_path))
     config.init_from.workdir = "stage:nothing"
@@ -343,19 +338,14 @@ def test_scan_without_a_pretext_run_explains_what_to_do(tmp_path):
         trainer.open_run(config, str(tmp_path))
 
 
-def test_selflabel_train_py_runs_every_earlier_stage_in_its_workdir(tmp_path):
+def test_selflabel_train_py_runs_every_earlier_stage_in_its_workdir(train_py_runs):
     """One command: SimCLR in W/scan/pretext, SCAN in W/scan, self-labelling in W."""
-    workdir = tmp_path / "run"
-    flags = []
-    for prefix in ("", "stages.scan.", "stages.scan.stages.pretext."):
-        flags += [*tiny_flags(prefix), f"--config.{prefix}eval.untrained=False"]
-    proc = run_train_py(
-        "--config=configs/scan.py:digits,selflabel,smoke", f"--workdir={workdir}", *flags
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "pretext stage:" in proc.stdout and "scan stage:" in proc.stdout
-    for run in (workdir / "scan" / "pretext", workdir / "scan", workdir):
-        assert (run / "eval_4.json").exists(), run
-    assert (workdir / "scan" / scan.NEIGHBORS_FILE).exists()
-    result = json.load(open(workdir / "eval_4.json"))
+    stages = train_py_runs["stages"]
+    workdir = stages.workdir
+    assert stages.returncode == 0, stages.stderr[-3000:]
+    assert "pretext stage:" in stages.stdout and "scan stage:" in stages.stdout
+    for run, step in (("scan/pretext", 4), ("scan", 8), ("", 8)):
+        assert os.path.exists(os.path.join(workdir, run, f"eval_{step}.json")), run
+    assert os.path.exists(os.path.join(workdir, "scan", scan.NEIGHBORS_FILE))
+    result = json.load(open(os.path.join(workdir, "eval_8.json")))
     assert 0.0 <= result["head_acc"] <= 1.0 and "knn_top1" in result

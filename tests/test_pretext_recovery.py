@@ -6,23 +6,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_pretext_utils import assert_one_step_8_devices_equals_1, run_train_py_smokes, set_fields
 
-from configs import colorization as colorization_config
 from configs import denoising as denoising_config
 from configs import inpainting as inpainting_config
 from jssl import pretext
-from jssl.methods import METHODS
 from jssl.methods.recovery import rebalancing_weights
 from jssl.models import ConvNet, Decoder, EncoderDecoder, VectorDecoder, create_model
 from jssl.models.decoders import stage_sizes
+from tests.helpers import (
+    assert_fell,
+    assert_finished,
+    assert_one_step_8_devices_equals_1,
+    jit_init,
+    jit_views,
+    records,
+    smoke_args,
+    tiny_config,
+)
 
-CONFIGS = {
-    "denoising": denoising_config,
-    "inpainting": inpainting_config,
-    "colorization": colorization_config,
+# Learning rates (x 32 / 256) at which four steps clearly lower each reconstruction loss.
+TRAIN_PY_RUNS = {
+    "denoising": smoke_args("denoising", "--config.optim.learning_rate=0.01"),
+    "inpainting": smoke_args("inpainting", "--config.optim.learning_rate=0.005"),
+    "colorization": smoke_args("colorization", "--config.optim.learning_rate=0.01"),
 }
-TINY = {"model.kwargs.widths": (8, 16), "batch_size": 16, "eval.untrained": False}
 
 
 def output_shape(module, x, **kwargs):
@@ -74,9 +81,7 @@ def test_vector_decoder_and_bad_upsampling():
 def test_inpainting_views_hide_exactly_the_mask():
     config = inpainting_config.get_config("digits,smoke")
     images = jax.random.randint(jax.random.PRNGKey(0), (8, 8, 8, 1), 0, 255).astype(jnp.uint8)
-    masked, clean, masks = METHODS["inpainting"].make_views(
-        jax.random.PRNGKey(1), {"image": images}, config
-    )
+    masked, clean, masks = jit_views("inpainting", config)(jax.random.PRNGKey(1), {"image": images})
     assert masks.shape == (8, 16, 16, 1)
     np.testing.assert_array_equal(masks.mean(axis=(1, 2, 3)), 0.25)  # central 8x8 of 16x16
     m = np.broadcast_to(np.asarray(masks), masked.shape)
@@ -87,11 +92,11 @@ def test_inpainting_views_hide_exactly_the_mask():
 def test_denoising_views():
     config = denoising_config.get_config("digits,smoke")
     images = jnp.full((64, 8, 8, 1), 128, jnp.uint8)
-    noisy, clean = METHODS["denoising"].make_views(jax.random.PRNGKey(2), {"image": images}, config)
+    noisy, clean = jit_views("denoising", config)(jax.random.PRNGKey(2), {"image": images})
     diff = np.asarray(noisy - clean)
     assert abs(diff.std() - config.denoising.std) < 0.03 and abs(diff.mean()) < 0.01
     config.denoising.noise = "salt_and_pepper"
-    noisy, clean = METHODS["denoising"].make_views(jax.random.PRNGKey(2), {"image": images}, config)
+    noisy, clean = jit_views("denoising", config)(jax.random.PRNGKey(2), {"image": images})
     assert abs((np.asarray(noisy) != np.asarray(clean)).mean() - config.denoising.amount) < 0.02
 
 
@@ -103,7 +108,7 @@ def test_colorization_model_sees_only_lightness():
     model = EncoderDecoder(
         backbone=ConvNet(widths=(8, 16)), decoder=Decoder(), out_channels=2, lightness_input=True
     )
-    variables = model.init(jax.random.PRNGKey(4), rgb, train=False)
+    variables = jit_init(model, rgb, train=False, seed=4)
     a = model.apply(variables, rgb, train=False)[0]
     b = model.apply(variables, recoloured, train=False)[0]
     assert a.shape == (2, 16, 16, 2)
@@ -129,7 +134,7 @@ def test_rebalancing_weights_golden():
     ],
 )
 def test_one_step_8_devices_equals_1_device(name, extra, tmp_path):
-    config = set_fields(CONFIGS[name].get_config("digits,smoke"), **TINY, **extra)
+    config = tiny_config(name, batch_size=16, **extra)
     if config.data.name == "image_folder":  # colour images: a tiny RGB folder
         config.data.path = str(_rgb_folder(tmp_path))
         config.data.cache_dir = str(tmp_path / "cache")
@@ -157,10 +162,15 @@ def _rgb_folder(root):
     return root / "images"
 
 
-def test_train_py_smoke(tmp_path):
-    names = ["denoising", "inpainting", "colorization"]
-    runs = [(f"configs/{n}.py:digits,smoke", str(tmp_path / n), ()) for n in names]
-    outcomes = run_train_py_smokes(runs)
-    for name, (train, _) in zip(names, outcomes, strict=True):
-        key = {"denoising": "noisy_mse", "inpainting": "masked_mse", "colorization": "ab_rmse"}
-        assert key[name] in train[-1]
+@pytest.mark.parametrize(
+    "name, key",
+    [("denoising", "noisy_mse"), ("inpainting", "masked_mse"), ("colorization", "ab_rmse")],
+)
+def test_train_py_smoke(train_py_runs, name, key):
+    run = train_py_runs[name]
+    assert_finished(run)
+    train = records(run.workdir)
+    assert key in train[-1]
+    # lr 1e-9: each loss stays within 3% of its first value; here it ends at 0.49 (denoising),
+    # 0.38 (inpainting) and 0.33 (colorization) times it.
+    assert_fell(train, "loss", ratio=0.75)

@@ -1,5 +1,6 @@
 """Pretext view makers: rotations, D4, jigsaw, context patches, masks, noise, Lab."""
 
+import functools
 import time
 
 import jax
@@ -83,16 +84,10 @@ def test_jigsaw_tiles_reassemble_under_inverse_permutation():
     size = 12  # cells of 4, tiles of 4: no gap
     image = jax.random.uniform(jax.random.PRNGKey(3), (2, size, size, 3))
     perms = pretext.permutation_set(10)
-    tiles, labels = pretext.jigsaw_views(
-        jax.random.PRNGKey(4),
-        image,
-        perms,
-        size=size,
-        tile=4,
-        scale=(1.0, 1.0),
-        jitter=False,
-        standardize=False,
+    views = functools.partial(
+        pretext.jigsaw_views, size=size, tile=4, scale=(1.0, 1.0), jitter=False, standardize=False
     )
+    tiles, labels = jax.jit(views)(jax.random.PRNGKey(4), image, perms)
     assert tiles.shape == (2, 9, 4, 4, 3) and labels.shape == (2,)
     shuffled = 0
     for b in range(2):
@@ -126,9 +121,8 @@ def test_jigsaw_tiles_stay_in_their_cells_with_jitter():
 
 def test_jigsaw_labels_cover_permutations_and_tiles_standardised():
     images = jax.random.uniform(jax.random.PRNGKey(6), (256, 8, 8, 1))
-    tiles, labels = pretext.jigsaw_views(
-        jax.random.PRNGKey(7), images, pretext.permutation_set(4), size=12, tile=3
-    )
+    views = jax.jit(functools.partial(pretext.jigsaw_views, size=12, tile=3))
+    tiles, labels = views(jax.random.PRNGKey(7), images, pretext.permutation_set(4))
     assert set(np.asarray(labels).tolist()) == {0, 1, 2, 3}
     np.testing.assert_allclose(tiles.mean(axis=(2, 3, 4)), 0.0, atol=1e-4)
 
@@ -153,9 +147,8 @@ def test_context_views_labels_with_jitter():
     size, patch, gap, jitter = 24, 5, 3, 1
     # Coordinates scaled into [0, 1] (the crop clips to that range).
     images = jnp.broadcast_to(coords_image(size) / size**2, (64, size, size, 1))
-    pairs, labels = pretext.context_views(
-        jax.random.PRNGKey(8),
-        images,
+    views = functools.partial(
+        pretext.context_views,
         size=size,
         patch=patch,
         gap=gap,
@@ -163,6 +156,7 @@ def test_context_views_labels_with_jitter():
         scale=(1.0, 1.0),
         standardize=False,
     )
+    pairs, labels = map(np.asarray, jax.jit(views)(jax.random.PRNGKey(8), images))
     assert pairs.shape == (64, 2, patch, patch, 1)
     assert len(set(np.asarray(labels).tolist())) == 8
     stride = patch + gap
@@ -201,11 +195,12 @@ def test_center_mask_covers_configured_area():
 
 def test_random_masks_cover_configured_area():
     keys = jax.random.split(jax.random.PRNGKey(1), 200)
-    one = jax.vmap(lambda k: pretext.block_mask(k, 16, 16, area=0.25, kind="random"))(keys)
+    masks = jax.jit(jax.vmap(lambda k: pretext.block_mask(k, 16, 16, area=0.25, kind="random")))
+    one = np.asarray(masks(keys))
     np.testing.assert_array_equal(one.sum(axis=(1, 2, 3)), 64)  # one 8x8 block
     assert len({int(np.argmax(np.asarray(m).ravel())) for m in one}) > 20  # random positions
-    several = jax.vmap(
-        lambda k: pretext.block_mask(k, 16, 16, area=0.25, kind="random", num_blocks=4)
+    several = jax.jit(
+        jax.vmap(lambda k: pretext.block_mask(k, 16, 16, area=0.25, kind="random", num_blocks=4))
     )(keys)
     cover = np.asarray(several.mean(axis=(1, 2, 3)))
     assert cover.max() <= 0.25 and cover.mean() > 0.18  # overlaps only ever reduce the area
@@ -294,5 +289,6 @@ def test_ab_bins_and_soft_encoding():
 @pytest.mark.parametrize("size", [8, 16])
 def test_crop_flip_views_shape(size):
     images = jnp.zeros((3, 8, 8, 1), jnp.uint8)
-    out = pretext.crop_flip_views(jax.random.PRNGKey(0), images, size=size, scale=(0.5, 1.0))
+    views = functools.partial(pretext.crop_flip_views, size=size, scale=(0.5, 1.0))
+    out = jax.jit(views)(jax.random.PRNGKey(0), images)
     assert out.shape == (3, size, size, 1) and out.dtype == jnp.float32

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from jssl import checkpoint, trainer
-from tests.test_train import ROOT, leaves_equal, smoke_config
+from tests.helpers import leaves_equal, smoke_args, tiny_config, tiny_flags
 
 
 def restore_final(config, workdir):
@@ -29,7 +28,7 @@ def restore_final(config, workdir):
 
 
 def test_checkpoint_from_8_devices_resumes_on_1(tmp_path):
-    config = smoke_config(num_steps=4)
+    config = tiny_config("simclr")
     saved = trainer.train_and_evaluate(
         config, str(tmp_path / "b"), devices=jax.devices(), show_progress=False, stop_at_step=2
     )["state"]
@@ -55,29 +54,12 @@ def test_checkpoint_from_8_devices_resumes_on_1(tmp_path):
     )
 
 
-# Tiny network and evaluation: the subprocess tests pay for JAX start-up and compilation.
-TINY = {
-    "augment.crop_size": 8,
-    "model.kwargs.widths": (8, 16),
-    "eval.probe_epochs": 2,
-    "num_steps": 12,
-    "checkpoint_every": 3,
-}
-
-
-def _train_py(workdir, *extra):
-    return [
-        sys.executable,
-        os.path.join(ROOT, "train.py"),
-        "--config=configs/simclr.py:digits,smoke",
-        f"--workdir={workdir}",
-        "--config.eval.untrained=False",
-        *(f"--config.{k}={v}".replace(" ", "") for k, v in TINY.items()),
-        *extra,
-    ]
-
-
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+# The tiny config, 12 steps long with a checkpoint every 3: the subprocess tests pay for
+# JAX start-up and compilation.
+LONGER = {"num_steps": 12, "checkpoint_every": 3}
+TINY_ARGS = smoke_args("simclr", *tiny_flags(**LONGER))
+# The uninterrupted run the kill-and-resume test compares with.
+TRAIN_PY_RUNS = {"straight": TINY_ARGS}
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
@@ -139,21 +121,15 @@ def _no_pickle(root):
             assert not (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"), name
 
 
-def test_kill_during_async_save_and_sigterm_resume_bit_exact(tmp_path):
+def test_kill_during_async_save_and_sigterm_resume_bit_exact(train_py_runs, train_py, tmp_path):
     """kill -9 in the middle of an async checkpoint save, SIGTERM, restart: same result.
 
     The half-written save stays a temporary folder, is never taken for a step,
     is removed on restart, and the run resumes from the last complete step.
     """
-    straight = tmp_path / "straight"
-    subprocess.run(_train_py(straight), check=True, capture_output=True, env=ENV, cwd=ROOT)
-    # Exit waited for the final async save: complete, nothing left half written.
-    assert _listing(straight) == ([6, 9, 12], [])
-
     interrupted = tmp_path / "interrupted"
-    proc = subprocess.Popen(
-        _train_py(interrupted), env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    args = (*TINY_ARGS, f"--workdir={interrupted}")
+    proc = train_py.start(*args, text=False)
     half_written = _kill_during_save(proc, interrupted, after_step=3)
     complete, leftovers = _listing(interrupted)
     assert half_written in leftovers  # killed mid-save: the step folder was never completed
@@ -161,14 +137,7 @@ def test_kill_during_async_save_and_sigterm_resume_bit_exact(tmp_path):
     last_complete = max(complete)
 
     # SIGTERM once the restarted run has written a new checkpoint: it saves, waits, exits 0.
-    proc = subprocess.Popen(
-        _train_py(interrupted),
-        env=ENV,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = train_py.start(*args)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if any(s > last_complete for s in _listing(interrupted)[0]):
@@ -181,14 +150,16 @@ def test_kill_during_async_save_and_sigterm_resume_bit_exact(tmp_path):
     complete, leftovers = _listing(interrupted)
     assert leftovers == [] and max(complete) > last_complete  # cleaned, and the save finished
 
-    final = subprocess.run(
-        _train_py(interrupted), capture_output=True, text=True, env=ENV, cwd=ROOT
-    )
+    final = train_py(*args)
     assert final.returncode == 0, final.stderr[-3000:]
     assert _start_step(final.stdout) == max(complete)
 
-    config = smoke_config(**TINY)
-    a, b = restore_final(config, straight), restore_final(config, interrupted)
+    straight = train_py_runs["straight"]
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    # Exit waited for the final async save: complete, nothing left half written.
+    assert _listing(straight.workdir) == ([6, 9, 12], [])
+    config = tiny_config("simclr", **LONGER)
+    a, b = restore_final(config, straight.workdir), restore_final(config, interrupted)
     assert int(a.step) == int(b.step) == 12
     leaves_equal(
         (a.params, a.opt_state, a.batch_stats, a.rng), (b.params, b.opt_state, b.batch_stats, b.rng)
@@ -209,15 +180,11 @@ _LIMIT_FILE_SIZE = (
 )
 
 
-def test_failed_background_save_fails_the_run(tmp_path):
+def test_failed_background_save_fails_the_run(train_py, tmp_path):
     workdir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-c", _LIMIT_FILE_SIZE, *_train_py(workdir, "--config.num_steps=6")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-        timeout=300,
+    # The program of the other 12-step runs (loaded from the compilation cache).
+    proc = train_py(
+        *TINY_ARGS, f"--workdir={workdir}", wrapper=(sys.executable, "-c", _LIMIT_FILE_SIZE)
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
     # (orbax also logs the failure with tracebacks from its background threads.)
@@ -271,8 +238,11 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, ca
     from jssl.methods import METHODS
 
     monkeypatch.setitem(METHODS, "simclr", _poisoned_simclr(loss_nan_at=2, grad_nan_at=4))
-    config = smoke_config(
-        **{**TINY, "num_steps": 8, "checkpoint_every": 1, "log_every": 4},
+    config = tiny_config(
+        "simclr",
+        num_steps=8,
+        checkpoint_every=1,
+        log_every=4,
         keep_checkpoints=10,
         max_nonfinite_steps=1,
     )
@@ -312,7 +282,7 @@ def _tiny_image_folder(root, n_train, n_test, extra_file=None):
     return root
 
 
-def test_bad_input_gives_one_line_errors_through_train_py(tmp_path):
+def test_bad_input_gives_one_line_errors_through_train_py(train_py, tmp_path):
     """Each case exits 1 with one `error:` line naming the problem, and no traceback.
 
     The subprocesses see the 8 fake devices of conftest.py and run concurrently
@@ -351,20 +321,20 @@ def test_bad_input_gives_one_line_errors_through_train_py(tmp_path):
             [*folder, f"--config.data.path={with_text}", "--config.batch_size=8"],
             "notes.txt",
         ),
+        "missing image folder": (
+            [
+                "--config=configs/simclr.py:cifar10_folder,smoke",
+                f"--config.data.path={tmp_path / 'nowhere'}",
+            ],
+            str(tmp_path / "nowhere"),
+        ),
     }
     procs = {}
     for i, (name, (args, _)) in enumerate(cases.items()):
         workdir = tmp_path / f"run{i}"
         if not any(a.startswith("--config=") for a in args):
             args = ["--config=configs/simclr.py:digits,smoke", *args]
-        procs[name] = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}", *args],
-            env=ENV,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        procs[name] = train_py.start(f"--workdir={workdir}", *args)
     for i, (name, proc) in enumerate(procs.items()):
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 1, (name, err[-2000:])
@@ -377,8 +347,9 @@ def test_bad_input_gives_one_line_errors_through_train_py(tmp_path):
 def test_evaluation_with_more_devices_than_test_examples(tmp_path):
     """3 test images on 8 devices: the evaluation pads its batches instead of failing."""
     root = _tiny_image_folder(tmp_path / "imgs", n_train=8, n_test=3)
-    config = smoke_config(
-        **{**TINY, "data.name": "image_folder", "data.path": str(root), "batch_size": 8},
+    config = tiny_config(
+        "simclr",
+        **{"data.name": "image_folder", "data.path": str(root), "batch_size": 8},
         **{"data.cache_dir": str(tmp_path / "cache"), "eval.knn_k": 4},
     )
     exp = trainer.Experiment(config, jax.devices())

@@ -120,7 +120,11 @@ def test_every_problem_is_reported_together_naming_field_value_and_fix():
             "simclr.temperature=0.0: must be a finite number > 0",
         ),
         ("simclr", {"eval.knn_temperature": float("inf")}, "eval.knn_temperature=inf"),
-        ("simclr", {"eval.probe_epochs": 0}, "eval.probe_epochs=0: must be an integer in [1, 100000]"),
+        (
+            "simclr",
+            {"eval.probe_epochs": 0},
+            "eval.probe_epochs=0: must be an integer in [1, 100000]",
+        ),
         ("simclr", {"optim.b2": 1.0}, "optim.b2=1.0: must be a finite number in [0, 1)"),
         (
             "simclr",

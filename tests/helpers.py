@@ -1,0 +1,213 @@
+"""Helpers shared by the tests: the tiny config, train.py in a subprocess, learning checks.
+
+Plain functions, because module-level code, other helpers and fixtures call them
+too; conftest.py builds its fixtures (``train_py``, ``train_py_runs``) on them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Small enough that compiling, not running, is most of a test's time: 8x8 crops, a
+# two-stage ConvNet, two probe epochs, no evaluation of the untrained network.
+TINY = {
+    "augment.crop_size": 8,
+    "model.kwargs.widths": (8, 16),
+    "eval.probe_epochs": 2,
+    "eval.untrained": False,
+}
+
+# For the tests that compare two computations of a step (8 devices == 1) instead of
+# training: one ConvNet stage compiles about 25% faster, and the equality holds at any
+# depth. (Not for the reconstruction methods: there the second stage gives the decoder
+# an upsampling layer to run.)
+ONE_STAGE = {"model.kwargs.widths": (8,)}
+
+
+def set_fields(config, **overrides):
+    """config with dotted-path overrides, e.g. set_fields(c, **{"model.kwargs.widths": (8,)})."""
+    for k, v in overrides.items():
+        node = config
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return config
+
+
+def tiny_config(method: str = "simclr", arg: str = "digits,smoke", **overrides):
+    """configs/<method>.py:<arg> with TINY and then the dotted-path ``overrides`` applied."""
+    config = importlib.import_module(f"configs.{method}").get_config(arg)
+    return set_fields(config, **{**TINY, **overrides})
+
+
+def tiny_flags(prefix: str = "", **overrides) -> list[str]:
+    """TINY (and ``overrides``) as train.py flags, for the config at ``prefix``
+    (e.g. "stages.scan."): ``train.py ... *tiny_flags()`` runs ``tiny_config``'s config."""
+    return [f"--config.{prefix}{k}={v}".replace(" ", "") for k, v in {**TINY, **overrides}.items()]
+
+
+def smoke_args(method: str, *flags: str, arg: str = "digits,smoke") -> tuple[str, ...]:
+    """train.py arguments of a smoke run of ``method`` (no --workdir), without the
+    evaluation of the untrained network (test_train's SimCLR run keeps that one)."""
+    return (f"--config=configs/{method}.py:{arg}", "--config.eval.untrained=False", *flags)
+
+
+def leaves_equal(a, b):
+    """Same tree structure and bit-identical leaves."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def jit_init(module, *args, seed: int = 0, **kwargs):
+    """``module.init(PRNGKey(seed), *args, **kwargs)`` compiled as one program (eager Flax
+    init dispatches op by op, each operation compiled on its own: slow on CPU)."""
+    return jax.jit(lambda: module.init(jax.random.PRNGKey(seed), *args, **kwargs))()
+
+
+def jit_views(method: str, config):
+    """The jitted ``make_views`` of METHODS[method] under ``config``: ``(key, batch) -> views``
+    (one compiled program instead of one per operation, as in the train step)."""
+    from jssl.methods import METHODS
+
+    return jax.jit(lambda key, batch: METHODS[method].make_views(key, batch, config))
+
+
+# ----------------------------------------------------------------------------- train.py
+
+
+class TrainPy:
+    """``python train.py ARGS`` in a subprocess, with cwd ROOT and JAX on the CPU.
+
+    The environment is this process's: conftest.py's 8 fake devices, -O0 and the
+    session's persistent compilation cache, so that a subprocess loads what an
+    earlier run of the same program compiled.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self.env = {**(os.environ if env is None else env), "JAX_PLATFORMS": "cpu"}
+
+    def command(self, *args: str, wrapper: tuple[str, ...] = ()) -> list[str]:
+        """argv; ``wrapper`` (e.g. ``(sys.executable, "-c", CODE)``) runs train.py's argv."""
+        return [*wrapper, sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)]
+
+    def start(self, *args: str, wrapper: tuple[str, ...] = (), **popen_kwargs) -> subprocess.Popen:
+        """A running train.py; stdout and stderr are text pipes unless ``popen_kwargs`` says."""
+        kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        return subprocess.Popen(
+            self.command(*args, wrapper=wrapper),
+            cwd=ROOT,
+            env=self.env,
+            **{**kwargs, **popen_kwargs},
+        )
+
+    def __call__(
+        self, *args: str, wrapper: tuple[str, ...] = (), timeout: float = 300
+    ) -> subprocess.CompletedProcess:
+        """Runs train.py to its end: CompletedProcess with text stdout and stderr."""
+        return subprocess.run(
+            self.command(*args, wrapper=wrapper),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=self.env,
+        )
+
+
+def records(workdir, kind: str = "train") -> list[dict]:
+    """The ``kind`` ("train" or "eval") records of ``workdir``/metrics.jsonl, in order."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+def assert_finished(run) -> dict:
+    """``run`` (a finished train_py_runs entry) exited 0, printed the evaluation table and
+    wrote eval_<last step>.json with the standard metrics; returns that evaluation."""
+    assert run.returncode == 0, f"{run.name}:\n{run.stderr[-3000:]}"
+    assert "kNN top-1" in run.stdout, run.stdout[-2000:]
+    train = records(run.workdir)
+    assert train and all(np.isfinite(r["loss"]) for r in train), run.name
+    with open(os.path.join(run.workdir, f"eval_{train[-1]['step']}.json")) as f:
+        result = json.load(f)
+    assert set(result) >= {"knn_top1", "linear_top1", "cluster_acc", "nmi", "ari"}
+    return result
+
+
+def assert_fell(train: list[dict], key: str = "loss", *, by: float = 0.0, ratio: float = 1.0):
+    """Something was learned: the last logged ``key`` is at least ``by`` below the first and
+    at most ``ratio`` times it. Logged values are means over ``log_every`` steps of random
+    batches, so a run needs two or more logs and a margin above the batch-to-batch noise."""
+    assert len(train) >= 2, f"{len(train)} train record(s): log more than once"
+    first, last = train[0][key], train[-1][key]
+    wanted = [f"a fall of at least {by}"] if by else []
+    wanted += [f"to at most {ratio} x the first"] if ratio < 1.0 else []
+    assert last <= first - by and last <= ratio * first, (
+        f"{key} went from {first:.4f} (step {train[0]['step']}) to {last:.4f} "
+        f"(step {train[-1]['step']}); expected {' and '.join(wanted) or 'a fall'}"
+    )
+
+
+def assert_rose(train: list[dict], key: str, *, by: float):
+    """The last logged ``key`` is at least ``by`` above the first (a confidence, say)."""
+    assert len(train) >= 2, f"{len(train)} train record(s): log more than once"
+    first, last = train[0][key], train[-1][key]
+    assert last >= first + by, (
+        f"{key} went from {first:.4f} (step {train[0]['step']}) to {last:.4f} "
+        f"(step {train[-1]['step']}); expected a rise of at least {by}"
+    )
+
+
+def assert_above_chance(train: list[dict], key: str, *, chance: float, at_least: float):
+    """The last logged accuracy ``key`` is at least ``at_least`` (chance: ``chance``)."""
+    last = train[-1][key]
+    assert at_least > chance and last >= at_least, (
+        f"{key} = {last:.4f} at step {train[-1]['step']}: expected at least {at_least} "
+        f"(chance {chance:.4f})"
+    )
+
+
+def log_uniform(k: int) -> float:
+    """Cross-entropy of a uniform prediction over k classes: an untrained classifier's loss."""
+    return math.log(k)
+
+
+# ----------------------------------------------------------------------------- 8 == 1 device
+
+
+def one_step_on(config, devices):
+    from jssl import trainer
+
+    exp = trainer.Experiment(config, devices)
+    state = exp.init_state()
+    state, metrics = exp.train_step(state, exp.global_batch(0))
+    return jax.device_get((state.params, state.batch_stats, state.method_state, metrics))
+
+
+def assert_one_step_8_devices_equals_1(config, rtol=1e-4, atol=1e-4):
+    """One update on 1 and on 8 devices gives the same loss, params, BN stats, method state.
+
+    atol 1e-4: the smoke configs use AdamW, whose first update is about
+    lr * g / |g| (lr 2e-4 here), so a parameter with a near-zero gradient can
+    move by a visible fraction of an update when the two reductions sum in a
+    different order; a real sharding bug moves many parameters by whole updates.
+    """
+    one = one_step_on(config, jax.devices()[:1])
+    eight = one_step_on(config, jax.devices())
+    close = lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+    for a, b in zip(one[:3], eight[:3], strict=True):
+        jax.tree.map(close, a, b)
+    for k in one[3]:
+        close(one[3][k], eight[3][k])
+    return one[3]
