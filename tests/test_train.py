@@ -36,7 +36,10 @@ def test_one_step_8_devices_equals_1_device():
         results[name] = jax.device_get((state.params, state.batch_stats, metrics))
     (p1, b1, m1), (p8, b8, m8) = results["one"], results["eight"]
     np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5, atol=1e-5)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5), p1, p8)
+    # atol 1e-4 on the parameters: AdamW's first update is about lr * sign(g), so a weight with
+    # a near-zero gradient can move by a visible fraction of it when 1 and 8 devices sum in
+    # another order (seen on jax 0.12: 1 of 16,384 entries off by 1.3e-5; all others < 2e-8).
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4), p1, p8)
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5), b1, b8)
 
 
