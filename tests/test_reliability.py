@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jssl import checkpoint, trainer
-from tests.helpers import leaves_equal, smoke_args, tiny_config, tiny_flags
+from tests.helpers import TrainPy, leaves_equal, smoke_args, tiny_config, tiny_flags
 
 
 def restore_final(config, workdir):
@@ -182,8 +182,11 @@ _LIMIT_FILE_SIZE = (
 
 def test_failed_background_save_fails_the_run(train_py, tmp_path):
     workdir = tmp_path / "run"
-    # The program of the other 12-step runs (loaded from the compilation cache).
-    proc = train_py(
+    # The program of the other 12-step runs, read from the session's compilation cache; no
+    # write to it (min compile time 1e9 s): under the file size limit a write would leave
+    # a truncated entry that later runs of the program fail to read.
+    reads_cache = TrainPy({**train_py.env, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1e9"})
+    proc = reads_cache(
         *TINY_ARGS, f"--workdir={workdir}", wrapper=(sys.executable, "-c", _LIMIT_FILE_SIZE)
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
