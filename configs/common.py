@@ -67,6 +67,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.data.image_size = 0  # 0 = native size
     c.data.cache_dir = ""  # "" = ~/.cache/jssl or $JSSL_CACHE_DIR
     c.data.on_bad_image = "fail"  # fail | skip
+    # > 0: hold out this share of every class of the training set as a validation split
+    # (drawn from data.val_seed; training and the evaluators' fit use the rest).
+    c.data.val_fraction = 0.0
+    c.data.val_seed = 0
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "convnet"
@@ -103,6 +107,14 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.eval.untrained = True  # also evaluate the network at initialisation
     c.eval.max_train_examples = 0  # > 0 caps the train features used by kNN/probe
     c.eval.representation = "features"  # features (backbone h) | output (e.g. projection z)
+    # > 0: every that many steps, a cheap kNN on at most during_max_examples training and
+    # test examples (fixed subsets), logged as kind "eval_during"; the final evaluation is
+    # unchanged.
+    c.eval.every_steps = 0
+    c.eval.during_max_examples = 1000
+    # The split the evaluation scores: "test", or "val" (the split data.val_fraction carves
+    # from the training set: choose hyperparameters there, never on the test split).
+    c.eval.split = "test"
     return c
 
 

@@ -26,12 +26,24 @@ from jssl.methods import HostContext, RunInfo, get_method
 from jssl.train_step import TrainState, train_step
 
 # Data fields that decide whether two runs read the same examples.
-DATA_FIELDS = ("name", "path", "tfds_name", "train_split", "test_split", "image_size", "data_dir")
+DATA_FIELDS = (
+    "name",
+    "path",
+    "tfds_name",
+    "train_split",
+    "test_split",
+    "image_size",
+    "data_dir",
+    "val_fraction",
+    "val_seed",
+)
 
 
 def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
+    """The run's dataset; with ``config.data.val_fraction`` its training set is carved
+    (``jssl.data.carve_validation``) and ``config.eval.split`` says which split is scored."""
     d = config.data
-    return data.load_dataset(
+    dataset = data.load_dataset(
         d.name,
         path=d.path or None,
         image_size=d.image_size or None,
@@ -42,10 +54,17 @@ def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
         cache_dir=d.cache_dir or None,
         on_bad_image=d.on_bad_image,
     )
+    return data.carve_validation(
+        dataset,
+        d.get("val_fraction", 0.0),
+        seed=d.get("val_seed", 0),
+        split=config.eval.get("split", "test"),
+    )
 
 
 def same_data(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> bool:
-    return all(a.data.get(f) == b.data.get(f) for f in DATA_FIELDS)
+    split = lambda c: c.eval.get("split", "test")
+    return all(a.data.get(f) == b.data.get(f) for f in DATA_FIELDS) and split(a) == split(b)
 
 
 class Experiment:
@@ -112,6 +131,7 @@ class Experiment:
             donate_argnums=(0,),
         )
         self.host: Any = None  # the method's host object, once ``prepare_host`` ran
+        self._during: evaluation.DuringTraining | None = None  # built at its first use
 
     @property
     def total_steps(self) -> int:
@@ -232,6 +252,19 @@ class Experiment:
         if metrics is not None:
             results.update(metrics())
         return results
+
+    def evaluate_during(self, state: TrainState) -> dict[str, float]:
+        """The cheap kNN of ``config.eval.every_steps`` on its fixed subsets (state read only)."""
+        if self._during is None:
+            self._during = evaluation.DuringTraining.build(
+                self.config,
+                self.predict,
+                self.train,
+                self.dataset.test,
+                num_classes=self.dataset.num_classes,
+                evaluators=self.method.evaluators,
+            )
+        return self._during(state)
 
 
 def transplant(tree: dict, parts: dict, source: str) -> dict:

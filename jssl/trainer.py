@@ -330,6 +330,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
 
     config = exp.config
     host_update = getattr(exp.host, "update", None)
+    eval_every = config.eval.get("every_steps", 0)  # evaluation during training; 0: none
     history: list[dict[str, jax.Array]] = []
     bar = tqdm(
         total=exp.total_steps,
@@ -375,6 +376,8 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 bar.set_postfix(
                     loss=f"{logged['loss']:.4f}", img_s=f"{logged['images_per_sec']:.0f}"
                 )
+            if eval_every and done % eval_every == 0:  # reads the state only
+                writer.write(done, exp.evaluate_during(state), kind=evaluation.during.KIND)
             if save_due:
                 ckpt.save(state)
             if stop:

@@ -50,6 +50,7 @@ MAX_SEED = 2**63 - 1
 OPTIMIZERS = ("sgd", "lars", "adamw", "dino_adamw")
 DTYPES = ("float32", "bfloat16", "float16")
 BAD_IMAGE_MODES = ("fail", "skip")
+EVAL_SPLITS = ("test", "val")
 
 
 class ConfigError(UserError):
@@ -279,6 +280,13 @@ BASE_FIELDS: dict[str, Check] = {
 
 # Checked wherever the config has them (a method's own block, DINO's augment fields, ...).
 OPTIONAL_FIELDS: dict[str, Check] = {
+    # evaluation during training and the validation split (optional: runs saved before
+    # these fields existed still reopen)
+    "eval.every_steps": integer(0, MAX_STEPS),
+    "eval.during_max_examples": integer(1),
+    "eval.split": one_of(EVAL_SPLITS, "eval.split"),
+    "data.val_fraction": real(0.0, 1.0, hi_open=True),
+    "data.val_seed": integer(0, MAX_SEED),
     "optim.weight_decay_end": NON_NEGATIVE,
     # the SimCLR augmentation policy (simclr, sela, scan, selflabel, equivariance)
     "augment.crop_size": SIZE,
@@ -728,6 +736,11 @@ def _combination_problems(config, ok: dict, method: str | None, prefix: str) -> 
         out.append(
             f"{prefix}num_epochs={show(ok['num_epochs'])}: must be > 0 (or set "
             "--config.num_steps=N > 0)"
+        )
+    if ok.get("eval.split") == "val" and _get(config, "data.val_fraction") in (0, _MISSING):
+        out.append(
+            f"{prefix}eval.split='val': there is no validation split; set "
+            "--config.data.val_fraction (e.g. 0.1) to carve one from the training set"
         )
     k, cap = ok.get("eval.knn_k"), ok.get("eval.max_train_examples")
     if k is not None and cap and k > cap:

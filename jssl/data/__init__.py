@@ -18,6 +18,7 @@ from jssl.data.core import DataError, Dataset, ImageSource, Split, Subset, take_
 from jssl.data.image_folder import default_cache_dir, load_image_folder
 from jssl.data.sources import SOURCES, load_dataset, load_digits
 from jssl.data.tfds_source import load_tfds
+from jssl.data.validation_split import carve_validation, stratified_split
 
 __all__ = [
     "SOURCES",
@@ -27,6 +28,7 @@ __all__ = [
     "Split",
     "Subset",
     "batch_indices",
+    "carve_validation",
     "default_cache_dir",
     "epoch_permutation",
     "host_batch_indices",
@@ -35,5 +37,6 @@ __all__ = [
     "load_image_folder",
     "load_tfds",
     "steps_per_epoch",
+    "stratified_split",
     "take_subset",
 ]

@@ -8,6 +8,7 @@ from jssl.evaluation.clustering import (
     kmeans,
     nmi,
 )
+from jssl.evaluation.during import DuringTraining
 from jssl.evaluation.evaluate import evaluate_features
 from jssl.evaluation.evaluators import (
     DEFAULT_EVALUATORS,
@@ -30,6 +31,7 @@ from jssl.evaluation.predict import Predictor, model_variables
 
 __all__ = [
     "DEFAULT_EVALUATORS",
+    "DuringTraining",
     "EVALUATORS",
     "EvalContext",
     "Metric",

@@ -1,0 +1,79 @@
+"""Evaluation during training (config.eval.every_steps): logged every N steps, the training
+trajectory and the final evaluation unchanged, the history kept exactly across a resume."""
+
+import glob
+import os
+import re
+
+import numpy as np
+import pytest
+
+from jssl import trainer
+from jssl.validation import ConfigError, validate_config
+from tests.helpers import leaves_equal, records, tiny_config
+
+KIND = "eval_during"
+RUN = {
+    "num_steps": 6,
+    "log_every": 2,
+    "checkpoint_every": 2,
+    "keep_checkpoints": 4,
+    "eval.during_max_examples": 128,
+}
+
+
+def test_eval_during_leaves_training_bit_identical_and_survives_resume(tmp_path):
+    plain = trainer.train_and_evaluate(
+        tiny_config("simclr", **RUN), str(tmp_path / "plain"), show_progress=False
+    )
+    assert records(tmp_path / "plain", KIND) == []  # 0 = off, the default
+
+    config = tiny_config("simclr", **RUN, **{"eval.every_steps": 2})
+    workdir = str(tmp_path / "during")
+    interrupted = trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=3)
+    assert interrupted["eval"] is None
+    assert [r["step"] for r in records(workdir, KIND)] == [2]
+    resumed = trainer.train_and_evaluate(config, workdir, show_progress=False)
+
+    # Same parameters, batch statistics, optimiser and method state, bit for bit.
+    leaves_equal(plain["state"], resumed["state"])
+    # The final evaluation is unchanged.
+    for key, value in plain["eval"].items():
+        if key != "eval_seconds":
+            assert resumed["eval"][key] == value, key
+    # The history: every multiple of 2 once, no point lost or repeated by the resume.
+    during = records(workdir, KIND)
+    assert [r["step"] for r in during] == [2, 4, 6]
+    for r in during:
+        assert set(r) == {"step", "kind", "knn_top1"}
+        assert 0.0 <= r["knn_top1"] <= 1.0
+    # A kNN on a trained network is above chance (10 classes) on the fixed subset.
+    assert during[-1]["knn_top1"] > 0.2, during
+    # TensorBoard got the same scalars.
+    events = glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+    assert any(b"eval_during/knn_top1" in open(p, "rb").read() for p in events)
+
+
+def test_eval_during_scores_a_fixed_subset(tmp_path):
+    """The subsets are drawn once from the seed: the same state scores the same twice, and
+    the subsets have at most during_max_examples examples."""
+    config = tiny_config("simclr", **{"eval.during_max_examples": 64})
+    exp = trainer.Experiment(config)
+    state = exp.init_state()
+    first = exp.evaluate_during(state)
+    again = trainer.Experiment(config).evaluate_during(state)
+    assert first == again
+    assert len(exp._during.train) == len(exp._during.test) == 64
+    assert not np.array_equal(exp._during.train.labels[:64], exp._during.test.labels[:64])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"eval.every_steps": -1}, "eval.every_steps=-1: must be an integer in [0, "),
+        ({"eval.during_max_examples": 0}, "eval.during_max_examples=0: must be an integer >= 1"),
+    ],
+)
+def test_bad_eval_during_fields_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(tiny_config("simclr", **overrides))
