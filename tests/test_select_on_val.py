@@ -1,0 +1,47 @@
+"""benchmarks/select_on_val.py: a hyperparameter chosen on the validation split over seeds,
+then scored once on the test split (a tiny SCAN sweep of the neighbour count)."""
+
+import json
+import os
+
+from benchmarks import select_on_val
+from tests.helpers import tiny_flags
+
+FLAGS = [*tiny_flags(), "--config.eval.untrained=False"]
+
+
+def test_choice_and_table():
+    by_value = {
+        "5": select_on_val.summary({0: 0.5, 1: 0.7}),
+        "20": select_on_val.summary({0: 0.8, 1: 0.6}),
+    }
+    assert by_value["5"]["mean"] == 0.6 and abs(by_value["5"]["std"] - 0.1414) < 1e-3
+    assert select_on_val.choose(by_value) == "20"
+    text = select_on_val.table("scan.num_neighbors", "head_acc", by_value, "20")
+    assert "| 20 (chosen) | 0.700 ± 0.141 | 0.800, 0.600 |" in text
+
+
+def test_tiny_scan_sweep_on_the_validation_split(tmp_path, capsys):
+    args = [f"--root={tmp_path}", "--config=configs/scan.py:digits,smoke"]
+    args += ["--values=2,3", "--seeds=0", "--pretext=configs/simclr.py:digits,smoke", "--test"]
+    args += [f"--set={f}" for f in FLAGS] + [f"--pretext_set={f}" for f in FLAGS]
+    out = select_on_val.main(args)
+    assert set(out["validation"]) == {"2", "3"} and out["chosen"] in ("2", "3")
+    for value in ("2", "3"):  # scored on the carved validation split
+        workdir = tmp_path / "val" / f"scan.num_neighbors={value}_seed0"
+        with open(workdir / "config.json") as f:
+            config = json.load(f)
+        assert config["eval"]["split"] == "val" and config["data"]["val_fraction"] == 0.1
+        assert config["scan"]["num_neighbors"] == int(value)
+        assert config["init_from"]["workdir"] == str(tmp_path / "val" / "pretext_seed0")
+        score = out["validation"][value]["seeds"]["0"]
+        assert 0.0 <= score <= 1.0
+    test_run = tmp_path / "test" / f"scan.num_neighbors={out['chosen']}_seed0"
+    with open(test_run / "config.json") as f:
+        config = json.load(f)
+    assert config["eval"]["split"] == "test" and config["data"]["val_fraction"] == 0.0
+    assert os.path.exists(tmp_path / "selection.json")
+    printed = capsys.readouterr().out
+    assert f"scan.num_neighbors={out['chosen']} (chosen on validation)" in printed
+    # A second call reads the finished runs instead of training again.
+    assert select_on_val.main(args) == out
