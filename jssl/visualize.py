@@ -12,7 +12,8 @@ over the patches in the last block
 ``reconstructions`` draws a decoder method's rows: for vae, test images, their
 reconstructions and samples from the prior; for autoencoder, images and
 reconstructions; for denoising / inpainting / colorization, the corrupted
-input, the output and the original.
+input, the output and the original; for mae, the image, its visible patches, the
+prediction and the prediction pasted among the visible patches.
 """
 
 from __future__ import annotations
@@ -39,14 +40,6 @@ __all__ = [
     "save_attention_png",
     "save_reconstructions_png",
 ]
-
-# Anchors of a dark-blue -> red -> yellow ramp (close to matplotlib's "inferno").
-_RAMP = np.array(
-    [[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
-     [250, 193, 39], [252, 255, 164]],
-    np.float32,
-)  # fmt: skip
-
 
 def load_run(workdir: str):
     """(experiment, state) of ``workdir``'s latest checkpoint, from its saved config.json."""
@@ -100,25 +93,18 @@ def attention_maps(exp, state, images: np.ndarray, *, network: str = "teacher") 
     return np.asarray(run(variables, jnp.asarray(images)))
 
 
-def _colorize(m: np.ndarray) -> np.ndarray:
-    """[h, w] -> uint8 [h, w, 3] through the ramp, after min-max scaling to [0, 1]."""
-    lo, hi = float(m.min()), float(m.max())
-    t = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-    pos = t * (len(_RAMP) - 1)
-    i = np.clip(np.floor(pos).astype(int), 0, len(_RAMP) - 2)
-    f = (pos - i)[..., None]
-    return np.rint((1 - f) * _RAMP[i] + f * _RAMP[i + 1]).astype(np.uint8)
-
-
 def attention_grid(
     images: np.ndarray, maps: np.ndarray, *, cell: int = 96, gap: int = 2
 ) -> np.ndarray:
     """Row n: image n, then its maps. images uint8 [N, H, W, C]; maps [N, heads, gh, gw].
 
     Returns uint8 [N * (cell + gap) + gap, (1 + heads) * (cell + gap) + gap, 3];
-    maps are upsampled with nearest neighbours so each patch stays a square.
+    maps are upsampled with nearest neighbours so each patch stays a square, and coloured
+    with matplotlib's "inferno" colormap after min-max scaling per map.
     """
     from PIL import Image
+
+    from jssl import plotting
 
     n, heads = maps.shape[:2]
     canvas = np.full((n * (cell + gap) + gap, (1 + heads) * (cell + gap) + gap, 3), 255, np.uint8)
@@ -132,7 +118,7 @@ def attention_grid(
         img = images[r]
         put(r, 0, np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img)
         for h in range(heads):
-            put(r, 1 + h, _colorize(maps[r, h]))
+            put(r, 1 + h, plotting.colorize(maps[r, h]))
     return canvas
 
 
@@ -192,9 +178,13 @@ def picture_rows(exp, state, *, num: int = 10, seed: int = 0) -> list[np.ndarray
         views = exp.method.make_views(key, {"image": jnp.asarray(images)}, config)
         corrupted = views[0]
         return [corrupted, model.apply(variables, corrupted, train=False)[0], views[1]]
+    if method == "mae":
+        from jssl.methods.mae import reconstruction_rows
+
+        return reconstruction_rows(model, variables, x, key, config)
     raise UserError(
         f"No picture for method {method!r}; supported: vae, autoencoder, colorization, "
-        "denoising, inpainting."
+        "denoising, inpainting, mae."
     )
 
 
@@ -238,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "reconstructions",
         parents=[common],
         help="inputs, outputs (and prior samples) of a decoder method: vae, autoencoder, "
-        "denoising, inpainting, colorization",
+        "denoising, inpainting, colorization, mae",
     )
     for p, default in ((att, "attention.png"), (rec, "reconstructions.png")):
         p.add_argument("--workdir", required=True, help="run folder (config.json, checkpoints/)")

@@ -9,6 +9,7 @@ from jssl.methods.context import CONTEXT
 from jssl.methods.dino import DINO
 from jssl.methods.equivariance import EQUIVARIANCE
 from jssl.methods.jigsaw import JIGSAW
+from jssl.methods.mae import MAE
 from jssl.methods.mocov2 import MOCOV2
 from jssl.methods.mocov3 import MOCOV3
 from jssl.methods.nnclr import NNCLR
@@ -46,6 +47,7 @@ METHODS: dict[str, Method] = {
     "simsiam": SIMSIAM,
     "barlow_twins": BARLOW_TWINS,
     "vicreg": VICREG,
+    "mae": MAE,
 }
 
 

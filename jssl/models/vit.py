@@ -88,6 +88,33 @@ def interpolate_pos_embed(pos_embed: jnp.ndarray, grid: tuple[int, int]) -> jnp.
     return resized.reshape(1, grid[0] * grid[1], d)
 
 
+def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> jnp.ndarray:
+    """Fixed 2-D sine-cosine position embeddings [1, gh*gw, dim] (MAE's get_2d_sincos_pos_embed).
+
+    The first dim/2 channels encode the column, the last dim/2 the row, each as
+    [sin(pos * w_k), cos(pos * w_k)] with w_k = 10000^(-k / (dim/4)), k < dim/4;
+    patches in row-major order. No parameters: MAE keeps them frozen.
+    """
+    if dim % 4:
+        raise ValueError(f"sine-cosine position embeddings need a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (jnp.arange(dim // 4, dtype=jnp.float32) / (dim / 4))
+
+    def one_axis(pos):  # [n] -> [n, dim / 2]
+        out = pos[:, None] * omega[None]
+        return jnp.concatenate([jnp.sin(out), jnp.cos(out)], axis=1)
+
+    rows, cols = jnp.meshgrid(
+        jnp.arange(grid[0], dtype=jnp.float32),
+        jnp.arange(grid[1], dtype=jnp.float32),
+        indexing="ij",
+    )
+    emb = jnp.concatenate([one_axis(cols.reshape(-1)), one_axis(rows.reshape(-1))], axis=1)
+    return emb[None]
+
+
+POS_EMBEDDINGS = ("learned", "sincos")
+
+
 class ViT(nn.Module):
     """Vision Transformer backbone without classifier.
 
@@ -101,12 +128,25 @@ class ViT(nn.Module):
         ((image_size // patch_size)**2 patch positions + 1 for [CLS]); other input
         sizes get them interpolated, so the same params serve 224 and 96 crops.
       return_attention: also return the last block's attention (overridable per call).
+      pos_embedding: "learned" (DINO: a parameter, interpolated to other grids) or
+        "sincos" (MAE: fixed 2-D sine-cosine embeddings of the input's grid, no parameter;
+        the [CLS] token gets none).
+      mask_token: create a learned ``mask_token`` [1, 1, D] (zeros at init) that replaces
+        the patch embeddings where the call's ``mask`` is set (DINOv2's masked student).
+        Off, the parameter tree has no such entry.
       dtype: compute dtype; parameters are always float32.
 
     Call: ``x [B, H, W, C]`` float, ``train`` (unused: no dropout), optional
     ``return_attention`` -> ``(features [B, D] float32 = final-LN [CLS] output, aux)``
     with aux ``"cls"`` [B, D], ``"feature_map"`` [B, H/p, W/p, D] (final-LN patch tokens) and,
     when asked, ``"attention"`` [B, heads, T, T] with T = 1 + (H/p)(W/p), all float32.
+
+    Optional ``mask`` bool [B, L] (L = (H/p)(W/p), row-major patches): those patch
+    embeddings become the mask token before the position embeddings are added (needs
+    ``mask_token=True``). Optional ``keep`` int [B, K]: only these patch tokens (after
+    their position embeddings) go through the blocks with [CLS] (MAE's encoder on the
+    visible patches); aux then has ``"patch_tokens"`` [B, K, D] in place of
+    ``"feature_map"``, and T = 1 + K.
     """
 
     patch_size: int = 16
@@ -116,6 +156,8 @@ class ViT(nn.Module):
     mlp_dim: int = 1536
     image_size: int = 224
     return_attention: bool = False
+    pos_embedding: str = "learned"
+    mask_token: bool = False
     dtype: Dtype = jnp.float32
 
     @property
@@ -125,7 +167,13 @@ class ViT(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jnp.ndarray, *, train: bool, return_attention: bool | None = None
+        self,
+        x: jnp.ndarray,
+        *,
+        train: bool,
+        return_attention: bool | None = None,
+        mask: jnp.ndarray | None = None,
+        keep: jnp.ndarray | None = None,
     ) -> tuple[jnp.ndarray, dict]:
         del train  # No dropout / stochastic depth; kept for the shared backbone signature.
         if x.ndim != 4:
@@ -146,14 +194,36 @@ class ViT(nn.Module):
         )(x.astype(self.dtype))
         b, gh, gw, d = x.shape
         x = x.reshape(b, gh * gw, d)
+        if self.mask_token:
+            token = self.param("mask_token", nn.initializers.zeros, (1, 1, d), jnp.float32)
+        if mask is not None:
+            if not self.mask_token:
+                raise ValueError("a ViT called with a mask needs mask_token=True.")
+            if mask.shape != (b, gh * gw):
+                raise ValueError(f"mask must be [B, L] = {(b, gh * gw)}, got {mask.shape}.")
+            x = jnp.where(mask[..., None], token.astype(self.dtype), x)
 
-        g0 = self.image_size // p
         cls_token = self.param("cls_token", _embed_init, (1, 1, d), jnp.float32)
-        pos_embed = self.param("pos_embed", _embed_init, (1, 1 + g0 * g0, d), jnp.float32)
-        patch_pos = interpolate_pos_embed(pos_embed[:, 1:], (gh, gw))
-        pos = jnp.concatenate([pos_embed[:, :1], patch_pos], axis=1).astype(self.dtype)
+        if self.pos_embedding == "learned":
+            g0 = self.image_size // p
+            pos_embed = self.param("pos_embed", _embed_init, (1, 1 + g0 * g0, d), jnp.float32)
+            patch_pos = interpolate_pos_embed(pos_embed[:, 1:], (gh, gw)).astype(self.dtype)
+            cls_pos = pos_embed[:, :1].astype(self.dtype)
+        elif self.pos_embedding == "sincos":
+            patch_pos = sincos_pos_embed(d, (gh, gw)).astype(self.dtype)
+            cls_pos = jnp.zeros((1, 1, d), self.dtype)
+        else:
+            raise ValueError(
+                f"Unknown pos_embedding {self.pos_embedding!r}; valid: {', '.join(POS_EMBEDDINGS)}."
+            )
         cls = jnp.broadcast_to(cls_token.astype(self.dtype), (b, 1, d))
-        x = jnp.concatenate([cls, x], axis=1) + pos
+        if keep is None:
+            pos = jnp.concatenate([cls_pos, patch_pos], axis=1)
+            x = jnp.concatenate([cls, x], axis=1) + pos
+        else:
+            x = x + patch_pos
+            x = jnp.take_along_axis(x, keep[..., None].astype(jnp.int32), axis=1)
+            x = jnp.concatenate([cls + cls_pos, x], axis=1)
 
         attention = None
         for i in range(self.depth):
@@ -163,7 +233,10 @@ class ViT(nn.Module):
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32, name="norm")(x)
         x = x.astype(jnp.float32)
         features = x[:, 0]
-        aux = {"cls": features, "feature_map": x[:, 1:].reshape(b, gh, gw, d)}
+        if keep is None:
+            aux = {"cls": features, "feature_map": x[:, 1:].reshape(b, gh, gw, d)}
+        else:
+            aux = {"cls": features, "patch_tokens": x[:, 1:]}
         if return_attention:
             aux["attention"] = attention
         return features, aux
