@@ -58,8 +58,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.stages = ml_collections.ConfigDict()  # name -> the config of an earlier stage
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # digits | image_folder | tfds
-    c.data.path = ""  # image_folder root with train/ and test/
+    c.data.name = "digits"  # digits | image_folder | tfds (in memory) | arrayrecord (streamed)
+    c.data.path = ""  # image_folder root with train/ and test/; arrayrecord: prepared folder
     c.data.tfds_name = ""
     c.data.data_dir = ""  # tfds data_dir ("" = tfds default)
     c.data.train_split = "train"
@@ -67,6 +67,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.data.image_size = 0  # 0 = native size
     c.data.cache_dir = ""  # "" = ~/.cache/jssl or $JSSL_CACHE_DIR
     c.data.on_bad_image = "fail"  # fail | skip
+    # Streamed sources (arrayrecord): decoding threads, batches decoded ahead, and grain
+    # worker processes (0 = threads in the training process).
+    c.data.num_threads = 8
+    c.data.prefetch = 2
+    c.data.num_workers = 0
     # > 0: hold out this share of every class of the training set as a validation split
     # (drawn from data.val_seed; training and the evaluators' fit use the rest).
     c.data.val_fraction = 0.0

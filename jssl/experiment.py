@@ -216,19 +216,34 @@ class Experiment:
 
         This process reads only its own slice of the batch from the source.
         """
-        idx = data.host_batch_indices(
-            len(self.train),
+        return next(self.batches(step, step + 1))
+
+    def batches(self, start: int, stop: int | None = None):
+        """The global batches of steps ``start .. stop - 1`` (default: to the end of the run).
+
+        Streamed sources are decoded ahead by grain threads (``config.data.num_threads``,
+        ``prefetch``, ``num_workers``); the method's ``batch_extras`` are added here, on the
+        calling thread, after the host updates of the steps before.
+        """
+        d = self.config.data
+        stream = data.host_batches(
+            self.train,
             self.config.batch_size,
             seed=self.config.seed,
-            step=step,
+            start=start,
+            stop=self.total_steps if stop is None else stop,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            num_threads=d.get("num_threads", 8),
+            prefetch=d.get("prefetch", 2),
+            num_workers=d.get("num_workers", 0),
         )
-        batch = {"image": self.train.get(idx), "index": idx.astype(np.int32)}
         extras = getattr(self.host, "batch_extras", None)
-        if extras is not None:
-            batch.update(extras(idx, step))
-        return sharding.put_global_batch(batch, self.mesh)
+        for step, idx, images in stream:
+            batch = {"image": images, "index": idx.astype(np.int32)}
+            if extras is not None:
+                batch.update(extras(idx, step))
+            yield sharding.put_global_batch(batch, self.mesh)
 
     def evaluate(self, state: TrainState) -> dict[str, evaluation.Metric]:
         """The method's evaluators (and its host object's metrics) on the frozen network.

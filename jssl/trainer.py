@@ -348,8 +348,8 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     unchecked: list[tuple[int, dict[str, jax.Array]]] = []
     skipped = int(jax.device_get(state.nonfinite_steps))
     with _Preemption() as preemption:
-        for step in range(start, exp.total_steps):
-            state, metrics = exp.train_step(state, exp.global_batch(step))
+        for step, batch in zip(range(start, exp.total_steps), exp.batches(start), strict=False):
+            state, metrics = exp.train_step(state, batch)
             if host_update is not None:
                 state = host_update(state, step + 1)
             history.append(metrics)

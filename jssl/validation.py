@@ -253,6 +253,9 @@ BASE_FIELDS: dict[str, Check] = {
     "data.image_size": integer(0, MAX_SIDE),
     "data.cache_dir": string,
     "data.on_bad_image": one_of(BAD_IMAGE_MODES, "data.on_bad_image mode"),
+    "data.num_threads": integer(1, 1024),
+    "data.prefetch": integer(1, 1024),
+    "data.num_workers": integer(0, 1024),
     "model.name": _registry("model", "model"),
     "model.dtype": one_of(DTYPES, "dtype"),
     "model.kwargs": lambda v: (
@@ -621,6 +624,11 @@ def _data_source_problems(config, prefix: str) -> list[str]:
             f"{prefix}data.path='': the image_folder source needs --config.data.path=DIR "
             "(DIR/train/<class>/*, DIR/test/<class>/*)"
         )
+    if name == "arrayrecord" and _get(config, "data.path") in ("", _MISSING):
+        out.append(
+            f"{prefix}data.path='': the arrayrecord source needs --config.data.path=OUT, a "
+            "folder made by python -m jssl.data.prepare --source=DIR --out=OUT"
+        )
     if name == "tfds" and _get(config, "data.tfds_name") in ("", _MISSING):
         out.append(
             f"{prefix}data.tfds_name='': the tfds source needs a dataset name, e.g. "
@@ -953,11 +961,22 @@ def _init_from_problems(config, prefix: str) -> list[str]:
 
 
 def _data_path_problems(config, prefix: str) -> list[str]:
-    if _get(config, "data.name") != "image_folder":
+    name = _get(config, "data.name")
+    if name not in ("image_folder", "arrayrecord"):
         return []
     path = _get(config, "data.path")
     if not isinstance(path, str) or not path:
         return []  # reported by config_problems
+    if name == "arrayrecord":
+        from jssl.data.arrayrecord import META
+
+        if not os.path.exists(os.path.join(os.path.expanduser(path), META)):
+            return [
+                f"{prefix}data.path={path!r}: holds no finished prepared data (no {META}); make "
+                f"it (or finish it: it resumes) with python -m jssl.data.prepare --source=DIR "
+                f"--out={path}"
+            ]
+        return []
     if not os.path.isdir(os.path.expanduser(path)):
         return [
             f"{prefix}data.path={path!r}: image folder {path} does not exist or is not a "

@@ -211,3 +211,22 @@ def assert_one_step_8_devices_equals_1(config, rtol=1e-4, atol=1e-4):
     for k in one[3]:
         close(one[3][k], eight[3][k])
     return one[3]
+
+
+def write_image_folder(
+    root, n_train: int, n_test: int, *, classes=("dark", "light"), size=(32, 32), fmt="jpg"
+):
+    """A real image folder ``root/{train,test}/<class>/<i>.<fmt>`` of seeded random images,
+    class c brighter than class c - 1 (so a network can tell them apart); returns ``root``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    step = 255 // (2 * len(classes))
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            c = i % len(classes)
+            folder = root / split / classes[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 128, (*size, 3)) + step * c
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:04d}.{fmt}")
+    return root

@@ -60,11 +60,11 @@ def test_digits_resize():
 
 
 def test_unknown_source_and_bad_option():
-    with pytest.raises(DataError, match="known sources.*digits.*image_folder.*tfds"):
+    with pytest.raises(DataError, match="known sources.*arrayrecord.*digits.*image_folder.*tfds"):
         load_dataset("cifar100")
     with pytest.raises(DataError, match="on_bad_image"):
         load_dataset("digits", on_bad_image="ignore")
-    assert set(SOURCES) == {"digits", "image_folder", "tfds"}
+    assert set(SOURCES) == {"digits", "image_folder", "tfds", "arrayrecord"}
 
 
 # ----------------------------------------------------------------------- image folder

@@ -12,6 +12,7 @@ from jssl.data.batching import (
     batch_indices,
     epoch_permutation,
     host_batch_indices,
+    host_batches,
     steps_per_epoch,
 )
 from jssl.data.core import DataError, Dataset, ImageSource, Split, Subset, take_subset
@@ -32,6 +33,7 @@ __all__ = [
     "default_cache_dir",
     "epoch_permutation",
     "host_batch_indices",
+    "host_batches",
     "load_dataset",
     "load_digits",
     "load_image_folder",

@@ -76,7 +76,7 @@ def _bad_image(path: str, err: Exception) -> DataError:
     )
 
 
-def _list_split(root: Path, split: str) -> tuple[list[str], list[str], list[int], list[str]]:
+def list_split(root: Path, split: str) -> tuple[list[str], list[str], list[int], list[str]]:
     """Class names, file paths, labels and cache-key lines of one split.
 
     Sorted; hidden entries (names starting with '.') are ignored. A key line holds a
@@ -200,8 +200,8 @@ def load_image_folder(
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a directory; {_LAYOUT}")
-    train_classes, train_files, train_labels, train_keys = _list_split(root, "train")
-    test_classes, test_files, test_labels, test_keys = _list_split(root, "test")
+    train_classes, train_files, train_labels, train_keys = list_split(root, "train")
+    test_classes, test_files, test_labels, test_keys = list_split(root, "test")
     if test_classes != train_classes:
         missing = sorted(set(train_classes) - set(test_classes))
         extra = sorted(set(test_classes) - set(train_classes))

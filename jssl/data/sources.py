@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from jssl.data.arrayrecord import load_arrayrecord
 from jssl.data.core import DataError, Dataset, Split, as_hw, resize_array
 from jssl.data.image_folder import load_image_folder
 from jssl.data.tfds_source import load_tfds
@@ -66,12 +67,25 @@ def _tfds(
     )
 
 
+def _arrayrecord(
+    *, path: Any, image_size: Any, train_split: str, test_split: str, num_threads: int, **_: Any
+) -> Dataset:
+    return load_arrayrecord(
+        path,
+        image_size=image_size,
+        train_split=train_split,
+        test_split=test_split,
+        num_threads=num_threads,
+    )
+
+
 # name -> loader(**options) -> Dataset. Loaders take every load_dataset option by
 # keyword and ignore the ones that do not apply to them.
 SOURCES: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "image_folder": _image_folder,
     "tfds": _tfds,
+    "arrayrecord": _arrayrecord,
 }
 
 
@@ -87,12 +101,15 @@ def load_dataset(
     cache_dir: str | os.PathLike | None = None,
     on_bad_image: str = "fail",
     seed: int = 0,
+    num_threads: int = 8,
 ) -> Dataset:
-    """Loads a labelled train/test dataset into memory as uint8 arrays.
+    """Loads a labelled train/test dataset: into memory as uint8 arrays, or streamed.
 
     Args:
-      name: a key of SOURCES: "digits", "image_folder" or "tfds".
-      path: image_folder root holding train/<class>/* and test/<class>/*.
+      name: a key of SOURCES: "digits", "image_folder", "tfds" (all in memory) or
+        "arrayrecord" (streamed from the shards of ``python -m jssl.data.prepare``).
+      path: image_folder root holding train/<class>/* and test/<class>/*; for
+        "arrayrecord" the prepared folder.
       image_size: int or (height, width); images are resized (bilinear) to it.
       tfds_name: tfds dataset name, e.g. "cifar10" (source "tfds").
       train_split, test_split: tfds split names (source "tfds").
@@ -102,6 +119,7 @@ def load_dataset(
       on_bad_image: "fail" (raise DataError naming the file) or "skip" (skip and log
         the count).
       seed: digits train/test split seed (0 is the reference split).
+      num_threads: decoding threads of a streamed source's ``get``.
 
     Raises:
       DataError: for any problem with the data or these options.
@@ -120,4 +138,5 @@ def load_dataset(
         cache_dir=cache_dir,
         on_bad_image=on_bad_image,
         seed=seed,
+        num_threads=num_threads,
     )
