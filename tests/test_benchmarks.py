@@ -203,17 +203,30 @@ def test_render_results(tmp_path, capsys):
     assert rows[1].startswith("| jssl | simclr | 2 ") and "45.0%" in rows[1]
     assert rows[2].startswith("| PyTorch | simclr | 2 ") and "42.0%" in rows[2]
     assert "1.0 → 2.0" in rows[1] and "`python benchmarks/budget.py --framework torch" in rows[2]
-    root = ET.fromstring(svg_path.read_text())  # well-formed XML
-    ns = "{http://www.w3.org/2000/svg}"
-    assert root.tag == f"{ns}svg"
-    polylines = root.findall(f"{ns}polyline")
-    assert len(polylines) == 2 and all(len(p.get("points").split()) == 3 for p in polylines)
-    assert len(root.findall(f"{ns}rect")) == 1 + 2 + 2  # background, final figures, legend
+    root = ET.fromstring(svg_path.read_text())  # matplotlib's SVG, well-formed XML
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    # The figure: a 3-point curve per run (in %), a square at each final figure, a legend
+    # entry per run naming its final figure.
+    ax = render_results.plot(render_results.load_runs(str(tmp_path))).axes[0]
+    curves = sorted(tuple(line.get_ydata()) for line in ax.lines if len(line.get_xdata()) == 3)
+    np.testing.assert_allclose(curves, [[30.0, 38.0, 42.0], [30.0, 40.0, 45.0]])
+    squares = [line for line in ax.lines if line.get_marker() == "s" and len(line.get_xdata())]
+    assert sorted(float(line.get_ydata()[0]) for line in squares) == [42.0, 45.0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(legend) == 2 and any("final 45.0% at 2.0 min" in t for t in legend)
+    png = tmp_path / "plot.png"  # a PNG by the extension
+    render_results.main([f"--results={tmp_path}", f"--svg={png}"])
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG"
     # A result written before budget.py kept a curve is one point at its final time.
     old = {"framework": "jax", "minutes_budget": 20.0, "knn_top1": 0.45}
     assert render_results.curve(old) == [] and render_results.final_point(old) == (20.0, 45.0)
     assert render_results.framework(old) == "jssl"
-    assert "<polyline" not in render_results.svg([old]) and "20 min" in render_results.svg([old])
+    ax = render_results.plot([old]).axes[0]
+    assert [len(line.get_xdata()) for line in ax.lines] == [1, 0]  # its square, its legend
+    assert "20 min" in ax.get_legend().get_texts()[0].get_text()
     # A clustering method's own head is shown beside k-means, and the k-means floor below.
     floor = {"acc": 0.205, "nmi": 0.084, "ari": 0.043}
     _budget_json(

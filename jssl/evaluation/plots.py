@@ -1,11 +1,6 @@
-"""Clustering diagnostics: cluster-size histograms and a matched confusion-matrix PNG (Pillow).
-
-Pillow is already a dependency; matplotlib is not, so the PNG is drawn by hand.
-"""
+"""Clustering diagnostics: cluster-size histograms and a matched confusion-matrix PNG."""
 
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
@@ -96,13 +91,13 @@ def save_confusion_matrix(
     num_clusters: int,
     class_names: tuple[str, ...] | None = None,
     title: str = "",
-    cell: int = 0,
 ) -> np.ndarray:
-    """Writes the Hungarian-matched confusion matrix as a PNG (Pillow) and returns it.
+    """Writes the Hungarian-matched confusion matrix as a PNG (matplotlib) and returns it.
 
     Rows are true classes, columns clusters (matched cluster of class c in
-    column c, then unmatched clusters); each cell's shade is its share of the
-    row, and counts are printed when the cells are large enough.
+    column c, then unmatched clusters, labelled with their cluster ids); each
+    cell's shade is its share of the row, and counts are printed when the matrix
+    is small enough to read them.
 
     Args:
       path: output .png file (its folder is created).
@@ -111,46 +106,19 @@ def save_confusion_matrix(
       num_classes: C.
       num_clusters: K.
       class_names: optional C row labels.
-      title: optional caption drawn above the matrix.
-      cell: cell size in pixels; 0 picks one from the matrix size.
+      title: optional caption above the matrix.
 
     Returns:
       The [C, K] matrix that was drawn.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from jssl import plotting  # matplotlib: loaded when a picture is drawn
 
     matrix, order = matched_confusion_matrix(
         y_true, y_pred, num_classes=num_classes, num_clusters=num_clusters
     )
-    c, k = matrix.shape
-    cell = cell or int(np.clip(600 // max(c, k), 4, 40))
-    font = ImageFont.load_default()
-    names = [str(n) for n in (class_names or range(c))]
-    show_text = cell >= 24
-    label_w = (max(len(n) for n in names) * 7 + 10) if show_text else 10
-    top = 24 + (16 if title else 0) if show_text else 10
-    width, height = label_w + k * cell + 10, top + c * cell + 10
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    if title and show_text:
-        draw.text((4, 2), title, fill="black", font=font)
-    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    for i in range(c):
-        y = top + i * cell
-        if show_text:
-            draw.text((4, y + cell // 2 - 6), names[i], fill="black", font=font)
-        for j in range(k):
-            x = label_w + j * cell
-            shade = int(255 * (1.0 - shares[i, j]))
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(shade, shade, 255))
-            if show_text and matrix[i, j]:
-                colour = "white" if shares[i, j] > 0.5 else "black"
-                draw.text((x + 2, y + cell // 2 - 6), str(matrix[i, j]), fill=colour, font=font)
-    if show_text:
-        for j in range(k):
-            draw.text((label_w + j * cell + 2, top - 14), str(order[j]), fill="gray", font=font)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    image.save(tmp)
-    os.replace(tmp, path)
+    names = [str(n) for n in (class_names or range(num_classes))]
+    fig = plotting.confusion_matrix_figure(
+        matrix, row_names=names, col_names=[str(j) for j in order], title=title
+    )
+    plotting.save(fig, path)
     return matrix
