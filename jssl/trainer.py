@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import evaluation, validation
+from jssl import evaluation, run_info, validation
 from jssl.checkpoint import Checkpointer, load_saved_config, save_config
 from jssl.errors import UserError
 from jssl.experiment import (
@@ -66,6 +66,7 @@ RESUMABLE_FIELDS = (
 )
 
 STAGE_PREFIX = "stage:"
+LABELS_FILE = "metric_labels.json"  # [metric, label] rows of the summary table, in order
 
 
 class ConfigMismatchError(UserError):
@@ -314,8 +315,10 @@ def train_and_evaluate(
             exp.mesh.devices.size,
             start,
         )
+        session = run_info.Session(workdir, list(exp.mesh.devices.flat), start)
         state = _train_loop(exp, state, start, ckpt, writer, show_progress, stop_at_step)
         step = int(jax.device_get(state.step))
+        session.end(step)
         if step < exp.total_steps:  # interrupted: state saved, nothing to evaluate yet
             return {"state": state, "eval": None, "untrained_eval": untrained}
         results = _evaluate_and_report(exp, state, workdir, writer, untrained)
@@ -431,6 +434,8 @@ def _evaluate_and_report(exp, state, workdir, writer, untrained) -> dict[str, fl
     metrics = exp.evaluate(state)
     results = {**_values(metrics), "eval_seconds": time.perf_counter() - t0}
     _write_json(os.path.join(workdir, f"eval_{step}.json"), results)
+    rows = [[k, m.label] for k, m in metrics.items() if m.label is not None]
+    _write_json(os.path.join(workdir, LABELS_FILE), {"rows": rows})  # the summary table's rows
     writer.write(step, results, kind="eval")
     print(summary_table(metrics, untrained, step), flush=True)
     return results

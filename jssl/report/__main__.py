@@ -1,0 +1,5 @@
+import sys
+
+from jssl.report.main import main
+
+sys.exit(main())

@@ -1,0 +1,163 @@
+"""``build_report(workdirs)``: the report page of one run, or of several side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from jssl.report import curves, pictures, runlog
+from jssl.report.html import Section, esc, number, page, table, write
+
+MAP_METHODS = ("pca", "tsne")
+
+
+def _wall_time(log: runlog.RunLog) -> str:
+    if not log.sessions:
+        return "not recorded (no run_info.json: trained before jssl recorded it)"
+    seconds = log.train_seconds
+    ends = [s for s in log.sessions if s["seconds"] is None]
+    text = f"{seconds:.1f} s training in {len(log.sessions)} session(s)"
+    if ends:
+        text += f" ({len(ends)} without an end: killed)"
+    if log.evaluation and "eval_seconds" in log.evaluation:
+        text += f" + {log.evaluation['eval_seconds']:.1f} s final evaluation"
+    return text
+
+
+def overview(logs: list[runlog.RunLog]) -> Section:
+    """Per run: where, what, how long, on which devices and versions; its config."""
+    rows = []
+    for log in logs:
+        c = log.config
+        last = log.sessions[-1] if log.sessions else {}
+        versions = ", ".join(f"{k} {v}" for k, v in last.get("versions", {}).items())
+        rows += [
+            (log.name, "workdir", esc(log.workdir)),
+            (
+                log.name,
+                "method / model",
+                esc(f"{c.get('method')} / {c.get('model', {}).get('name')}"),
+            ),
+            (log.name, "data", esc(json.dumps({k: v for k, v in c.get("data", {}).items() if v}))),
+            (log.name, "steps evaluated", number(log.eval_step)),
+            (log.name, "batch size", number(c.get("batch_size"))),
+            (log.name, "wall time", esc(_wall_time(log))),
+            (log.name, "devices", esc(last.get("devices", "not recorded"))),
+            (log.name, "processes", number(last.get("process_count"))),
+            (log.name, "versions", esc(versions or "not recorded")),
+        ]
+    body = [table(["run", "", "value"], rows, numeric_from=2)]
+    for log in logs:
+        text = esc(json.dumps(log.config, indent=2, sort_keys=True))
+        body.append(
+            f"<details><summary>config.json of {esc(log.name)}</summary><pre>{text}</pre></details>"
+        )
+    return Section("run", "Run", "\n".join(body))
+
+
+def _change(t, u) -> str:
+    if t is None or u is None:
+        return "–"
+    d = t - u
+    cls = "up" if d > 0 else "down" if d < 0 else ""
+    return f'<span class="{cls}">{d:+.4f}</span>'
+
+
+def summary(logs: list[runlog.RunLog]) -> Section:
+    """The final evaluation against the untrained network's; several runs side by side."""
+    labels: dict[str, str] = {}
+    for log in logs:
+        labels.update(log.labels)
+    keys = [k for log in logs for k in (log.evaluation or {}) if k != "eval_seconds"]
+    keys = list(dict.fromkeys(keys))
+    labelled = [k for k in labels if k in keys]  # the printed summary table's rows
+    others = [k for k in keys if k not in labels]
+    if len(logs) == 1:
+        log = logs[0]
+        trained, untrained = log.evaluation or {}, log.untrained or {}
+        header = ["metric", "untrained", f"step {log.eval_step}", "change"]
+        row = lambda k: (
+            labels.get(k, k),
+            number(untrained.get(k)),
+            number(trained.get(k)),
+            _change(trained.get(k), untrained.get(k)),
+        )
+    else:
+        header = ["metric"] + [f"{log.name} (untrained → step {log.eval_step})" for log in logs]
+
+        def row(k):
+            cells = []
+            for log in logs:
+                t, u = (log.evaluation or {}).get(k), (log.untrained or {}).get(k)
+                cells.append(
+                    f"{number(t)}"
+                    + (f" <small>(from {number(u)})</small>" if u is not None else "")
+                )
+            return (labels.get(k, k), *cells)
+
+    if not keys:
+        body = '<p class="note">No final evaluation yet: the run has not trained to its end.</p>'
+        return Section("summary", "Summary", body)
+    body = [table(header, [row(k) for k in labelled])]
+    if not any(log.untrained for log in logs):
+        body.append(
+            '<p class="note">No evaluation of the untrained network (config.eval.untrained '
+            "was False).</p>"
+        )
+    if others:
+        body.append("<h3>More figures of the evaluation (JSON only)</h3>")
+        body.append(table(header, [row(k) for k in others]))
+    return Section("summary", "Summary", "\n".join(body))
+
+
+def run_sections(workdir: str, out: str, prefix: str, map_method: str) -> list[Section]:
+    """The pictures that need the restored network."""
+    from jssl.experiment import restore_run
+
+    run = restore_run(workdir)
+    feats = pictures.Features(run)
+    found = [
+        pictures.retrieval(run, feats, out, prefix),
+        pictures.embedding_map(run, feats, out, prefix, map_method),
+        pictures.clustering(run, feats, out, prefix),
+        pictures.augmentation_views(run, out, prefix),
+        pictures.method_pictures(run, out, prefix),
+    ]
+    return [s for s in found if s is not None]
+
+
+def build_report(workdirs: list[str], out: str | None = None, *, map_method: str = "pca") -> str:
+    """Writes ``out``/index.html (default: the first workdir's report/) and its PNGs; returns
+    the page's path. Each workdir is checked first (``validate_saved_run``)."""
+    from jssl import validation
+    from jssl.errors import UserError
+
+    if not workdirs:
+        raise UserError("No run to report on: pass --workdir W (repeat it to compare runs).")
+    if map_method not in MAP_METHODS:
+        raise UserError(f"--map={map_method!r}: use one of {', '.join(MAP_METHODS)}.")
+    workdirs = [os.path.abspath(os.path.expanduser(w)) for w in workdirs]
+    for w in workdirs:
+        validation.validate_saved_run(w)
+    out = os.path.abspath(out or os.path.join(workdirs[0], "report"))
+    os.makedirs(out, exist_ok=True)
+    logs = [runlog.read_run(w) for w in workdirs]
+    sections = [overview(logs), summary(logs), curves.curves(logs, out)]
+    many = len(workdirs) > 1
+    for i, (w, log) in enumerate(zip(workdirs, logs, strict=True)):
+        prefix = f"run{i}_" if many else ""
+        found = run_sections(w, out, prefix, map_method)
+        if many:
+            sections.append(
+                Section(f"run{i}", f"Pictures of {log.name}", f'<p class="note">{esc(w)}</p>')
+            )
+            for s in found:
+                s.level = 3
+        sections += found
+    names = ", ".join(log.name for log in logs)
+    methods = ", ".join(str(log.config.get("method")) for log in logs)
+    title = f"jssl report: {names}" if many else f"jssl report: {methods} run {names}"
+    made = time.strftime("%Y-%m-%d %H:%M:%S")
+    subtitle = f"Made {made} by python -m jssl.report from {', '.join(workdirs)}."
+    return write(os.path.join(out, "index.html"), page(title, sections, subtitle=subtitle))

@@ -1,0 +1,45 @@
+"""The command line of ``python -m jssl.report``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are the one ``error:`` line and exit status 1."""
+
+    def error(self, message):
+        from jssl import cli
+
+        cli.print_error(f"{message}; see {self.prog} --help")
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Returns the exit status: 0, or 1 after one ``error:`` line on stderr for a user error
+    (``--traceback`` or ``-v 1`` raises it instead, with its traceback)."""
+    from jssl import cli
+    from jssl.report.build import MAP_METHODS, build_report
+
+    parser = _Parser(prog="python -m jssl.report", description="A run report (HTML + PNGs).")
+    parser.add_argument(
+        "--workdir", action="append", required=True, help="run folder; repeat to compare runs"
+    )
+    parser.add_argument("--out", default=None, help="report folder (default: WORKDIR/report)")
+    parser.add_argument("--map", choices=MAP_METHODS, default="pca", help="2-D embedding map")
+    parser.add_argument("--traceback", action="store_true", help="on an error, the traceback")
+    parser.add_argument("-v", "--verbosity", type=int, default=0, help="1: as --traceback")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        path = build_report(args.workdir, args.out, map_method=args.map)
+    except cli.user_error_types() as e:
+        if args.traceback or args.verbosity >= 1:
+            raise
+        cli.print_error(e)
+        return 1
+    print(path)
+    print(f"report made in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0

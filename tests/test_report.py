@@ -1,0 +1,230 @@
+"""python -m jssl.report: the HTML report of real train.py smoke runs (SimCLR with evaluation
+during training, DINO on a ViT, SCAN), every section and image present and decodable,
+comparison of two runs, one-line errors, and a headless Chromium rendering when installed."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jssl import report
+from jssl.report import runlog
+from tests.helpers import ROOT, smoke_args, tiny_flags
+
+SIMCLR_FLAGS = tiny_flags(
+    **{
+        "num_steps": 8,
+        "eval.every_steps": 2,
+        "eval.during_max_examples": 128,
+        "eval.untrained": True,
+    }
+)
+SCAN = {"num_steps": 8, "log_every": 4, "checkpoint_every": 4, "optim.learning_rate": 0.01}
+TRAIN_PY_RUNS = {
+    "simclr": ("--config=configs/simclr.py:digits,smoke", *SIMCLR_FLAGS),
+    "dino": smoke_args("dino", "--config.optim.learning_rate=0.02"),
+    # SimCLR in W/pretext, then SCAN in W.
+    "scan": smoke_args("scan", *tiny_flags(**SCAN), *tiny_flags("stages.pretext.")),
+}
+EVERY_RUN = ("run", "summary", "curves", "retrieval", "map", "clusters", "views")
+
+
+def sections(page: str) -> list[str]:
+    return re.findall(r'<section id="([^"]+)">', page)
+
+
+def images(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page)
+
+
+def assert_images_decode(folder: str, page: str) -> list[str]:
+    srcs = images(page)
+    assert srcs, "no images"
+    for src in srcs:
+        assert "/" not in src and not src.startswith("http"), src  # beside the page
+        with Image.open(os.path.join(folder, src)) as im:
+            assert im.format == "PNG", src
+            im.load()  # the whole file decodes
+            assert im.size[0] > 50 and im.size[1] > 50, (src, im.size)
+            assert np.asarray(im).std() > 1.0, f"{src} is blank"
+    return srcs
+
+
+def assert_self_contained(page: str) -> None:
+    assert "<script" not in page.lower()
+    assert not re.search(r'(src|href)="(https?:)?//', page), "a reference off the disk"
+
+
+def make(workdirs, tmp_path=None, *extra) -> tuple[str, str]:
+    """Runs the command in this process; (the report folder, its page)."""
+    args = [a for w in workdirs for a in ("--workdir", w)]
+    if tmp_path is not None:
+        args += ["--out", str(tmp_path)]
+    assert report.main([*args, *extra]) == 0
+    folder = str(tmp_path) if tmp_path is not None else os.path.join(workdirs[0], "report")
+    with open(os.path.join(folder, "index.html"), encoding="utf-8") as f:
+        return folder, f.read()
+
+
+@pytest.fixture(scope="module")
+def simclr_report(train_py_runs):
+    run = train_py_runs["simclr"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.workdir, *make([run.workdir])
+
+
+def test_simclr_report_has_every_section(simclr_report):
+    workdir, folder, page = simclr_report
+    assert folder == os.path.join(workdir, "report")
+    assert sections(page) == list(EVERY_RUN)
+    srcs = assert_images_decode(folder, page)
+    assert set(srcs) == {
+        "curves_train.png",
+        "curves_eval_during.png",
+        "retrieval.png",
+        "embedding_map.png",
+        "confusion.png",
+        "cluster_sizes.png",
+        "cluster_images.png",
+        "views.png",
+    }
+    assert_self_contained(page)
+    # The summary table: the printed rows, untrained beside trained, from the run's JSON.
+    with open(os.path.join(workdir, "eval_8.json")) as f:
+        trained = json.load(f)
+    with open(os.path.join(workdir, "eval_untrained.json")) as f:
+        untrained = json.load(f)
+    row = re.search(r"<tr><td>kNN top-1</td>(.*?)</tr>", page).group(1)
+    cells = re.findall(r'<td class="num">(.*?)</td>', row)
+    assert cells[:2] == [f"{untrained['knn_top1']:.4f}", f"{trained['knn_top1']:.4f}"]
+    labels = re.findall(r"<tr><td>([^<]+)</td>", page.split('id="summary"')[1])
+    assert labels[:5] == ["kNN top-1", "linear-probe top-1", "clustering ACC", "NMI", "ARI"]
+    # Versions, devices and wall time of the session that trained it.
+    assert "8 x cpu" in page and re.search(r"jax \d", page)
+    assert re.search(r"\d+\.\d s training in 1 session\(s\)", page)
+    assert "config.json of run" in page and "&quot;method&quot;: &quot;simclr&quot;" in page
+    # Retrieval and clusters: green and red frames counted in the caption, matched matrix.
+    assert re.search(r"\d+\.\d% of the neighbours shown share the query", page)
+    assert "k-means (10 clusters)" in page and "ACC" in page
+
+
+def test_curves_hold_every_logged_series(simclr_report):
+    workdir, _, _ = simclr_report
+    log = runlog.read_run(workdir)
+    train = log.series["train"]
+    assert {"loss", "learning_rate", "grad_norm", "z_std", "h_std"} <= set(train)
+    panels = report.curves.panels([log], "train")
+    assert [t for t, _ in panels][:3] == ["loss", "learning_rate", "grad_norm"]
+    assert "finite" not in [t for t, _ in panels]
+    steps, knn = log.series["eval_during"]["knn_top1"]
+    assert steps.tolist() == [2, 4, 6, 8] and np.all((knn >= 0) & (knn <= 1))
+
+
+def test_metrics_log_keeps_the_last_record_of_a_step(tmp_path):
+    lines = [
+        {"step": 2, "kind": "train", "loss": 3.0},
+        {"step": 4, "kind": "train", "loss": 2.0},  # logged, then killed before a checkpoint
+        {"step": 2, "kind": "eval_during", "knn_top1": 0.5},
+        {"step": 4, "kind": "train", "loss": 2.5},  # the resumed run logs step 4 again
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in lines) + '\n{"step": 6, "ki')  # cut short
+    series = runlog.read_metrics(str(path))
+    steps, loss = series["train"]["loss"]
+    assert steps.tolist() == [2, 4] and loss.tolist() == [3.0, 2.5]
+    assert series["eval_during"]["knn_top1"][1].tolist() == [0.5]
+
+
+def test_dino_report_has_attention_maps_and_a_tsne_map(train_py_runs, tmp_path):
+    run = train_py_runs["dino"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder, page = make([run.workdir], tmp_path, "--map", "tsne")
+    assert sections(page) == [*EVERY_RUN, "method"]
+    srcs = assert_images_decode(folder, page)
+    assert "attention.png" in srcs
+    assert "(teacher, features)" in page or "teacher" in page  # DINO's kNN network
+    assert "t-SNE (perplexity" in page
+    assert "No evaluation during training" in page  # every_steps = 0
+
+
+def test_scan_report_shows_the_heads_clusters_and_neighbour_views(train_py_runs, tmp_path):
+    run = train_py_runs["scan"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder, page = make([run.workdir], tmp_path)
+    assert sections(page) == list(EVERY_RUN)
+    srcs = assert_images_decode(folder, page)
+    assert "views.png" in srcs  # anchor and mined-neighbour views (needs the pretext run)
+    assert "clustering head" in page and "lowest training loss" in page
+    assert "head ACC (Hungarian)" in page  # the method's summary rows
+
+
+def test_two_runs_side_by_side(train_py_runs, simclr_report, tmp_path):
+    simclr, dino = simclr_report[0], train_py_runs["dino"].workdir
+    folder, page = make([simclr, dino], tmp_path)
+    ids = sections(page)
+    assert ids[:3] == ["run", "summary", "curves"]
+    assert "run0" in ids and "run1" in ids and "run0_retrieval" in ids and "run1_method" in ids
+    srcs = assert_images_decode(folder, page)
+    assert {"run0_retrieval.png", "run1_retrieval.png", "run1_attention.png"} <= set(srcs)
+    header = re.search(r'id="summary">.*?<tr>(.*?)</tr>', page, re.S).group(1)
+    assert header.count("<th>run") == 2  # a column per run (both folders are named run)
+    # Overlaid curves: both runs in one legend of the loss panel.
+    log = [runlog.read_run(w) for w in (simclr, dino)]
+    loss = dict(report.curves.panels(log, "train"))["loss"]
+    assert len(loss) == 2
+
+
+def test_a_folder_without_a_run_is_one_error_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "jssl.report", "--workdir", str(empty)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "holds no jssl run" in lines[0] and "give the workdir of a run" in lines[0]
+    assert not (empty / "report").exists()
+    assert report.main(["--workdir", str(tmp_path / "missing")]) == 1
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
+
+
+def test_report_renders_in_headless_chromium(simclr_report, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (Debian's chromium package); .ci/run installs it")
+    _, folder, _ = simclr_report
+    url = "file://" + os.path.join(folder, "index.html")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr"]
+    shot = tmp_path / "report.png"
+    proc = subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1200,4000", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "CONSOLE" not in proc.stderr and "Uncaught" not in proc.stderr, proc.stderr[-3000:]
+    with Image.open(shot) as im:
+        assert im.size == (1200, 4000) and np.asarray(im.convert("L")).std() > 5
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    assert all(f'id="{s}"' in dom.stdout for s in EVERY_RUN)
