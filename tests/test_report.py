@@ -31,6 +31,7 @@ TRAIN_PY_RUNS = {
     "dino": smoke_args("dino", "--config.optim.learning_rate=0.02"),
     # SimCLR in W/pretext, then SCAN in W.
     "scan": smoke_args("scan", *tiny_flags(**SCAN), *tiny_flags("stages.pretext.")),
+    "denoising": smoke_args("denoising", "--config.optim.learning_rate=0.01"),
 }
 EVERY_RUN = ("run", "summary", "curves", "retrieval", "map", "clusters", "views")
 
@@ -162,6 +163,17 @@ def test_scan_report_shows_the_heads_clusters_and_neighbour_views(train_py_runs,
     assert "views.png" in srcs  # anchor and mined-neighbour views (needs the pretext run)
     assert "clustering head" in page and "lowest training loss" in page
     assert "head ACC (Hungarian)" in page  # the method's summary rows
+
+
+def test_decoder_report_has_reconstructions(train_py_runs, tmp_path):
+    run = train_py_runs["denoising"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder, page = make([run.workdir], tmp_path)
+    assert sections(page) == [*EVERY_RUN, "method"]
+    srcs = assert_images_decode(folder, page)
+    assert "reconstructions.png" in srcs and "attention.png" not in srcs
+    assert "denoising: inputs and outputs" not in page  # the title is in the PNG, not the page
+    assert "python -m jssl.visualize reconstructions draws for denoising" in page
 
 
 def test_two_runs_side_by_side(train_py_runs, simclr_report, tmp_path):
