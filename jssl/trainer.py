@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import evaluation, run_info, validation
+from jssl import evaluation, metrics_log, run_info, validation
 from jssl.checkpoint import Checkpointer, load_saved_config, save_config
 from jssl.errors import UserError
 from jssl.experiment import (
@@ -300,6 +300,7 @@ def train_and_evaluate(
         state = ckpt.restore_or_init(exp.init_state(init_run))
         del init_run  # its arrays are not needed any more
         start = int(jax.device_get(state.step))
+        metrics_log.drop_after(workdir, start)  # steps logged after the checkpoint run again
         untrained_path = os.path.join(workdir, "eval_untrained.json")
         if start == 0 and config.eval.untrained and not os.path.exists(untrained_path):
             logging.info("Evaluating the untrained network")

@@ -77,3 +77,24 @@ def test_eval_during_scores_a_fixed_subset(tmp_path):
 def test_bad_eval_during_fields_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(tiny_config("simclr", **overrides))
+
+
+def test_a_kill_after_the_last_checkpoint_leaves_each_point_once(tmp_path):
+    """As kill -9 after step 4 was logged but before its checkpoint was complete: the resumed
+    run starts from step 2, logs steps 3 and 4 again, and metrics.jsonl holds each once, with
+    the values of the first time (resume is exact)."""
+    import shutil
+
+    config = tiny_config("simclr", **{**RUN, "eval.every_steps": 1})
+    workdir = tmp_path / "run"
+    trainer.train_and_evaluate(config, str(workdir), show_progress=False, stop_at_step=4)
+    before = {r["step"]: r["knn_top1"] for r in records(workdir, KIND)}
+    assert sorted(before) == [1, 2, 3, 4]
+    shutil.rmtree(workdir / "checkpoints" / "4")  # the save the kill interrupted
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "kind": "tra')  # and a line cut short
+    trainer.train_and_evaluate(config, str(workdir), show_progress=False)
+    during = records(workdir, KIND)
+    assert [r["step"] for r in during] == [1, 2, 3, 4, 5, 6]
+    assert {r["step"]: r["knn_top1"] for r in during if r["step"] <= 4} == before
+    assert [r["step"] for r in records(workdir)] == [2, 4, 6]
