@@ -39,6 +39,19 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (and evalua
 _TRACEBACK = flags.DEFINE_bool(
     "traceback", False, "On an error, show the traceback instead of one line (as -v 1 does)."
 )
+# Several processes (jssl/distributed.py): all run the same command. Without these flags,
+# JAX's cluster auto-detection (Cloud TPU, SLURM, Open MPI, Kubernetes) or one process.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0's coordination service."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes of the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
+_JOIN_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 300, "Seconds to wait for every process to join."
+)
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "Seconds without a heartbeat after which a process is dead."
+)
 
 
 class CommandLineError(ValueError):
@@ -178,6 +191,15 @@ def main(argv):
     )
     print(f"workdir: {os.path.abspath(workdir)}", flush=True)
     try:
+        from jssl import distributed
+
+        distributed.initialize(
+            _COORDINATOR.value,
+            _NUM_PROCESSES.value,
+            _PROCESS_ID.value,
+            timeout=_JOIN_TIMEOUT.value,
+            heartbeat_timeout=_HEARTBEAT.value,
+        )
         # Both check the whole config and the workdir first (jssl.validation), then the data.
         if _MODE.value == "eval":
             trainer.evaluate_checkpoint(config, workdir)

@@ -16,15 +16,18 @@ DATA_PRESETS = ("digits", "cifar10", "cifar10_folder", "stl10", "imagenet")
 MODIFIERS = ("smoke",)
 
 
-def parse_arg(arg: str | None, default: str = "digits") -> tuple[str, set[str]]:
-    """'cifar10,smoke' -> ('cifar10', {'smoke'}); errors list what would work."""
+def parse_arg(
+    arg: str | None, default: str = "digits", modifiers: tuple[str, ...] = MODIFIERS
+) -> tuple[str, set[str]]:
+    """'cifar10,smoke' -> ('cifar10', {'smoke'}); ``modifiers``: those the config file knows
+    (e.g. DINO's "dinov2"); errors list what would work."""
     parts = [p.strip() for p in (arg or default).split(",") if p.strip()]
     presets = [p for p in parts if p in DATA_PRESETS]
-    unknown = [p for p in parts if p not in DATA_PRESETS and p not in MODIFIERS]
+    unknown = [p for p in parts if p not in DATA_PRESETS and p not in modifiers]
     if unknown or len(presets) > 1:
         raise ValueError(
             f"Bad config argument {arg!r}: use one of {', '.join(DATA_PRESETS)} "
-            f"optionally followed by modifiers {', '.join(MODIFIERS)} (e.g. 'digits,smoke')."
+            f"optionally followed by modifiers {', '.join(modifiers)} (e.g. 'digits,smoke')."
         )
     return (presets[0] if presets else default), set(parts) - set(presets)
 

@@ -3,7 +3,8 @@
 Presets: digits (default; scikit-learn's 8x8 digits, no download, a small
 ConvNet, minutes on a CPU), cifar10 (tfds), cifar10_folder (an image folder:
 --config.data.path=DIR), stl10, imagenet (ViT-S/16, AdamW lr 5e-4 x batch/256,
-2x224 + 10x96 crops, K = 65,536, as the DINO paper).
+2x224 + 10x96 crops, K = 65,536, as the DINO paper). Modifier ``dinov2`` (e.g.
+``digits,dinov2``) adds DINOv2's KoLeo and iBOT losses (``_dinov2``).
 
 ``augment.crop_size`` / ``augment.scale`` are the global crops (also the
 evaluation resolution); the ``augment.local_*`` fields the local crops.
@@ -50,11 +51,55 @@ def _dino_block() -> ml_collections.ConfigDict:
     d.center_momentum = 0.9
     d.teacher_momentum = 0.996  # cosine to teacher_momentum_end
     d.teacher_momentum_end = 1.0
+    # DINOv2's additions (facebookresearch/dinov2 configs/ssl_default_config.yaml), off here;
+    # the "dinov2" modifier turns them on with DINOv2's weights. KoLeo on the student's [CLS]
+    # features of each global crop (DINOv2: koleo_loss_weight 0.1).
+    d.koleo_weight = 0.0
+    # iBOT's masked-patch loss (DINOv2: ibot.loss_weight 1.0, mask_sample_probability 0.5,
+    # mask_ratio_min_max (0.1, 0.5), separate_head False; a separate head has DINO's sizes).
+    # Needs a ViT backbone.
+    d.ibot_weight = 0.0
+    d.ibot_mask_probability = 0.5
+    d.ibot_mask_ratio = (0.1, 0.5)
+    d.ibot_separate_head = False
+    d.ibot_out_dim = 65536
+    d.ibot_hidden_dim = 2048
+    d.ibot_bottleneck_dim = 256
+    d.ibot_num_layers = 3
     return d
 
 
+def _dinov2(c: ml_collections.ConfigDict, preset: str) -> None:
+    """DINOv2's losses (ssl_default_config.yaml): KoLeo 0.1, iBOT 1.0 on 10-50% of the
+    patches of half the global crops; iBOT needs patch tokens, so the presets whose
+    backbone is convolutional get a ViT. ImageNet also gets DINOv2's crop scales (globals
+    0.32-1, 8 locals of 0.05-0.32) and teacher momentum 0.992. Not reproduced: DINOv2's
+    layer-wise lr decay (0.9), patch-embedding lr factor 0.2, stochastic depth and
+    LayerScale, its sqrt(batch / 1024) lr scaling (base lr 0.004) and the registers."""
+    d = c.dino
+    d.koleo_weight = 0.1
+    d.ibot_weight = 1.0
+    d.ibot_out_dim = d.out_dim
+    d.ibot_hidden_dim = d.hidden_dim
+    d.ibot_bottleneck_dim = d.bottleneck_dim
+    vit = {
+        "digits": dict(patch_size=4, image_size=16, depth=4, hidden=64, num_heads=4, mlp_dim=256),
+        "cifar10": dict(patch_size=4, image_size=32),
+        "cifar10_folder": dict(patch_size=4, image_size=32),
+        "stl10": dict(patch_size=8, image_size=96),
+    }
+    if preset in vit:
+        c.model.name = "vit_tiny" if preset == "digits" else "vit_small"
+        c.model.kwargs = ml_collections.ConfigDict(vit[preset])
+    if preset == "imagenet":
+        c.augment.scale = (0.32, 1.0)
+        c.augment.local_scale = (0.05, 0.32)
+        c.augment.num_local_crops = 8
+        d.teacher_momentum = 0.992
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset, modifiers = common.parse_arg(arg)
+    preset, modifiers = common.parse_arg(arg, modifiers=("smoke", "dinov2"))
     c = common.base_config("dino")
     common.apply_data_preset(c, preset)
     _dino_augment(c)
@@ -119,6 +164,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.augment.local_crop_size = 96
         c.augment.num_local_crops = 10
         c.optim.end_lr_factor = 1e-5 / 5e-4  # min_lr 1e-5 for ViT-S 100 epochs
+    if "dinov2" in modifiers:
+        _dinov2(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         if preset == "digits":
@@ -141,4 +188,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.dino.bottleneck_dim = 32
         c.dino.freeze_last_layer_epochs = 0.0
         c.dino.warmup_teacher_temp_epochs = 0.0
+        c.dino.ibot_out_dim = 256
+        c.dino.ibot_hidden_dim = 64
+        c.dino.ibot_bottleneck_dim = 32
     return c

@@ -183,8 +183,10 @@ class Checkpointer:
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Writes the resolved config as JSON (atomically) and returns its path."""
+    """Writes the resolved config as JSON (atomically; process 0 only) and returns its path."""
     path = os.path.join(workdir, CONFIG_FILE)
+    if not _is_primary():
+        return path
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))

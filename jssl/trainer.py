@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import evaluation, metrics_log, run_info, validation
+from jssl import distributed, evaluation, metrics_log, run_info, validation
 from jssl.checkpoint import Checkpointer, load_saved_config, save_config
 from jssl.errors import UserError
 from jssl.experiment import (
@@ -120,15 +120,21 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 class MetricWriter:
-    """metrics.jsonl (one JSON object per line) and TensorBoard events."""
+    """metrics.jsonl (one JSON object per line) and TensorBoard events, from process 0 only
+    (the others' writes do nothing)."""
 
     def __init__(self, workdir: str):
+        self.enabled = distributed.is_primary()
+        if not self.enabled:
+            return
         from tensorboardX import SummaryWriter
 
         self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
         self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, float], *, kind: str = "train") -> None:
+        if not self.enabled:
+            return
         self.jsonl.write(json.dumps({"step": step, "kind": kind, **metrics}) + "\n")
         self.jsonl.flush()
         for k, v in metrics.items():
@@ -137,8 +143,9 @@ class MetricWriter:
         self.tb.flush()
 
     def close(self) -> None:
-        self.jsonl.close()
-        self.tb.close()
+        if self.enabled:
+            self.jsonl.close()
+            self.tb.close()
 
 
 def summary_table(
@@ -165,6 +172,9 @@ def _values(results: dict[str, evaluation.Metric]) -> dict[str, float]:
 
 
 def _write_json(path: str, obj: dict) -> None:
+    """Writes ``obj`` atomically; process 0 only (every process computes the same ``obj``)."""
+    if not distributed.is_primary():
+        return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
@@ -302,7 +312,10 @@ def train_and_evaluate(
         start = int(jax.device_get(state.step))
         metrics_log.drop_after(workdir, start)  # steps logged after the checkpoint run again
         untrained_path = os.path.join(workdir, "eval_untrained.json")
-        if start == 0 and config.eval.untrained and not os.path.exists(untrained_path):
+        # Process 0's view of the file decides for all: every process must evaluate or none.
+        if distributed.agree(
+            start == 0 and config.eval.untrained and not os.path.exists(untrained_path)
+        ):
             logging.info("Evaluating the untrained network")
             _write_json(untrained_path, _values(exp.evaluate(state)))
         untrained = _read_json(untrained_path)
@@ -341,7 +354,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
         initial=start,
         desc="train",
         unit="step",
-        disable=not show_progress,
+        disable=not show_progress or not distributed.is_primary(),
         dynamic_ncols=True,
         file=sys.stdout,
     )
@@ -438,7 +451,8 @@ def _evaluate_and_report(exp, state, workdir, writer, untrained) -> dict[str, fl
     rows = [[k, m.label] for k, m in metrics.items() if m.label is not None]
     _write_json(os.path.join(workdir, LABELS_FILE), {"rows": rows})  # the summary table's rows
     writer.write(step, results, kind="eval")
-    print(summary_table(metrics, untrained, step), flush=True)
+    if distributed.is_primary():
+        print(summary_table(metrics, untrained, step), flush=True)
     return results
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from jssl.losses.distillation import teacher_distribution
 
-__all__ = ["ibot_patch_loss", "mae_loss", "patchify"]
+__all__ = ["ibot_patch_loss", "mae_loss", "patchify", "update_patch_center"]
 
 _NORM_PIX_EPS = 1e-6  # MAE: (var + 1e-6) ** 0.5
 
@@ -130,3 +130,27 @@ def ibot_patch_loss(
     m = mask.astype(jnp.float32)
     per_image = jnp.sum(ce * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1.0)
     return jnp.mean(per_image)
+
+
+def update_patch_center(
+    center: jax.Array, teacher_patches: jax.Array, mask: jax.Array, *, momentum: float
+) -> jax.Array:
+    """iBOT's patch centre: momentum * center + (1 - momentum) * the mean teacher logits of
+    the masked patches of the (global) batch (DINOv2's iBOTPatchLoss.update_center).
+
+    Args:
+      center: [K].
+      teacher_patches: [N, L, K] teacher logits of the patch tokens.
+      mask: [N, L], 1 where the student's patch was masked (the only patches averaged).
+      momentum: centre momentum (DINOv2: 0.9).
+
+    Returns:
+      [K] float32 under stop_gradient; ``center`` unchanged when no patch is masked.
+    """
+    _check_mask("update_patch_center", teacher_patches.shape, mask)
+    m = mask.astype(jnp.float32)
+    t = jax.lax.stop_gradient(teacher_patches.astype(jnp.float32))
+    count = jnp.sum(m)
+    mean = jnp.sum(m[..., None] * t, axis=(0, 1)) / jnp.maximum(count, 1.0)
+    new = momentum * center + (1.0 - momentum) * mean
+    return jax.lax.stop_gradient(jnp.where(count > 0, new, center.astype(jnp.float32)))

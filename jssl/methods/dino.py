@@ -21,6 +21,25 @@ last-layer freezing in epochs) are bound from the ``RunInfo`` the step hands
 ``make_loss`` and ``after_update``. The optimiser is ``config.optim.name =
 "dino_adamw"`` (``jssl.optim``: per-tensor clipping, cosine weight decay).
 
+DINOv2's additions (Oquab et al., 2023), both off by default (``dino.koleo_weight`` and
+``dino.ibot_weight`` 0: the step is then DINO's, operation for operation):
+
+- KoLeo (``losses.koleo_loss``) on the student's [CLS] features h of each global crop
+  (over the global batch), summed over the global crops, times ``dino.koleo_weight``
+  (DINOv2: 0.1);
+- iBOT's masked-patch loss (``losses.ibot_patch_loss``, times ``dino.ibot_weight``,
+  DINOv2: 1.0): each global crop is masked with probability ``dino.ibot_mask_probability``
+  (0.5), then a share drawn uniformly from ``dino.ibot_mask_ratio`` (0.1-0.5) of its
+  patches, at random positions, is replaced by the ViT's mask token in the student's input;
+  the student's outputs on those patch tokens are trained to match the teacher's centred,
+  sharpened outputs on the same tokens of the unmasked crop. The head is DINO's
+  (``ibot_separate_head`` False, DINOv2's default) or one of its own (``ibot_*`` sizes);
+  the patch centre ``method_state["ibot_center"]`` is separate from DINO's, with the same
+  momentum and teacher temperature. Masks are drawn per crop from the step's key. DINOv2
+  instead masks exactly half of each batch's global crops, with ratios stratified over the
+  range, in BEiT's rectangular blocks; here each crop is masked independently and the
+  patches are uniform random ones.
+
 Forward passes: the student sees the global crops as one batch and the local
 crops as another (two sizes: the ViT interpolates its position embeddings,
 convolutional backbones pool globally); BatchNorm statistics are those of
@@ -42,30 +61,62 @@ import optax
 from jssl import augment, ema, losses, schedules
 from jssl.methods.base import EncoderWithHead, Method, RunInfo, apply_train
 from jssl.models import DINOHead, create_model
+from jssl.models.ibot import IBOTNetwork
 
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
+def koleo_weight(config: ml_collections.ConfigDict) -> float:
+    return config.dino.get("koleo_weight", 0.0)  # runs saved before DINOv2's options: 0
+
+
+def ibot_weight(config: ml_collections.ConfigDict) -> float:
+    return config.dino.get("ibot_weight", 0.0)
+
+
+def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead | IBOTNetwork:
+    """DINO's EncoderWithHead; with iBOT an IBOTNetwork whose ViT has a mask token."""
     dtype = jnp.dtype(config.model.dtype)
-    backbone = create_model(config.model.name, dtype=dtype, **config.model.kwargs)
     d = config.dino
-    head = DINOHead(
-        out_dim=d.out_dim,
-        hidden_dim=d.hidden_dim,
-        bottleneck_dim=d.bottleneck_dim,
-        num_layers=d.num_layers,
-        use_bn=d.head_use_bn,
-        norm_last_layer=d.norm_last_layer,
-        dtype=dtype,
-    )
-    return EncoderWithHead(backbone=backbone, head=head)
+    ibot = ibot_weight(config) > 0
+    kwargs = {**config.model.kwargs, **({"mask_token": True} if ibot else {})}
+    backbone = create_model(config.model.name, dtype=dtype, **kwargs)
+
+    def head(out_dim, hidden_dim, bottleneck_dim, num_layers):
+        return DINOHead(
+            out_dim=out_dim,
+            hidden_dim=hidden_dim,
+            bottleneck_dim=bottleneck_dim,
+            num_layers=num_layers,
+            use_bn=d.head_use_bn,
+            norm_last_layer=d.norm_last_layer,
+            dtype=dtype,
+        )
+
+    dino_head = head(d.out_dim, d.hidden_dim, d.bottleneck_dim, d.num_layers)
+    if not ibot:
+        return EncoderWithHead(backbone=backbone, head=dino_head)
+    ibot_head = None
+    if d.ibot_separate_head:
+        ibot_head = head(
+            d.ibot_out_dim, d.ibot_hidden_dim, d.ibot_bottleneck_dim, d.ibot_num_layers
+        )
+    return IBOTNetwork(backbone=backbone, head=dino_head, ibot_head=ibot_head)
+
+
+def ibot_out_dim(config: ml_collections.ConfigDict) -> int:
+    d = config.dino
+    return d.ibot_out_dim if d.ibot_separate_head else d.out_dim
 
 
 def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run) -> dict:
-    """Teacher = copy of the student (params and BatchNorm statistics); centre = 0."""
+    """Teacher = copy of the student (params and BatchNorm statistics); centre = 0 (and
+    iBOT's patch centre = 0)."""
     teacher = ema.ema_teacher(config.dino.teacher_momentum).init(params, batch_stats)
-    return {"teacher": teacher, "center": jnp.zeros((config.dino.out_dim,), jnp.float32)}
+    state = {"teacher": teacher, "center": jnp.zeros((config.dino.out_dim,), jnp.float32)}
+    if ibot_weight(config) > 0:
+        state["ibot_center"] = jnp.zeros((ibot_out_dim(config),), jnp.float32)
+    return state
 
 
 # ----------------------------------------------------------------------------- views
@@ -92,9 +143,60 @@ def multi_crop_kwargs(config: ml_collections.ConfigDict) -> dict:
 
 
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
-    """{"global": [B, G, g, g, C], "local": [B, L, l, l, C] (absent when L = 0)}."""
+    """{"global": [B, G, g, g, C], "local": [B, L, l, l, C] (absent when L = 0)}; with
+    iBOT also "mask": bool [B, G, P], the student's masked patches of each global crop."""
+    if ibot_weight(config) > 0:
+        key, mask_key = jax.random.split(key)
     globals_, locals_ = augment.multi_crop(key, batch["image"], **multi_crop_kwargs(config))
-    return {"global": globals_} if locals_ is None else {"global": globals_, "local": locals_}
+    views = {"global": globals_} if locals_ is None else {"global": globals_, "local": locals_}
+    if ibot_weight(config) > 0:
+        d = config.dino
+        views["mask"] = ibot_masks(
+            mask_key,
+            globals_.shape[0],
+            globals_.shape[1],
+            num_patches(config),
+            probability=d.ibot_mask_probability,
+            ratio=tuple(d.ibot_mask_ratio),
+        )
+    return views
+
+
+def num_patches(config: ml_collections.ConfigDict) -> int:
+    """Patch tokens of a global crop: (crop_size // patch_size) ** 2."""
+    p = create_model(config.model.name, **config.model.kwargs).patch_size
+    return (config.augment.crop_size // p) ** 2
+
+
+def max_masked(num: int, ratio: tuple[float, float]) -> int:
+    """The most patches ``ibot_masks`` masks in a crop of ``num`` patches."""
+    return min(num, math.ceil(num * ratio[1]))
+
+
+def ibot_masks(
+    key: jax.Array,
+    batch: int,
+    crops: int,
+    num: int,
+    *,
+    probability: float,
+    ratio: tuple[float, float],
+) -> jax.Array:
+    """bool [batch, crops, num]: crop (b, c) uses key ``split(split(key, batch)[b], crops)[c]``;
+    with probability ``probability`` it masks floor(num * r) patches (r ~ U(ratio), at most
+    ``max_masked``) at uniformly random positions, else none."""
+    most = max_masked(num, ratio)
+
+    def one(k):
+        k_on, k_ratio, k_pos = jax.random.split(k, 3)
+        on = jax.random.bernoulli(k_on, probability)
+        r = jax.random.uniform(k_ratio, (), minval=ratio[0], maxval=ratio[1])
+        count = jnp.where(on, jnp.minimum(jnp.floor(num * r).astype(jnp.int32), most), 0)
+        ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k_pos, (num,))))
+        return ranks < count
+
+    keys = jax.vmap(lambda k: jax.random.split(k, crops))(jax.random.split(key, batch))
+    return jax.vmap(jax.vmap(one))(keys)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -152,6 +254,8 @@ def _crops_first(z: jax.Array, batch: int) -> jax.Array:
 
 
 def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
+    if koleo_weight(config) > 0 or ibot_weight(config) > 0:
+        return dinov2_loss(model, config, run)
     d = config.dino
     teacher_temp = teacher_temp_schedule(config, run)
     momentum = teacher_momentum_schedule(config, run)
@@ -201,6 +305,111 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
     return loss_fn
 
 
+def masked_patches(mask: jax.Array, most: int) -> tuple[jax.Array, jax.Array]:
+    """mask bool [N, P] -> (indices int32 [N, most]: the masked patches first, in order;
+    valid float32 [N, most]: 1 where the index is a masked patch). Static shapes: the head
+    sees ``most`` tokens per crop instead of DINOv2's variable count."""
+    order = jnp.argsort(jnp.logical_not(mask).astype(jnp.int32), axis=1, stable=True)
+    index = order[:, :most].astype(jnp.int32)
+    return index, jnp.take_along_axis(mask, index, axis=1).astype(jnp.float32)
+
+
+def _apply_tokens(model, params, batch_stats, x, patches, mask):
+    """IBOTNetwork.tokens in training mode -> ((z, z_patches, h), new batch_stats)."""
+    variables = {"params": params}
+    if not batch_stats:
+        out = model.apply(variables, x, patches, train=True, mask=mask, method="tokens")
+        return out, batch_stats
+    variables["batch_stats"] = batch_stats
+    out, updated = model.apply(
+        variables, x, patches, train=True, mask=mask, method="tokens", mutable=["batch_stats"]
+    )
+    return out, updated["batch_stats"]
+
+
+def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
+    """DINO's loss + koleo_weight x KoLeo on the [CLS] features of each global crop (summed
+    over the crops) + ibot_weight x iBOT's masked-patch loss, as DINOv2's SSLMetaArch."""
+    d = config.dino
+    teacher_temp = teacher_temp_schedule(config, run)
+    momentum = teacher_momentum_schedule(config, run)
+    freeze_steps = run.epochs_to_steps(d.freeze_last_layer_epochs)
+    w_koleo, w_ibot = koleo_weight(config), ibot_weight(config)
+    if w_ibot > 0:
+        most = max_masked(num_patches(config), tuple(d.ibot_mask_ratio))
+
+    def loss_fn(params, batch_stats, views, method_state, step, key):
+        del key  # all randomness is in the views
+        if freeze_steps > 0:
+            params = freeze_last_layer(params, step < freeze_steps)
+        g = views["global"]
+        b, n_global = g.shape[:2]
+        x = _flatten_crops(g)
+        teacher_state = jax.lax.stop_gradient(method_state["teacher"])
+        t_params, t_stats = teacher_state.params, teacher_state.batch_stats
+        if w_ibot > 0:
+            mask = views["mask"].reshape(b * n_global, -1)  # batch-major, as x
+            patches, valid = masked_patches(mask, most)
+            (z, z_patch, h), batch_stats = _apply_tokens(
+                model, params, batch_stats, x, patches, mask
+            )
+            (z_t, z_patch_t, _), _ = _apply_tokens(model, t_params, t_stats, x, patches, None)
+        else:
+            z, aux, batch_stats = apply_train(model, params, batch_stats, x)
+            h = aux["features"]
+            z_t, _, _ = apply_train(model, t_params, t_stats, x)
+        student = [_crops_first(z, b)]
+        if "local" in views:
+            z, _, batch_stats = apply_train(
+                model, params, batch_stats, _flatten_crops(views["local"])
+            )
+            student.append(_crops_first(z, b))
+        student = jnp.concatenate(student, axis=0)  # [S, B, K], globals first
+        teacher = jax.lax.stop_gradient(_crops_first(z_t, b))  # [T, B, K]
+
+        center = method_state["center"]
+        temp = teacher_temp(step)
+        dino = losses.dino_loss(
+            student, teacher, center, student_temp=d.student_temp, teacher_temp=temp
+        )
+        new_state = {
+            **method_state,
+            "center": losses.update_center(center, teacher, momentum=d.center_momentum),
+        }
+        metrics = {
+            **losses.dino_monitor(
+                student, teacher, center, student_temp=d.student_temp, teacher_temp=temp
+            ),
+            "dino_loss": dino,
+            "center_norm": jnp.linalg.norm(new_state["center"]),
+            "teacher_temp": temp,
+            "teacher_momentum": momentum(teacher_state.count),
+        }
+        loss = dino
+        if w_koleo > 0:
+            per_crop = h.reshape(b, n_global, -1)
+            koleo = sum(losses.koleo_loss(per_crop[:, i]) for i in range(n_global))
+            loss = loss + w_koleo * koleo
+            metrics["koleo"] = koleo
+        if w_ibot > 0:
+            z_patch_t = jax.lax.stop_gradient(z_patch_t)
+            ibot_center = method_state["ibot_center"]
+            ibot = losses.ibot_patch_loss(
+                z_patch, z_patch_t, valid, ibot_center, student_temp=d.student_temp,
+                teacher_temp=temp,
+            )  # fmt: skip
+            new_state["ibot_center"] = losses.update_patch_center(
+                ibot_center, z_patch_t, valid, momentum=d.center_momentum
+            )
+            loss = loss + w_ibot * ibot
+            metrics["ibot_loss"] = ibot
+            metrics["ibot_masked_share"] = jnp.mean(mask.astype(jnp.float32))
+            metrics["ibot_center_norm"] = jnp.linalg.norm(new_state["ibot_center"])
+        return loss, (batch_stats, new_state, metrics)
+
+    return loss_fn
+
+
 def after_update(params, batch_stats, method_state, step, config, run: RunInfo):
     """EMA of the updated student into the teacher (params and BatchNorm statistics)."""
     del step  # the EMA state counts its own updates
@@ -217,7 +426,7 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
     """DINO's collapse signatures (REFERENCE.md): loss or teacher entropy at ln K, or entropy ~0."""
     log_k = math.log(config.dino.out_dim)
     out = []
-    loss = metrics.get("loss")
+    loss = metrics.get("dino_loss", metrics.get("loss"))  # DINO's term alone with DINOv2's
     if loss is not None and abs(loss - log_k) < 0.02 * log_k:
         out.append(
             f"loss {loss:.4f} sits at ln(K) = {log_k:.4f}: teacher and student outputs are "

@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import evaluation, losses, sharding
+from jssl import distributed, evaluation, losses, sharding
 from jssl.errors import UserError
 from jssl.methods.base import EncoderWithHead, Method, apply_train
 from jssl.methods.clustering import (
@@ -150,17 +150,21 @@ def load_or_mine(config, run, ctx) -> np.ndarray:
         )
     pretext_step = int(jax.device_get(init_run.state.step))
     path = os.path.join(run.workdir, NEIGHBORS_FILE) if run.workdir else None
+    cached = None
     if path and os.path.exists(path):
         with np.load(path, allow_pickle=False) as f:
             cached = (f["neighbors"], int(f["pretext_step"]))
-        if cached[0].shape == (run.num_examples, s.num_neighbors) and cached[1] == pretext_step:
-            return cached[0]
-        logging.warning("Ignoring %s: it belongs to another pretext checkpoint or k.", path)
+        if cached[0].shape != (run.num_examples, s.num_neighbors) or cached[1] != pretext_step:
+            logging.warning("Ignoring %s: it belongs to another pretext checkpoint or k.", path)
+            cached = None
+    # Process 0's answer for all: mining is a collective that every process must join.
+    if distributed.agree(cached is not None):
+        return cached[0]
     features = mining_features(init_run, ctx.train, s.mine_on)
     neighbors = mine_neighbors(
         features, k=s.num_neighbors, mesh=ctx.mesh, chunk_size=config.eval.batch_size
     )
-    if path:
+    if path and distributed.is_primary():
         os.makedirs(run.workdir, exist_ok=True)
         tmp = path + ".tmp.npz"
         np.savez(tmp, neighbors=neighbors, pretext_step=np.int64(pretext_step))

@@ -1,0 +1,158 @@
+"""Several processes on localhost: 2 processes x 4 CPU devices == 1 process x 8 devices.
+
+Real processes joined by ``jax.distributed`` (gloo collectives on the CPU), one
+workdir, one orbax checkpoint written by both. SGD, so that the comparison
+measures summation order only (AdamW's first update is lr * sign(g), which turns
+the order noise of near-zero gradients into lr-sized differences).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jssl.experiment import restore_run
+from tests.helpers import TrainPy, smoke_args, tiny_flags
+
+SGD = ("--config.optim.name=sgd", "--config.eval.probe_epochs=2")
+SIMCLR = smoke_args(
+    "simclr",
+    *tiny_flags(),
+    *SGD,
+    "--config.num_steps=60",
+    "--config.checkpoint_every=5",
+    "--config.log_every=10",
+)
+DINO = smoke_args("dino", *SGD, "--config.num_steps=6")
+# The 1 process x 8 devices references, run in the background from the session's start.
+TRAIN_PY_RUNS = {"simclr": SIMCLR, "dino": DINO}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _runner(train_py: TrainPy, devices: int) -> TrainPy:
+    flags = re.sub(
+        r"--xla_force_host_platform_device_count=\d+",
+        f"--xla_force_host_platform_device_count={devices}",
+        train_py.env["XLA_FLAGS"],
+    )
+    return TrainPy({**train_py.env, "XLA_FLAGS": flags})
+
+
+def _start_processes(train_py, args, *, n=2, devices=4, heartbeat=10):
+    port = _free_port()
+    runner = _runner(train_py, devices)
+    return [
+        runner.start(
+            *args,
+            f"--coordinator_address=127.0.0.1:{port}",
+            f"--num_processes={n}",
+            f"--process_id={i}",
+            f"--heartbeat_timeout={heartbeat}",
+        )
+        for i in range(n)
+    ]
+
+
+def _finish(procs, timeout=300):
+    out = [p.communicate(timeout=timeout) for p in procs]
+    for p, (_, err) in zip(procs, out, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    return out
+
+
+def _max_param_difference(a, b) -> float:
+    pairs = zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True)
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in pairs)
+
+
+def _metrics_lines(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_two_processes_killed_and_resumed_equal_one_process(train_py, train_py_runs, tmp_path):
+    """SimCLR: a 2 x 4 run, process 1 SIGKILLed mid-run (process 0 exits non-zero within
+    the heartbeat timeout), both restarted: the same parameters as one 1 x 8 run."""
+    args = SIMCLR
+
+    run = tmp_path / "two"
+    procs = _start_processes(train_py, (*args, f"--workdir={run}"))
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "5").exists():
+        assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    procs[1].send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    procs[0].communicate(timeout=120)
+    waited = time.monotonic() - t0
+    procs[1].wait()
+    assert procs[0].returncode != 0 and waited < 60, (procs[0].returncode, waited)
+    steps = [int(d) for d in os.listdir(run / "checkpoints") if d.isdigit()]
+    assert max(steps) < 60, "the kill came after the end of the run"
+
+    outs = _finish(_start_processes(train_py, (*args, f"--workdir={run}")))
+    assert "kNN top-1" in outs[0][0] and "kNN top-1" not in outs[1][0]  # process 0 prints
+    one = train_py_runs["simclr"]
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = restore_run(str(run)), restore_run(str(one.workdir))
+    assert int(a.state.step) == int(b.state.step) == 60
+    assert _max_param_difference(a.state, b.state) < 1e-5
+    logged = [r["step"] for r in _metrics_lines(run) if r["kind"] == "train"]
+    assert logged == sorted(set(logged)) and logged[-1] == 60  # one writer, no repeats
+    with open(run / "eval_60.json") as f, open(os.path.join(one.workdir, "eval_60.json")) as g:
+        two, single = json.load(f), json.load(g)
+    assert two["knn_top1"] == pytest.approx(single["knn_top1"], abs=0.01)
+
+
+def test_two_processes_equal_one_process_dino(train_py, train_py_runs, tmp_path):
+    _finish(_start_processes(train_py, (*DINO, f"--workdir={tmp_path / 'two'}")))
+    one = train_py_runs["dino"]
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = restore_run(str(tmp_path / "two")), restore_run(str(one.workdir))
+    assert int(a.state.step) == int(b.state.step) > 0
+    assert _max_param_difference(a.state, b.state) < 1e-5
+    teacher = _max_param_difference(
+        a.state.method_state["teacher"], b.state.method_state["teacher"]
+    )
+    assert teacher < 1e-5
+
+
+def test_bad_process_flags_are_one_line_errors(train_py, tmp_path):
+    args = (*smoke_args("simclr", *tiny_flags()), f"--workdir={tmp_path / 'w'}")
+    cases = [
+        (["--num_processes=2"], r"--coordinator_address, --process_id missing"),
+        (
+            ["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],
+            r"is not HOST:PORT",
+        ),
+        (
+            [f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
+            + ["--process_id=2"],
+            r"--process_id=2 must be in 0..1",
+        ),
+        (  # process 1 of 2, and no process 0 anywhere
+            [f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
+            + ["--process_id=1", "--distributed_timeout=3"],
+            r"process 1 of 2 could not join the coordinator at 127\.0\.0\.1:\d+ within 3 s",
+        ),
+    ]
+    for flags, pattern in cases:
+        proc = train_py(*args, *flags, timeout=120)
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+        assert re.search(pattern, lines[0]), lines[0]
+        assert "Traceback" not in proc.stderr
