@@ -58,6 +58,14 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.init_from = ml_collections.ConfigDict()
     c.init_from.workdir = ""
     c.init_from.params = ("backbone",)
+    # Or start from (in eval mode: evaluate) the backbone in a PyTorch-layout file: torchvision
+    # ResNets, timm/DINO ViTs (jssl.models.convert); .safetensors, or .pth/.pt with torch.
+    # `prefix` picks the backbone of a file holding several (e.g. "teacher"); `input_norm` is
+    # the input normalisation the weights expect, folded into the first layer (auto: imagenet,
+    # none for files made by python -m jssl.export).
+    c.init_from.weights = ""
+    c.init_from.prefix = ""
+    c.init_from.input_norm = "auto"
     c.stages = ml_collections.ConfigDict()  # name -> the config of an earlier stage
 
     c.data = ml_collections.ConfigDict()

@@ -23,6 +23,7 @@ from jssl import data, evaluation, optim, sharding
 from jssl.checkpoint import Checkpointer, load_saved_config
 from jssl.errors import UserError
 from jssl.methods import HostContext, RunInfo, get_method
+from jssl.models import convert
 from jssl.train_step import TrainState, train_step
 
 # Data fields that decide whether two runs read the same examples.
@@ -147,9 +148,12 @@ class Experiment:
         key = jax.random.split(jax.random.PRNGKey(self.config.seed))[0]
         return self.model.init(key, x, train=False)
 
-    def init_state(self, init_run: RestoredRun | None = None) -> TrainState:
+    def init_state(
+        self, init_run: RestoredRun | None = None, *, weights: bool = True
+    ) -> TrainState:
         """Fresh TrainState, replicated over the mesh; a function of config.seed (and of
-        ``init_run``, the ``config.init_from`` run, whose parameter subtrees it starts from)."""
+        ``init_run``, the ``config.init_from`` run, whose parameter subtrees it starts from,
+        or, when ``weights``, of the backbone file ``config.init_from.weights``)."""
         config, method = self.config, self.method
 
         def init():
@@ -168,9 +172,20 @@ class Experiment:
 
         rep = sharding.replicated(self.mesh)
         state = jax.jit(init, out_shardings=rep)()
-        if init_run is None:
-            return state
-        params, batch_stats = self._initial_parts(state, init_run)
+        if init_run is not None:
+            return self._start_from(state, *self._initial_parts(state, init_run))
+        if weights and config.init_from.get("weights"):
+            return self.with_weights(state)
+        return state
+
+    def with_weights(self, state: TrainState) -> TrainState:
+        """``state`` with its backbone read from ``config.init_from.weights``
+        (``jssl.models.convert.load_backbone``), the optimiser and method state restarted."""
+        return self._start_from(state, *self._weights_parts(state))
+
+    def _start_from(self, state: TrainState, params, batch_stats) -> TrainState:
+        config, method = self.config, self.method
+        rep = sharding.replicated(self.mesh)
 
         def restart(params, batch_stats):  # optimiser and method state of the new start
             ms = method.init_method_state(params, batch_stats, config, self.run)
@@ -182,6 +197,29 @@ class Experiment:
         return state.replace(
             params=params, batch_stats=batch_stats, opt_state=opt_state, method_state=method_state
         )
+
+    def _weights_parts(self, state: TrainState):
+        """``state``'s params and batch_stats with the backbone read from the file
+        ``config.init_from.weights``."""
+        f = self.config.init_from
+        if "backbone" not in state.params:
+            raise UserError(
+                f"config.init_from.weights: the {self.config.method} model has no backbone to "
+                f"load weights into (its parameters: {sorted(state.params)}); use a method whose "
+                "model has one, e.g. --config=configs/simclr.py"
+            )
+        stats = state.batch_stats or {}
+        target = {"params": state.params["backbone"], "batch_stats": stats.get("backbone", {})}
+        loaded = convert.load_backbone(
+            os.path.expanduser(f.weights),
+            target,
+            prefix=f.get("prefix", ""),
+            input_norm=f.get("input_norm", "auto"),
+        )
+        params = {**state.params, "backbone": loaded["params"]}
+        if loaded.get("batch_stats"):
+            stats = {**stats, "backbone": loaded["batch_stats"]}
+        return params, stats
 
     def _initial_parts(self, state: TrainState, init_run: RestoredRun):
         """``state``'s params and batch_stats with the subtrees ``config.init_from.params``

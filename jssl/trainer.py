@@ -42,6 +42,7 @@ __all__ = [
     "NonFiniteError",
     "RestoredRun",
     "evaluate_checkpoint",
+    "evaluate_weights",
     "open_run",
     "restore_run",
     "summary_table",
@@ -457,7 +458,10 @@ def _evaluate_and_report(exp, state, workdir, writer, untrained) -> dict[str, fl
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
-    """--mode=eval: restores the latest checkpoint of ``workdir`` and runs the evaluations."""
+    """--mode=eval: restores the latest checkpoint of ``workdir`` and runs the evaluations
+    (with ``config.init_from.weights``: evaluates that file instead, ``evaluate_weights``)."""
+    if config.init_from.get("weights"):
+        return evaluate_weights(config, workdir, devices=devices)
     workdir = os.path.abspath(workdir)
     validation.validate(config, workdir, mode="eval", devices=devices)
     check_resumable(config, workdir)
@@ -477,5 +481,31 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, devi
     try:
         untrained = _read_json(os.path.join(workdir, "eval_untrained.json"))
         return _evaluate_and_report(exp, run.state, workdir, writer, untrained)
+    finally:
+        writer.close()
+
+
+def evaluate_weights(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
+    """--mode=eval with ``config.init_from.weights``: the config's evaluators on the backbone in
+    that PyTorch-layout file (``jssl.models.convert``), nothing trained.
+
+    ``workdir`` gets what a trained run's evaluation writes: config.json, ``eval_0.json``
+    (``eval_untrained.json`` for the random initialisation when ``config.eval.untrained``),
+    metrics.jsonl and the printed summary table.
+    """
+    workdir = os.path.abspath(workdir)
+    validation.validate(config, workdir, mode="eval", devices=devices)
+    os.makedirs(workdir, exist_ok=True)
+    check_resumable(config, workdir)
+    exp, _ = open_run(config, workdir, devices=devices, train_stages=False)
+    save_config(config, workdir)
+    writer = MetricWriter(workdir)
+    try:
+        state = exp.init_state(weights=False)
+        untrained = None
+        if config.eval.untrained:
+            untrained = _values(exp.evaluate(state))
+            _write_json(os.path.join(workdir, "eval_untrained.json"), untrained)
+        return _evaluate_and_report(exp, exp.with_weights(state), workdir, writer, untrained)
     finally:
         writer.close()

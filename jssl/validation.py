@@ -283,6 +283,10 @@ BASE_FIELDS: dict[str, Check] = {
 
 # Checked wherever the config has them (a method's own block, DINO's augment fields, ...).
 OPTIONAL_FIELDS: dict[str, Check] = {
+    # a backbone from a PyTorch-layout file (optional: runs saved before these fields reopen)
+    "init_from.weights": string,
+    "init_from.prefix": string,
+    "init_from.input_norm": lambda v: _input_norm_check()(v),
     # evaluation during training and the validation split (optional: runs saved before
     # these fields existed still reopen)
     "eval.every_steps": integer(0, MAX_STEPS),
@@ -960,6 +964,37 @@ def _init_from_problems(config, prefix: str) -> list[str]:
     return []
 
 
+def _input_norm_check() -> Check:
+    from jssl.models.convert import INPUT_NORM_CHOICES
+
+    return one_of(INPUT_NORM_CHOICES, "init_from.input_norm")
+
+
+def _weights(config) -> str:
+    """config.init_from.weights, or "" without one."""
+    weights = _get(config, "init_from.weights")
+    return weights if isinstance(weights, str) else ""
+
+
+def _weights_problems(config, prefix: str) -> list[str]:
+    weights = _weights(config)
+    if not weights:
+        return []
+    from jssl.models.convert import FILE_SUFFIXES
+
+    field = f"{prefix}init_from.weights={weights!r}"
+    out = []
+    ref = _get(config, "init_from.workdir")
+    if isinstance(ref, str) and ref:
+        out.append(f"{field}: set either it or init_from.workdir={ref!r}, not both")
+    path = os.path.expanduser(weights)
+    if not os.path.isfile(path):
+        out.append(f"{field}: no such file; give a {' or '.join(FILE_SUFFIXES)} file")
+    elif not path.lower().endswith(FILE_SUFFIXES):
+        out.append(f"{field}: not a {' or '.join(FILE_SUFFIXES)} file")
+    return out
+
+
 def _data_path_problems(config, prefix: str) -> list[str]:
     name = _get(config, "data.name")
     if name not in ("image_folder", "arrayrecord"):
@@ -1023,11 +1058,14 @@ def problems(
     out = config_problems(config)
     out += _data_path_problems(config, "")
     out += _init_from_problems(config, "")
+    out += _weights_problems(config, "")
     out += device_problems(config, device_count, process_count)
     method = _get(config, "method")
     method = method if isinstance(method, str) else None
     if workdir is not None:
-        out += workdir_problems(workdir, method, mode=mode)
+        # Evaluating a weights file needs no checkpoint: the workdir is checked as a new run's.
+        wmode = "train" if mode == "eval" and _weights(config) else mode
+        out += workdir_problems(workdir, method, mode=wmode)
     stages = _get(config, "stages")
     if stages is not _MISSING and hasattr(stages, "keys"):
         for name in stages.keys():
@@ -1037,6 +1075,7 @@ def problems(
             prefix = f"stages.{name}."
             out += _data_path_problems(stage, prefix)
             out += _init_from_problems(stage, prefix)
+            out += _weights_problems(stage, prefix)
             out += device_problems(stage, device_count, process_count, prefix)
             ref = _get(config, "init_from.workdir")
             if workdir is not None and mode == "train" and ref == STAGE_PREFIX + name:
