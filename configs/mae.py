@@ -57,7 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if preset == "digits":
         # 1,437 images of 8x8 px seen at 16 px: 4 px patches (16 of them, 4 visible at
-        # 75%), a 4-block, 64-wide ViT and a 2-block, 64-wide decoder; 300 steps.
+        # 75%), a 4-block, 64-wide ViT and a 2-block, 64-wide decoder; 1,000 steps (after
+        # 300, kNN 0.66, below the untrained ViT's 0.69; after 1,000, 0.90).
         c.model.name = "vit_tiny"
         c.model.kwargs = _vit(
             patch_size=4, image_size=16, depth=4, hidden=64, num_heads=4, mlp_dim=256
@@ -71,7 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             optimizer="adamw",
             learning_rate=1e-3,
             batch_size=256,
-            num_epochs=60.0,
+            num_epochs=200.0,
             weight_decay=0.05,
             warmup_epochs=5.0,
             probe_epochs=200,

@@ -253,6 +253,7 @@ BASE_FIELDS: dict[str, Check] = {
     "data.image_size": integer(0, MAX_SIDE),
     "data.cache_dir": string,
     "data.on_bad_image": one_of(BAD_IMAGE_MODES, "data.on_bad_image mode"),
+    "data.stream": boolean,
     "data.num_threads": integer(1, 1024),
     "data.prefetch": integer(1, 1024),
     "data.num_workers": integer(0, 1024),
@@ -418,6 +419,74 @@ OPTIONAL_FIELDS: dict[str, Check] = {
     "vae.seed_shape": numbers(integer(1, MAX_SIDE), length=3),
     "vae.beta": NON_NEGATIVE,
     "vae.scale": one_of(("optimal", "learned"), "vae.scale"),
+    # DINOv2's options of DINO
+    "dino.koleo_weight": NON_NEGATIVE,
+    "dino.ibot_weight": NON_NEGATIVE,
+    "dino.ibot_mask_probability": PROBABILITY,
+    "dino.ibot_mask_ratio": pair(0.0, 1.0, lo_open=False),
+    "dino.ibot_separate_head": boolean,
+    "dino.ibot_out_dim": WIDTH,
+    "dino.ibot_hidden_dim": WIDTH,
+    "dino.ibot_bottleneck_dim": WIDTH,
+    "dino.ibot_num_layers": integer(1, 64),
+    # the second wave (issue 14)
+    "byol.proj_dim": WIDTH,
+    "byol.proj_hidden_dims": numbers(WIDTH),
+    "byol.pred_hidden_dims": numbers(WIDTH),
+    "byol.target_momentum": MOMENTUM,
+    "byol.target_momentum_end": MOMENTUM,
+    "byol.use_bn": boolean,
+    "simsiam.proj_dim": WIDTH,
+    "simsiam.proj_hidden_dims": numbers(WIDTH),
+    "simsiam.pred_hidden_dims": numbers(WIDTH),
+    "barlow_twins.lambda_": NON_NEGATIVE,
+    "barlow_twins.scale_loss": POSITIVE,
+    "barlow_twins.proj_dim": WIDTH,
+    "barlow_twins.proj_hidden_dims": numbers(WIDTH),
+    "vicreg.sim_coeff": NON_NEGATIVE,
+    "vicreg.std_coeff": NON_NEGATIVE,
+    "vicreg.cov_coeff": NON_NEGATIVE,
+    "vicreg.proj_dim": WIDTH,
+    "vicreg.proj_hidden_dims": numbers(WIDTH),
+    "mocov2.temperature": POSITIVE,
+    "mocov2.momentum": MOMENTUM,
+    "mocov2.momentum_end": MOMENTUM,
+    "mocov2.queue_size": integer(1, MAX_WIDTH),
+    "mocov2.symmetric": boolean,
+    "mocov2.proj_dim": WIDTH,
+    "mocov2.proj_hidden_dims": numbers(WIDTH),
+    "mocov3.temperature": POSITIVE,
+    "mocov3.momentum": MOMENTUM,
+    "mocov3.momentum_end": MOMENTUM,
+    "mocov3.proj_dim": WIDTH,
+    "mocov3.proj_hidden_dims": numbers(WIDTH),
+    "mocov3.pred_hidden_dims": numbers(WIDTH),
+    "mocov3.last_bn": boolean,
+    "mocov3.last_bn_scale": boolean,
+    "mocov3.pred_last_bn": boolean,
+    "nnclr.temperature": POSITIVE,
+    "nnclr.queue_size": integer(1, MAX_WIDTH),
+    "nnclr.proj_dim": WIDTH,
+    "nnclr.proj_hidden_dims": numbers(WIDTH),
+    "nnclr.pred_hidden_dims": numbers(WIDTH),
+    "nnclr.last_bn": boolean,
+    "nnclr.last_bn_scale": boolean,
+    "nnclr.pred_last_bn": boolean,
+    "swav.temperature": POSITIVE,
+    "swav.epsilon": POSITIVE,
+    "swav.sinkhorn_iters": integer(1, 10**6),
+    "swav.num_prototypes": integer(2, MAX_WIDTH),
+    "swav.freeze_prototypes_epochs": EPOCHS,
+    "swav.queue_size": integer(0, MAX_WIDTH),
+    "swav.queue_start_epochs": EPOCHS,
+    "swav.proj_dim": WIDTH,
+    "swav.proj_hidden_dims": numbers(WIDTH),
+    "mae.mask_ratio": real(0.0, 1.0, hi_open=True),
+    "mae.norm_pix": boolean,
+    "mae.decoder_hidden": WIDTH,
+    "mae.decoder_depth": integer(1, 256),
+    "mae.decoder_num_heads": integer(1, 1024),
+    "mae.decoder_mlp_dim": WIDTH,
 }
 
 
@@ -452,6 +521,12 @@ _MULTI_CROP = ("augment.crop_size", "augment.scale", "augment.flip") + tuple(
         "blur_sigma",
     )
 )
+# BYOL's two asymmetric views (multi-crop without locals), also Barlow Twins', VICReg's,
+# MoCo v3's and NNCLR's
+_ASYMMETRIC = ("augment.crop_size", "augment.scale", "augment.flip") + tuple(
+    f"augment.{f}"
+    for f in ("jitter", "jitter_p", "gray_p", "global_blur_p", "global_solarize_p", "blur_sigma")
+)
 # method -> (its config blocks, the augment fields its views read)
 METHOD_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "simclr": (("simclr",), _SIMCLR_VIEWS),
@@ -468,6 +543,15 @@ METHOD_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "colorization": (("colorization", "decoder"), _CROP_FLIP),
     "autoencoder": (("autoencoder", "decoder"), _CROP_FLIP),
     "vae": (("vae", "decoder"), _CROP_FLIP),
+    "byol": (("byol",), _ASYMMETRIC),
+    "simsiam": (("simsiam",), _SIMCLR_VIEWS),
+    "barlow_twins": (("barlow_twins",), _ASYMMETRIC),
+    "vicreg": (("vicreg",), _ASYMMETRIC),
+    "mocov2": (("mocov2",), _SIMCLR_VIEWS),
+    "mocov3": (("mocov3",), _ASYMMETRIC),
+    "nnclr": (("nnclr",), _ASYMMETRIC),
+    "swav": (("swav",), _MULTI_CROP),
+    "mae": (("mae",), _CROP_FLIP),
 }
 
 
@@ -666,6 +750,8 @@ MODEL_KWARGS: dict[str, Check] = {
     "mlp_dim": WIDTH,
     "image_size": SIZE,
     "return_attention": boolean,
+    "pos_embedding": one_of(("learned", "sincos"), "ViT pos_embedding"),
+    "mask_token": boolean,
 }
 
 
@@ -722,6 +808,11 @@ def _vit_problems(config, kw: dict, prefix: str, cls) -> list[str]:
             f"{prefix}model.kwargs.num_heads={heads}: the ViT width hidden={hidden} is not "
             f"divisible by it; use a divisor of {hidden}"
         )
+    if attr("pos_embedding") == "sincos" and _is_int(hidden) and hidden % 4:
+        out.append(
+            f"{prefix}model.kwargs.hidden={hidden}: sine-cosine position embeddings "
+            "(pos_embedding='sincos') need a width divisible by 4; use a multiple of 4"
+        )
     if not _is_int(patch):
         return out
     if _is_int(size) and size < patch:
@@ -730,7 +821,9 @@ def _vit_problems(config, kw: dict, prefix: str, cls) -> list[str]:
             f"least {patch}"
         )
     crops = [("augment.crop_size", _get(config, "augment.crop_size"))]
-    if _get(config, "method") == "dino" and _is_int(_get(config, "augment.num_local_crops")):
+    if _get(config, "method") in ("dino", "swav") and _is_int(
+        _get(config, "augment.num_local_crops")
+    ):
         if _get(config, "augment.num_local_crops") > 0:
             crops.append(("augment.local_crop_size", _get(config, "augment.local_crop_size")))
     for field, crop in crops:
@@ -766,13 +859,15 @@ def _combination_problems(config, ok: dict, method: str | None, prefix: str) -> 
             f"{prefix}sela.class_weights={show(weights)}: {len(weights)} weights for "
             f"num_clusters={clusters}; give one per cluster, or () for equal sizes"
         )
-    if method == "dino":
+    if method in ("dino", "swav"):
         g, n_local = ok.get("augment.num_global_crops"), ok.get("augment.num_local_crops")
         if g is not None and n_local is not None and g + n_local < 2:
+            who = {"dino": "DINO", "swav": "SwAV"}[method]
             out.append(
-                f"{prefix}augment.num_global_crops={g}: DINO compares pairs of different crops "
+                f"{prefix}augment.num_global_crops={g}: {who} compares pairs of different crops "
                 f"and num_local_crops={n_local}; use at least 2 crops in all"
             )
+    out += _second_wave_problems(config, ok, method, prefix)
     out += _blur_problems(ok, prefix)
     if method == "jigsaw":
         grid, size, tile = (
@@ -823,6 +918,112 @@ def _combination_problems(config, ok: dict, method: str | None, prefix: str) -> 
             out.append(
                 f"{prefix}method={method!r}: its evaluators {unknown} are not in "
                 f"jssl.evaluation.EVALUATORS ({', '.join(sorted(EVALUATORS))})"
+            )
+    return out
+
+
+def _vit_patch(config, ok: dict) -> tuple[bool, int | None]:
+    """(whether model.name is a ViT, its patch size when valid)."""
+    name = ok.get("model.name")
+    if name is None:
+        return False, None
+    cls, defaults = _model_class(name)
+    if cls.__name__ != "ViT":
+        return False, None
+    patch = _get(config, "model.kwargs.patch_size")
+    if patch is _MISSING:
+        patch = defaults.get("patch_size", cls.patch_size)
+    return True, (patch if _is_int(patch) and patch >= 1 else None)
+
+
+def _second_wave_problems(config, ok: dict, method: str | None, prefix: str) -> list[str]:
+    """Combinations that cannot work in MAE, DINOv2's options, the queues and VICReg."""
+    out = []
+    model = ok.get("model.name")
+    is_vit, patch = _vit_patch(config, ok)
+    if method == "mae":
+        if model is not None and not is_vit:
+            out.append(
+                f"{prefix}model.name={model!r}: MAE's encoder runs on the visible patch tokens; "
+                "use a ViT (vit_tiny, vit_small, vit_base), as configs/mae.py does"
+            )
+        crop, ratio = ok.get("augment.crop_size"), ok.get("mae.mask_ratio")
+        if patch is not None and crop is not None and crop >= patch:
+            if crop % patch:
+                out.append(
+                    f"{prefix}augment.crop_size={crop}: not a multiple of the ViT's "
+                    f"patch_size={patch}, and MAE reconstructs whole patches; use a multiple of "
+                    f"{patch}"
+                )
+            elif ratio is not None:
+                num = (crop // patch) ** 2
+                kept = int(num * (1 - ratio))  # jssl.methods.mae.num_kept
+                if kept < 1:
+                    out.append(
+                        f"{prefix}mae.mask_ratio={show(ratio)}: masks all {num} patches of a "
+                        f"{crop} px crop and the encoder needs one to see; use a smaller ratio"
+                    )
+                elif kept == num:
+                    out.append(
+                        f"{prefix}mae.mask_ratio={show(ratio)}: masks none of the {num} patches "
+                        "of a crop and the loss scores masked patches only; use a larger ratio"
+                    )
+        hidden, heads = ok.get("mae.decoder_hidden"), ok.get("mae.decoder_num_heads")
+        if hidden is not None and heads is not None and hidden % heads:
+            out.append(
+                f"{prefix}mae.decoder_num_heads={heads}: the decoder width decoder_hidden="
+                f"{hidden} is not divisible by it; use a divisor of {hidden}"
+            )
+        if hidden is not None and hidden % 4:
+            out.append(
+                f"{prefix}mae.decoder_hidden={hidden}: the decoder's sine-cosine position "
+                "embeddings need a width divisible by 4; use a multiple of 4"
+            )
+    if method == "dino" and (ok.get("dino.ibot_weight") or 0) > 0:
+        weight = show(ok["dino.ibot_weight"])
+        if model is not None and not is_vit:
+            out.append(
+                f"{prefix}dino.ibot_weight={weight}: iBOT's loss is on patch tokens and needs a "
+                f"ViT backbone, not model.name={model!r}; use e.g. configs/dino.py:digits,dinov2 "
+                "or dino.ibot_weight=0"
+            )
+        if ok.get("dino.ibot_mask_probability") == 0:
+            out.append(
+                f"{prefix}dino.ibot_mask_probability=0: with dino.ibot_weight={weight} no crop is "
+                "ever masked; use a probability > 0 (DINOv2: 0.5)"
+            )
+        ratio, crop = ok.get("dino.ibot_mask_ratio"), ok.get("augment.crop_size")
+        if ratio is not None and patch is not None and crop is not None and crop >= patch:
+            num = (crop // patch) ** 2
+            if math.floor(num * ratio[1]) < 1:
+                out.append(
+                    f"{prefix}dino.ibot_mask_ratio={show(ratio)}: masks no patch of the {num} "
+                    f"of a {crop} px crop (floor({num} x {ratio[1]:g}) = 0); raise the ratio "
+                    "range (DINOv2: (0.1, 0.5))"
+                )
+    batch = ok.get("batch_size")
+    if method == "dino" and (ok.get("dino.koleo_weight") or 0) > 0 and batch is not None:
+        if batch < 2:
+            out.append(
+                f"{prefix}batch_size={batch}: KoLeo (dino.koleo_weight="
+                f"{show(ok['dino.koleo_weight'])}) needs a nearest neighbour in the batch; use "
+                "at least 2"
+            )
+    if method in ("mocov2", "nnclr", "swav"):
+        queue = ok.get(f"{method}.queue_size")
+        if queue and batch is not None and queue < batch:
+            out.append(
+                f"{prefix}{method}.queue_size={queue}: smaller than batch_size={batch}, and the "
+                f"queue takes the whole global batch every step; use at least {batch} (a "
+                "multiple keeps the FIFO aligned)"
+                + (", or 0 for no queue" if method == "swav" else "")
+            )
+    if method == "vicreg":
+        coeffs = [ok.get(f"vicreg.{k}_coeff") for k in ("sim", "std", "cov")]
+        if None not in coeffs and not any(coeffs):
+            out.append(
+                f"{prefix}vicreg.sim_coeff=0: with std_coeff and cov_coeff 0 too the loss is 0 "
+                "and nothing is learned; use VICReg's 25, 25, 1"
             )
     return out
 
@@ -1186,6 +1387,15 @@ def data_problems(config: ml_collections.ConfigDict, dataset) -> list[str]:
             f"{config.method}.num_clusters={clusters}: more clusters than the {n} training "
             f"examples of {name}; use at most {n}"
         )
+    if config.method == "mae" and config.mae.norm_pix:
+        p = _vit_patch(config, {"model.name": config.model.name})[1]
+        channels = dataset.train.image_shape[-1]
+        if p is not None and p * p * channels < 2:
+            out.append(
+                f"mae.norm_pix=True: patches of {p}x{p} px with {channels} channel hold one "
+                f"value, which cannot be normalised by its own mean and variance; use "
+                "--config.model.kwargs.patch_size=2 or more, or --config.mae.norm_pix=False"
+            )
     if config.method == "scan" and config.scan.num_neighbors >= n:
         out.append(
             f"scan.num_neighbors={config.scan.num_neighbors}: needs more than that many training "

@@ -201,7 +201,8 @@ def test_presets(preset):
     from jssl import validation
 
     c = importlib.import_module("configs.mae").get_config(preset)
-    c.data.path = "/data" if preset == "cifar10_folder" else c.data.path
+    if c.data.name in ("image_folder", "arrayrecord"):  # folder presets: a path is given
+        c.data.path = "/data"
     assert c.method == "mae" and c.mae.mask_ratio == 0.75 and c.mae.norm_pix
     assert c.model.kwargs.pos_embedding == "sincos" and c.optim.name == "adamw"
     assert c.optim.b2 == 0.95 and c.optim.weight_decay == 0.05

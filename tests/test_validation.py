@@ -24,7 +24,9 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 METHOD_CONFIGS = (
     "simclr", "dino", "sela", "scan", "rotation", "jigsaw", "context", "denoising",
     "inpainting", "colorization", "autoencoder", "equivariance", "vae",
+    "byol", "simsiam", "barlow_twins", "vicreg", "mocov2", "mocov3", "nnclr", "swav", "mae",
 )  # fmt: skip
+SECOND_WAVE = ("byol", "simsiam", "barlow_twins", "vicreg", "mocov2", "mocov3", "nnclr", "swav")
 PRESETS = ("digits", "cifar10", "cifar10_folder", "stl10", "imagenet")
 
 
@@ -242,6 +244,126 @@ def test_methods_without_listed_fields_get_checks_by_name():
         path = os.path.join(ROOT, "configs", f"{name}.py")
         if os.path.exists(path):
             assert problems_of(config_of(name)) == [], name
+
+
+def test_every_method_lists_its_fields_and_every_field_of_its_block_has_a_check():
+    """METHOD_FIELDS names every registered method, and every field of the new methods'
+    blocks (every preset) has its own check in OPTIONAL_FIELDS (not only one by name)."""
+    from jssl.methods import METHODS
+
+    assert set(validation.METHOD_FIELDS) == set(METHODS)
+    for name in (*SECOND_WAVE, "mae", "dino"):
+        for preset in PRESETS:
+            arg = preset + (",dinov2" if name == "dino" else "")
+            block = config_of(name, arg)[name]
+            unchecked = [k for k in block.keys() if f"{name}.{k}" not in validation.OPTIONAL_FIELDS]
+            assert unchecked == [], (name, preset, unchecked)
+
+
+def test_another_methods_config_lacks_the_new_methods_fields():
+    for name in (*SECOND_WAVE, "mae"):
+        found = problems_of(config_of("simclr", method=name))
+        lacking = [p for p in found if f"method={name!r}: the config lacks fields" in p]
+        assert len(lacking) == 1 and f"{name}." in lacking[0], (name, found)
+        assert lacking[0].endswith(f"use --config=configs/{name}.py"), lacking
+
+
+@pytest.mark.parametrize(
+    "name, arg, overrides, expected",
+    [
+        ("byol", "", {"byol.target_momentum": 1.5}, "byol.target_momentum=1.5: must be a fin"),
+        ("byol", "", {"augment.global_blur_p": (1.5,)}, "augment.global_blur_p=(1.5,): every"),
+        ("simsiam", "", {"simsiam.pred_hidden_dims": (0,)}, "simsiam.pred_hidden_dims=(0,)"),
+        ("simsiam", "", {"augment.strength": 3.0}, "augment.strength=3.0: must be a finite"),
+        ("barlow_twins", "", {"barlow_twins.scale_loss": 0.0}, "scale_loss=0.0: must be a fi"),
+        ("barlow_twins", "", {"barlow_twins.lambda_": -1.0}, "lambda_=-1.0: must be a finite"),
+        (
+            "vicreg",
+            "",
+            {"vicreg.sim_coeff": 0.0, "vicreg.std_coeff": 0.0, "vicreg.cov_coeff": 0.0},
+            "the loss is 0 and nothing is learned",
+        ),
+        ("vicreg", "", {"vicreg.sim_coeff": 0.0}, None),
+        ("mocov2", "", {"mocov2.queue_size": 16}, "mocov2.queue_size=16: smaller than batch_si"),
+        ("mocov3", "", {"mocov3.temperature": 0.0}, "mocov3.temperature=0.0: must be a finite"),
+        ("mocov3", "", {"mocov3.momentum_end": 2.0}, "mocov3.momentum_end=2.0: must be a fini"),
+        ("mocov2", "", {"mocov2.proj_hidden_dims": (64, -1)}, "proj_hidden_dims=(64, -1): ev"),
+        ("byol", "", {"byol.pred_hidden_dims": ()}, None),
+        ("nnclr", "", {"nnclr.queue_size": 0}, "nnclr.queue_size=0: must be an integer in [1,"),
+        ("nnclr", "", {"nnclr.queue_size": 31}, "nnclr.queue_size=31: smaller than batch_size"),
+        ("swav", "", {"swav.num_prototypes": 1}, "swav.num_prototypes=1: must be an integer in"),
+        ("swav", "", {"swav.queue_size": 8}, "swav.queue_size=8: smaller than batch_size=32"),
+        ("swav", "", {"swav.queue_size": 0}, None),
+        ("swav", "", {"swav.epsilon": -0.05}, "swav.epsilon=-0.05: must be a finite number > 0"),
+        (
+            "swav",
+            "",
+            {"augment.num_global_crops": 1, "augment.num_local_crops": 0},
+            "SwAV compares pairs of different crops",
+        ),
+        ("mae", "", {"mae.mask_ratio": 1.0}, "mae.mask_ratio=1.0: must be a finite number in"),
+        ("mae", "", {"mae.mask_ratio": 0.99}, "masks all 16 patches of a 16 px crop"),
+        ("mae", "", {"mae.mask_ratio": 0.0}, "masks none of the 16 patches"),
+        ("mae", "", {"augment.crop_size": 18}, "not a multiple of the ViT's patch_size=4"),
+        ("mae", "", {"mae.decoder_num_heads": 3}, "decoder_num_heads=3: the decoder width"),
+        ("mae", "", {"mae.decoder_hidden": 30, "mae.decoder_num_heads": 2}, "divisible by 4"),
+        ("mae", "", {"model.kwargs.pos_embedding": "rope"}, "unknown ViT pos_embedding; use"),
+        (
+            "mae",
+            "",
+            {"model.kwargs.hidden": 34, "model.kwargs.num_heads": 2},
+            "model.kwargs.hidden=34: sine-cosine position embeddings",
+        ),
+        ("dino", "digits,dinov2", {}, None),
+        ("dino", "digits,dinov2", {"dino.koleo_weight": -0.1}, "koleo_weight=-0.1: must be a"),
+        ("dino", "digits,dinov2", {"dino.ibot_mask_ratio": (0.6, 0.2)}, "must be a pair (a, b)"),
+        ("dino", "digits,dinov2", {"dino.ibot_num_layers": 0}, "ibot_num_layers=0: must be an"),
+        (
+            "dino",
+            "digits,dinov2",
+            {"dino.ibot_mask_probability": 0.0},
+            "dino.ibot_mask_probability=0: with dino.ibot_weight=1.0 no crop is ever masked",
+        ),
+        (
+            "dino",
+            "digits,dinov2",
+            {"dino.ibot_mask_ratio": (0.01, 0.05)},
+            "masks no patch of the 16 of a 16 px crop",
+        ),
+        ("dino", "digits", {"dino.ibot_weight": 1.0}, "needs a ViT backbone, not model.name="),
+        ("dino", "digits", {"dino.koleo_weight": 0.1}, None),  # KoLeo works on any backbone
+        ("dino", "digits", {"dino.koleo_weight": 0.1, "batch_size": 1}, "KoLeo (dino.koleo_"),
+    ],
+)
+def test_new_methods_fields_and_combinations(name, arg, overrides, expected):
+    found = problems_of(config_of(name, arg or "digits,smoke", **overrides))
+    if expected is None:
+        assert found == []
+    else:
+        assert any(expected in p for p in found), found
+
+
+def test_mae_on_a_convnet_and_one_pixel_patches_are_problems():
+    import ml_collections
+
+    from jssl.data import Dataset, Split
+
+    config = config_of(
+        "mae", **{"model.name": "convnet", "model.kwargs": ml_collections.ConfigDict()}
+    )
+    assert any("MAE's encoder runs on the visible patch tokens" in p for p in problems_of(config))
+    config = config_of("mae", **{"model.kwargs.patch_size": 1, "batch_size": 8})
+    assert problems_of(config) == []
+    x, y = np.zeros((20, 8, 8, 1), np.uint8), np.arange(20, dtype=np.int32) % 10
+    data = Dataset(Split(x, y), Split(x, y), 10, tuple(map(str, range(10))), "tiny")
+    config.eval.knn_k = 5
+    assert validation.data_problems(config, data) == [
+        "mae.norm_pix=True: patches of 1x1 px with 1 channel hold one value, which cannot be "
+        "normalised by its own mean and variance; use --config.model.kwargs.patch_size=2 or "
+        "more, or --config.mae.norm_pix=False"
+    ]
+    config.mae.norm_pix = False
+    assert validation.data_problems(config, data) == []
 
 
 # ----------------------------------------------------------------------------- run checks
