@@ -384,6 +384,37 @@ def test_export_and_evaluate_the_weights_through_train_py(tmp_path, train_py):
     assert export.main(["--workdir", str(run_dir), "--out", out, "--layout", "timm"]) == 1
 
 
+def test_weights_that_do_not_fit_are_one_error_line_through_train_py(tmp_path, train_py, vit):
+    config_path = tmp_path / "resnet_digits.py"
+    config_path.write_text(CONFIG_FILE)
+    vit_file = str(tmp_path / "vit.safetensors")
+    save_file(convert.to_torch(vit[1]), vit_file)
+    cases = {
+        "a ViT for a ResNet": (
+            vit_file,
+            ["holds no torchvision ResNet weights", "it holds a timm"],
+        ),
+        "no file": (str(tmp_path / "nothing.pth"), ["init_from.weights=", "no such file"]),
+    }
+    procs = {
+        name: train_py.start(
+            f"--config={config_path}",
+            "--mode=eval",
+            f"--workdir={tmp_path / name.replace(' ', '_')}",
+            f"--config.init_from.weights={weights}",
+        )
+        for name, (weights, _) in cases.items()
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert proc.returncode == 1 and len(errors) == 1, (name, err[-3000:])
+        assert "Traceback" not in err, (name, err[-3000:])
+        for part in cases[name][1]:
+            assert part in errors[0], (name, errors[0])
+        assert not (tmp_path / name.replace(" ", "_") / "eval_0.json").exists()
+
+
 def test_weights_are_checked_with_the_config(tmp_path):
     from tests.helpers import tiny_config
 

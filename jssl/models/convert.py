@@ -15,7 +15,7 @@ Layouts (chosen by the backbone: a jssl ResNet has one, a jssl ViT the other):
 ``to_torch`` and ``from_torch`` map every tensor by name from the jssl backbone's own
 variables, so a missing, extra or mis-shaped tensor is an error naming it.
 ``load_backbone`` reads a checkpoint file (``.safetensors`` with numpy, no torch;
-``.pth``/``.pt``/``.bin`` with torch when it is installed, ``weights_only=True``), finds the
+``.pth``/``.pth.tar``/``.pt``/``.bin`` with torch when installed, ``weights_only=True``), finds the
 backbone among the prefixes SSL checkpoints use (``module.``, ``backbone.``, ``encoder_q.``,
 ``teacher``/``student`` dicts, ...), drops the classifier and SSL heads, converts, and folds
 the input normalisation the weights were trained with into the first layer (jssl models read
