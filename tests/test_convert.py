@@ -478,6 +478,34 @@ def test_torchvision_resnet_features_match(name, size):
 
 
 @needs_torch
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_folded_resnet_on_unit_rgb_is_close_to_torchvision_on_normalised_input(name):
+    """The stem's zero padding is the one difference (README: input normalisation)."""
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, name)()
+    net.fc = torch.nn.Identity()
+    _perturb_torch(net)
+    x = np.random.default_rng(0).uniform(size=(4, 224, 224, 3)).astype(np.float32)
+    normalised = ((x - np.array(MEAN)) / np.array(STD)).astype(np.float32)
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(normalised.transpose(0, 3, 1, 2).copy())).numpy()
+    model = create_model(name, stem="imagenet")
+    target = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)), train=False)
+    )
+    folded = convert.fold_input_norm(convert.from_torch(_numpy_state_dict(net), target), MEAN, STD)
+    ours = features(model, folded, x)
+    cosine = (
+        np.sum(ours * theirs, 1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+    )
+    err = relative_error(ours, theirs)
+    print(
+        f"{name} folded, [0, 1] input: max relative error {err:.2e}, min cosine {cosine.min():.6f}"
+    )
+    assert cosine.min() > 0.999 and err < 0.05
+
+
+@needs_torch
 def test_export_loads_into_torchvision_strictly(tmp_path, resnet18):
     from safetensors.torch import load_file
 
