@@ -1,6 +1,14 @@
 """SCAN configs: ``--config=configs/scan.py:PRESET[,selflabel][,smoke]``.
 
-Presets: digits (default), cifar10, cifar10_folder, stl10, imagenet.
+Presets: digits (default), cifar10, cifar10_folder, stl10, imagenet, imagenet100.
+
+``imagenet100`` is SCAN's ImageNet-100 setting (its configs/scan/scan_imagenet_100.yml:
+100 clusters, 50 neighbours, 10 heads, entropy weight 5, crops of scale 0.2-1) on
+the streamed ``imagenet`` data preset: prepare a folder holding the 100 classes
+(train/<wnid>/*, val/<wnid>/*) and pass --config.data.path=OUT (and the same for
+--config.stages.pretext.data.path). SCAN's own ImageNet pretext is MoCo; the
+default pretext stage here is SimCLR's imagenet preset (give a finished MoCo v2
+run with --config.init_from.workdir=W instead).
 
 - ``configs/scan.py:PRESET`` is the SCAN stage (method ``scan``): mine
   neighbours in the space of a pretext run and train clustering heads with the
@@ -25,6 +33,17 @@ import ml_collections
 from configs import common, simclr
 
 SELFLABEL = "selflabel"
+IMAGENET100 = "imagenet100"
+
+
+def _imagenet100(c: ml_collections.ConfigDict, block: str) -> None:
+    """SCAN's ImageNet-100 settings on a stage whose method block is ``block``."""
+    c[block].num_clusters = 100
+    c[block].max_cluster_share = 0.1
+    c.augment.scale = (0.2, 1.0)
+    if block == "scan":
+        c.scan.num_neighbors = 50
+        c.scan.num_heads = 10
 
 
 def _scan_block(c: ml_collections.ConfigDict) -> None:
@@ -114,8 +133,17 @@ def selflabel_stage(preset: str, modifiers: set[str], arg: str) -> ml_collection
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+    in100 = IMAGENET100 in parts
+    parts = ["imagenet" if p == IMAGENET100 else p for p in parts]
     rest = ",".join(p for p in parts if p != SELFLABEL) or None
     preset, modifiers = common.parse_arg(rest)
     if SELFLABEL in parts:
-        return selflabel_stage(preset, modifiers, rest or preset)
-    return scan_stage(preset, modifiers, rest or preset)
+        c = selflabel_stage(preset, modifiers, rest or preset)
+        if in100:
+            _imagenet100(c, "selflabel")
+            _imagenet100(c.stages.scan, "scan")
+        return c
+    c = scan_stage(preset, modifiers, rest or preset)
+    if in100:
+        _imagenet100(c, "scan")
+    return c

@@ -54,6 +54,8 @@ def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
         data_dir=d.data_dir or None,
         cache_dir=d.cache_dir or None,
         on_bad_image=d.on_bad_image,
+        num_threads=d.get("num_threads", 8),
+        stream=d.get("stream", False),
     )
     return data.carve_validation(
         dataset,
@@ -423,7 +425,7 @@ def restore_run(
                 f"No checkpoint in {ckpt.directory}: train first with --mode=train and this "
                 "--workdir."
             )
-        state = ckpt.restore(exp.init_state())
+        state = ckpt.restore(exp.init_state(weights=False))  # the checkpoint replaces all
     finally:
         ckpt.close()
     return RestoredRun(workdir=workdir, config=run_config, experiment=exp, state=state)

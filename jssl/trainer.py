@@ -64,6 +64,11 @@ RESUMABLE_FIELDS = (
     "data.cache_dir",
     "data.data_dir",
     "data.path",
+    # how the examples are read, not which: the batches stay the same
+    "data.stream",
+    "data.num_threads",
+    "data.prefetch",
+    "data.num_workers",
 )
 
 STAGE_PREFIX = "stage:"

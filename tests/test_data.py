@@ -276,6 +276,22 @@ def tiny_tfds_dir(tmp_path_factory) -> Path:
     return data_dir
 
 
+def test_tfds_streamed_reads_as_tfds_in_memory(tiny_tfds_dir):
+    kw = dict(tfds_name="jssl_tiny_images", data_dir=tiny_tfds_dir)
+    for size in (None, 4):
+        memory = load_dataset("tfds", image_size=size, **kw)
+        streamed = load_dataset("tfds", image_size=size, stream=True, num_threads=2, **kw)
+        assert streamed.class_names == memory.class_names and streamed.name == memory.name
+        for s, m in ((streamed.train, memory.train), (streamed.test, memory.test)):
+            assert not hasattr(m, "load") and hasattr(s, "load")  # in memory / streamed
+            assert s.image_shape == m.image_shape
+            np.testing.assert_array_equal(s.labels, m.labels)
+            np.testing.assert_array_equal(s.get(np.arange(len(s))), m.images)
+            np.testing.assert_array_equal(s.load(2), m.images[2])
+    with pytest.raises(DataError, match="available splits"):
+        load_dataset("tfds", stream=True, test_split="val", **kw)
+
+
 def test_tfds_reads_prepared_array_record(tiny_tfds_dir):
     ds = load_dataset("tfds", tfds_name="jssl_tiny_images", data_dir=tiny_tfds_dir)
     assert ds.train.images.shape == (9, 6, 5, 3) and ds.test.images.shape == (4, 6, 5, 3)

@@ -49,15 +49,21 @@ def problems_of(config):
 
 
 def test_every_shipped_config_validates(tmp_path):
+    prepared = tmp_path / "prepared"  # what the streamed presets' data.path must hold
+    prepared.mkdir()
+    (prepared / "meta.json").write_text("{}")
     for name in METHOD_CONFIGS:
         args = [p + m for p in PRESETS for m in ("", ",smoke")]
         if name == "scan":
+            args += ["imagenet100", "imagenet100,smoke"]
             args += [a + ",selflabel" for a in args]
         for arg in args:
             config = config_of(name, arg)
             for c in (config, *_stages(config)):
                 if c.data.name == "image_folder":
                     c.data.path = str(tmp_path)
+                if c.data.name == "arrayrecord":
+                    c.data.path = str(prepared)
             assert problems_of(config) == [], (name, arg)
             validation.validate(config, str(tmp_path / "run"), devices=jax.devices()[:1])
 

@@ -47,8 +47,9 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.array_record"
 
 
-def decode_encoded(data: bytes, size: tuple[int, int] | None) -> np.ndarray:
-    """uint8 [h, w, 3] of one encoded image, resized (bilinear) to size=(h, w) if given.
+def decode_encoded(data: bytes, size: tuple[int, int] | None, channels: int = 3) -> np.ndarray:
+    """uint8 [h, w, channels] of one encoded image (``channels`` 3: RGB, 1: greyscale),
+    resized (bilinear) to size=(h, w) if given.
 
     A JPEG at least twice the target size is first decoded at reduced scale in the
     DCT domain (never below the target in either side, whatever its EXIF rotation).
@@ -56,10 +57,13 @@ def decode_encoded(data: bytes, size: tuple[int, int] | None) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         if size is not None and image.format == "JPEG":
             side = max(size)
-            image.draft("RGB", (side, side))
+            image.draft("RGB" if channels == 3 else "L", (side, side))
         image.load()
         image = ImageOps.exif_transpose(image)
-        array = to_rgb_array(image)
+        if channels == 1:
+            array = np.asarray(image.convert("L"), dtype=np.uint8)[..., None]
+        else:
+            array = to_rgb_array(image)
     return array if size is None else resize_array(array, size)
 
 
@@ -88,22 +92,27 @@ def read_meta(root: Path) -> dict:
     return meta
 
 
-@dataclasses.dataclass(eq=False)
-class ArrayRecordSource:
-    """One prepared split as an ``ImageSource``: labels in memory, images read on demand.
+class StreamedSource:
+    """An ``ImageSource`` whose images are encoded records read on demand.
 
-    Picklable (the reader opens lazily in each process), so grain worker
-    processes can decode from it.
+    Subclasses give ``records()`` (random access to the encoded records, opened
+    lazily so that the source pickles into grain worker processes) and
+    ``_blob(record)`` (the encoded image of one record), and the fields
+    ``label_array``, ``size`` (h, w), ``channels``, ``num_threads`` and ``where``
+    (named in errors).
     """
 
-    split_dir: str
-    counts: tuple[int, ...]  # records per shard, as prepare wrote them
     label_array: np.ndarray
     size: tuple[int, int]
-    num_threads: int = 8
+    channels: int
+    num_threads: int
+    where: str
 
-    def __post_init__(self) -> None:
-        self._records = None
+    def records(self):
+        raise NotImplementedError
+
+    def _blob(self, record) -> bytes:
+        return record
 
     def __getstate__(self):
         return {**self.__dict__, "_records": None}
@@ -117,7 +126,59 @@ class ArrayRecordSource:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return (*self.size, 3)
+        return (*self.size, self.channels)
+
+    def load(self, index: int) -> np.ndarray:
+        """uint8 [h, w, c] of example ``index``."""
+        return self._decode(self._blob(self.records()[int(index)]), int(index))
+
+    def _decode(self, data: bytes, index: int) -> np.ndarray:
+        try:
+            return decode_encoded(data, self.size, self.channels)
+        except Exception as err:  # Pillow raises many types for bad data
+            raise DataError(
+                f"record {index} of {self.where} is not a decodable image "
+                f"({' '.join(str(err).split())[:120] or type(err).__name__}); prepare the data "
+                "again"
+            ) from None
+
+    def get(self, indices) -> np.ndarray:
+        """uint8 [b, h, w, c], decoded by ``num_threads`` grain threads (Pillow frees the GIL)."""
+        import grain
+
+        idx = [int(i) for i in np.asarray(indices).reshape(-1)]
+        out = np.empty((len(idx), *self.image_shape), np.uint8)
+        if not idx:
+            return out
+        blobs = [self._blob(r) for r in self.records().__getitems__(idx)]
+        threads = max(1, min(self.num_threads, len(idx)))
+        decoded = (
+            grain.MapDataset.source(list(zip(blobs, idx, strict=True)))
+            .map(lambda pair: self._decode(*pair))
+            .to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
+        )
+        for i, image in enumerate(decoded):
+            out[i] = image
+        return out
+
+
+@dataclasses.dataclass(eq=False)
+class ArrayRecordSource(StreamedSource):
+    """One prepared split: labels in memory, images read from its shards on demand."""
+
+    split_dir: str
+    counts: tuple[int, ...]  # records per shard, as prepare wrote them
+    label_array: np.ndarray
+    size: tuple[int, int]
+    num_threads: int = 8
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        self._records = None
+
+    @property
+    def where(self) -> str:
+        return self.split_dir
 
     def _paths(self) -> list[str]:
         return [os.path.join(self.split_dir, shard_name(i)) for i in range(len(self.counts))]
@@ -150,42 +211,6 @@ class ArrayRecordSource:
                 )
             self._records = records
         return self._records
-
-    def load(self, index: int) -> np.ndarray:
-        """uint8 [h, w, 3] of example ``index``."""
-        data = self.records()[int(index)]
-        return self._decode(data, int(index))
-
-    def _decode(self, data: bytes, index: int) -> np.ndarray:
-        try:
-            return decode_encoded(data, self.size)
-        except Exception as err:  # Pillow raises many types for bad data
-            raise DataError(
-                f"record {index} of {self.split_dir} is not a decodable image "
-                f"({' '.join(str(err).split())[:120] or type(err).__name__}); prepare the data "
-                "again"
-            ) from None
-
-    def get(self, indices) -> np.ndarray:
-        """uint8 [b, h, w, 3], decoded by ``num_threads`` grain threads (Pillow frees the GIL)."""
-        import grain
-
-        idx = [int(i) for i in np.asarray(indices).reshape(-1)]
-        out = np.empty((len(idx), *self.image_shape), np.uint8)
-        if not idx:
-            return out
-        records = self.records()
-        blobs = records.__getitems__(idx)
-        pairs = list(zip(blobs, idx, strict=True))
-        threads = max(1, min(self.num_threads, len(idx)))
-        decoded = (
-            grain.MapDataset.source(pairs)
-            .map(lambda pair: self._decode(*pair))
-            .to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
-        )
-        for i, image in enumerate(decoded):
-            out[i] = image
-        return out
 
 
 def open_split(root: Path, split: str, meta: dict, size, num_threads: int) -> ArrayRecordSource:

@@ -56,6 +56,8 @@ def _tfds(
     test_split: str,
     data_dir: Any,
     image_size: Any,
+    stream: bool,
+    num_threads: int,
     **_: Any,
 ) -> Dataset:
     return load_tfds(
@@ -64,6 +66,8 @@ def _tfds(
         test_split=test_split,
         data_dir=data_dir,
         image_size=image_size,
+        stream=stream,
+        num_threads=num_threads,
     )
 
 
@@ -102,6 +106,7 @@ def load_dataset(
     on_bad_image: str = "fail",
     seed: int = 0,
     num_threads: int = 8,
+    stream: bool = False,
 ) -> Dataset:
     """Loads a labelled train/test dataset: into memory as uint8 arrays, or streamed.
 
@@ -120,6 +125,7 @@ def load_dataset(
         the count).
       seed: digits train/test split seed (0 is the reference split).
       num_threads: decoding threads of a streamed source's ``get``.
+      stream: source "tfds": stream the prepared files instead of loading them.
 
     Raises:
       DataError: for any problem with the data or these options.
@@ -139,4 +145,5 @@ def load_dataset(
         on_bad_image=on_bad_image,
         seed=seed,
         num_threads=num_threads,
+        stream=stream,
     )

@@ -9,10 +9,16 @@ how to install it and prepare the data once.
 Images keep their stored channel count (e.g. 1 for MNIST, 3 for CIFAR-10). If
 ``image_size`` is not given and images differ in size, all are resized to the
 size of the first training image.
+
+``stream=True`` reads nothing into memory but the labels: each image is read
+from the ArrayRecord files and decoded when a batch needs it (``TfdsStreamSource``,
+the same decoding as ``jssl/data/arrayrecord.py``), for data sets larger than
+memory such as ``imagenet2012``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 import os
@@ -23,6 +29,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from jssl.data.arrayrecord import StreamedSource
 from jssl.data.core import DataError, Dataset, Split, resize_array
 
 _BATCH = 1024  # examples per __getitems__ call
@@ -74,6 +81,79 @@ def _read_split(
     return out, labels
 
 
+def _skip_image_decoding(builder, split: str):
+    import tensorflow_datasets as tfds
+
+    return builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+
+
+@dataclasses.dataclass(eq=False)
+class TfdsStreamSource(StreamedSource):
+    """One prepared tfds split streamed: labels in memory, each image decoded on demand."""
+
+    name: str
+    data_dir: str | None
+    split: str
+    label_array: np.ndarray
+    size: tuple[int, int]
+    channels: int
+    num_threads: int = 8
+
+    def __post_init__(self) -> None:
+        self._records = None
+
+    @property
+    def where(self) -> str:
+        return f"tfds split {self.name}:{self.split}"
+
+    def records(self):
+        if self._records is None:
+            import tensorflow_datasets as tfds
+
+            builder = tfds.builder(self.name, data_dir=self.data_dir, file_format="array_record")
+            self._records = _skip_image_decoding(builder, self.split)
+        return self._records
+
+    def _blob(self, record) -> bytes:
+        return record["image"]
+
+
+def _stream_split(builder, name, data_dir, split, size, num_threads) -> TfdsStreamSource:
+    """The split with its labels read (images skipped); size None: the first image's."""
+    try:
+        records = _skip_image_decoding(builder, split)
+    except (ValueError, KeyError, NotImplementedError) as err:
+        raise DataError(
+            f"cannot read split '{split}' of tfds dataset '{name}' "
+            f"({' '.join(str(err).split())[:300]}); available splits: "
+            f"{sorted(builder.info.splits)}"
+        ) from None
+    n = len(records)
+    if n == 0:
+        raise DataError(f"tfds split '{split}' is empty; choose a split with examples")
+    labels = np.empty(n, np.int32)
+    for start in range(0, n, _BATCH):
+        keys = list(range(start, min(start + _BATCH, n)))
+        labels[start : start + len(keys)] = [int(r["label"]) for r in records.__getitems__(keys)]
+    shape = builder.info.features["image"].shape
+    channels = int(shape[-1]) if shape and shape[-1] else 3
+    source = TfdsStreamSource(
+        name,
+        None if data_dir is None else str(data_dir),
+        split,
+        labels,
+        size,
+        channels,
+        num_threads,
+    )
+    if size is None:
+        from jssl.data.arrayrecord import decode_encoded
+
+        first = decode_encoded(records[0]["image"], None, channels)
+        source = dataclasses.replace(source, size=tuple(first.shape[:2]))
+    return source
+
+
 def load_tfds(
     tfds_name: str | None,
     *,
@@ -81,8 +161,10 @@ def load_tfds(
     test_split: str = "test",
     data_dir: str | os.PathLike | None = None,
     image_size: tuple[int, int] | None = None,
+    stream: bool = False,
+    num_threads: int = 8,
 ) -> Dataset:
-    """Loads a prepared tfds dataset's 'image'/'label' features into memory."""
+    """A prepared tfds dataset's 'image'/'label' features: in memory, or streamed."""
     if not tfds_name:
         raise DataError("the tfds source needs tfds_name=... (e.g. 'cifar10')")
     if not _NAME.fullmatch(tfds_name):
@@ -120,6 +202,19 @@ def load_tfds(
             f"tfds dataset '{tfds_name}' has features {sorted(features)}, not 'image' and "
             "'label'; use a labelled image dataset"
         )
+    label = features["label"]
+    names = tuple(label.names) if hasattr(label, "names") else ()
+    if stream:
+        train = _stream_split(builder, tfds_name, data_dir, train_split, image_size, num_threads)
+        test = _stream_split(builder, tfds_name, data_dir, test_split, train.size, num_threads)
+        num_classes = int(getattr(label, "num_classes", 0)) or int(train.labels.max()) + 1
+        return Dataset(
+            train=train,
+            test=test,
+            num_classes=num_classes,
+            class_names=names or tuple(str(i) for i in range(num_classes)),
+            name=f"tfds:{tfds_name}",
+        )
     try:
         sources = builder.as_data_source(split=[train_split, test_split])
     except (ValueError, KeyError, NotImplementedError) as err:
@@ -132,8 +227,6 @@ def load_tfds(
     train_images, train_labels = _read_split(sources[0], train_split, image_size)
     size = image_size or train_images.shape[1:3]
     test_images, test_labels = _read_split(sources[1], test_split, size)
-    label = features["label"]
-    names = tuple(label.names) if hasattr(label, "names") else ()
     num_classes = int(getattr(label, "num_classes", 0)) or int(train_labels.max()) + 1
     return Dataset(
         train=Split(train_images, train_labels),
