@@ -257,3 +257,22 @@ def test_streamed_run_resumed_equals_the_in_memory_run(folder, prepared, tmp_pat
     leaves_equal(memory["state"].params, streamed["state"].params)
     leaves_equal(memory["state"].opt_state, streamed["state"].opt_state)
     assert memory["eval"]["knn_top1"] == streamed["eval"]["knn_top1"]
+
+
+def test_a_subset_of_a_streamed_source_streams(prepared, folder, tmp_path):
+    """The validation carve (a Subset) of a streamed split streams its batches too."""
+    from jssl.data import Subset, carve_validation
+
+    memory = load_image_folder(folder, cache_dir=tmp_path)
+    carved = carve_validation(load_arrayrecord(prepared), 0.25, seed=0, split="val")
+    reference = carve_validation(memory, 0.25, seed=0, split="val")
+    assert isinstance(carved.train, Subset) and callable(carved.train.load)
+    assert not hasattr(reference.train, "load")  # in memory: no load, read on this thread
+    np.testing.assert_array_equal(carved.train.load(3), reference.train.get([3])[0])
+    kw = dict(seed=1, start=0, stop=3)
+    for (_, i, x), (_, i2, x2) in zip(
+        host_batches(reference.train, 8, **kw), host_batches(carved.train, 8, **kw), strict=True
+    ):
+        np.testing.assert_array_equal(i, i2)
+        np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(carved.test.get([0, 1]), reference.test.get([0, 1]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -93,6 +94,16 @@ class Subset:
 
     def get(self, indices) -> np.ndarray:
         return self.source.get(self.indices[np.asarray(indices)])
+
+    @property
+    def load(self):
+        """``load(i)`` when ``source`` is streamed (has ``load``); AttributeError otherwise,
+        so that a subset streams exactly when its source does."""
+        return functools.partial(_load_of, self.source.load, self.indices)
+
+
+def _load_of(load, indices: np.ndarray, index: int) -> np.ndarray:
+    return load(indices[int(index)])
 
 
 def take_subset(source: ImageSource, max_examples: int, *, seed: int) -> ImageSource:
