@@ -15,6 +15,7 @@ PyTorch's features within 1e-4 relative; jssl's export loads into torchvision wi
 import argparse
 import importlib.util
 import json
+import os
 import struct
 import sys
 
@@ -26,6 +27,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from safetensors.numpy import save_file
 
 from jssl import validation
+from jssl.experiment import restore_run
 from jssl.models import ResNet, convert, create_model
 from jssl.models.convert import ConversionError
 from tests.helpers import jit_init
@@ -382,6 +384,12 @@ def test_export_and_evaluate_the_weights_through_train_py(tmp_path, train_py):
     for key in ("knn_top1", "linear_top1", "cluster_acc", "nmi", "ari"):
         assert result[key] == pytest.approx(trained["eval"][key], abs=1e-6), key
     assert export.main(["--workdir", str(run_dir), "--out", out, "--layout", "timm"]) == 1
+    # A run whose config starts from a weights file reopens from its checkpoint alone.
+    config = module.get_config()
+    config.init_from.weights = out
+    os.remove(out)
+    restored = restore_run(str(run_dir), config=config)
+    assert_trees_equal(restored.state.params, jax.device_get(trained["state"].params))
 
 
 def test_weights_that_do_not_fit_are_one_error_line_through_train_py(tmp_path, train_py, vit):
