@@ -54,6 +54,8 @@ def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
         data_dir=d.data_dir or None,
         cache_dir=d.cache_dir or None,
         on_bad_image=d.on_bad_image,
+        num_threads=d.get("num_threads", 8),
+        stream=d.get("stream", False),
     )
     return data.carve_validation(
         dataset,
