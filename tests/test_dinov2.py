@@ -201,6 +201,11 @@ def test_ibot_masks_share_ratio_and_independence():
     # the two global crops of an image are masked independently
     pairs = counts.reshape(n // 2, 2) > 0
     np.testing.assert_allclose((pairs[:, 0] & pairs[:, 1]).mean(), 0.25, atol=0.03)
+    # jit == no jit; 3 images get the masks of the first 3 of the 2000 (each image's masks
+    # come from its own key, split(key, B)[b], under jax_threefry_partitionable)
+    with jax.disable_jit():
+        eager = dino.ibot_masks(jax.random.PRNGKey(0), 3, 2, num, probability=0.5, ratio=(0.1, 0.5))
+    np.testing.assert_array_equal(eager, np.asarray(masks)[:3])
 
 
 def test_views_carry_masks_only_with_ibot():
