@@ -145,21 +145,14 @@ def host_batches(
     ``host_batch_indices(..., step=s)``: the order is a function of (seed, step)
     alone, so a resumed run streams the same batches with no iterator state.
     """
+    reader = _Reader(source, batch_size, seed, process_index, process_count)
     if getattr(source, "load", None) is None:
         for step in range(start, stop):
-            idx = host_batch_indices(
-                len(source),
-                batch_size,
-                seed=seed,
-                step=step,
-                process_index=process_index,
-                process_count=process_count,
-            )
+            idx = reader.indices(step)
             yield step, idx, source.get(idx)
         return
     import grain
 
-    reader = _Reader(source, batch_size, seed, process_index, process_count)
     reader.indices(start)  # the checks (divisible batch, process index) before any thread starts
     if num_workers:
         from absl import flags
