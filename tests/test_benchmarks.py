@@ -419,3 +419,79 @@ def test_projection_head_script(tmp_path):
     # h is what the trainer evaluates: the restored run reproduces its final figures.
     assert h == pytest.approx({k: trained["eval"][k] for k in projection_head.METRICS}, abs=1e-6)
     assert result["step"] == config.num_steps and result["method"] == "simclr"
+
+
+def _numbers(tree, key=""):
+    """(key, value) of every number in a JSON tree (bools are not numbers here)."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _numbers(v, k)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _numbers(v, key)
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield key, tree
+
+
+def test_input_pipeline_tiny(tmp_path):
+    import math
+
+    from benchmarks import input_pipeline
+
+    out = tmp_path / "ip.json"
+    result = input_pipeline.main(["--tiny", f"--out={out}"])
+    saved = json.loads(out.read_text())
+    assert saved["summary"] == pytest.approx(result["summary"])
+    assert {
+        "command",
+        "date",
+        "machine",
+        "versions",
+        "data",
+        "decode",
+        "pipeline",
+        "step",
+        "matmul_flops_per_sec",
+        "baseline",
+        "summary",
+        "ratios_vs_baseline",
+        "ratios_vs_baseline_per_core_second",
+        "total_seconds",
+    } <= set(saved)
+    assert {"cpu_count", "description", "loadavg_1_5_15_before", "loadavg_1_5_15_after"} <= set(
+        saved["machine"]
+    )
+    assert [(r["draft"], r["image_size"]) for r in saved["decode"]] == [
+        (False, 64),
+        (True, 64),
+        (False, 32),
+        (True, 32),
+    ]
+    assert [(r["threads"], r["workers"]) for r in saved["pipeline"]] == [(1, 0), (1, 1)]
+    timed = {"images_per_sec", "own_cores", "others_cores", "images_per_core_second", "seconds"}
+    for row in saved["decode"] + saved["pipeline"] + [saved["data"]["prepare"]]:
+        assert timed <= set(row)
+    assert {"images_per_sec", "xla_flops_per_image", "compile_seconds"} <= set(saved["step"])
+    assert {"host_cores_for_step", "host_cores_per_1000_images_per_sec"} <= set(saved["summary"])
+    # 500x375 JPEGs decoded at 64 and 32 px: draft decodes them at 1/4 and 1/8 scale.
+    assert [r["draft_scales"] for r in saved["decode"] if r["draft"]] == [[4], [8]]
+    numbers = [
+        (k, v)
+        for section in (
+            "data",
+            "decode",
+            "pipeline",
+            "step",
+            "summary",
+            "ratios_vs_baseline",
+            "ratios_vs_baseline_per_core_second",
+        )
+        for k, v in _numbers(saved[section])
+    ]
+    assert len(numbers) > 50
+    for key, value in numbers:
+        assert math.isfinite(value), key
+        # 0 workers means threads; the CPU others took and the load may be 0 on an idle machine
+        zero_ok = key in ("workers", "others_cores", "loadavg_1min")
+        assert value >= 0 if zero_ok else value > 0, (key, value)
+    assert saved["baseline"]["images_per_sec"] > 0 and saved["matmul_flops_per_sec"] > 0
