@@ -176,8 +176,9 @@ def apply_data_preset(c: ml_collections.ConfigDict, preset: str) -> None:
     elif preset == "imagenet":
         # Streamed: prepare the ImageNet folder (train/<wnid>/*, val/<wnid>/*) once with
         # python -m jssl.data.prepare --source=IMAGENET --out=OUT, then pass
-        # --config.data.path=OUT. Images are decoded at 256 px (DCT-domain downscaled) by
-        # the host threads; the 224 px random-resized crops are made on the device.
+        # --config.data.path=OUT. The host threads decode and resize the images to 256 px
+        # (in the DCT domain first for JPEGs of 512 px and more); the 224 px random-resized
+        # crops are made on the device.
         c.data.name = "arrayrecord"
         c.data.test_split = "val"
         c.data.image_size = 256
