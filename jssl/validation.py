@@ -1329,6 +1329,10 @@ def validate(
 # ----------------------------------------------------------------------------- data checks
 
 
+# SeLa's soft label table [heads, N, K] is method state, replicated on every device.
+SELA_SOFT_LABELS_GIB = 4
+
+
 def data_problems(config: ml_collections.ConfigDict, dataset) -> list[str]:
     """What cannot work with the loaded ``dataset``: the batch, kNN k, clusters and
     neighbours against its number of examples, the run length against int32 steps."""
@@ -1395,6 +1399,16 @@ def data_problems(config: ml_collections.ConfigDict, dataset) -> list[str]:
                 f"mae.norm_pix=True: patches of {p}x{p} px with {channels} channel hold one "
                 f"value, which cannot be normalised by its own mean and variance; use "
                 "--config.model.kwargs.patch_size=2 or more, or --config.mae.norm_pix=False"
+            )
+    if config.method == "sela" and config.sela.label_mode == "soft":
+        s = config.sela
+        gib = s.num_heads * n * s.num_clusters * 4 / 2**30
+        if gib > SELA_SOFT_LABELS_GIB:
+            out.append(
+                f"sela.label_mode='soft': {s.num_heads} heads x {n} examples x {s.num_clusters} "
+                f"clusters of float32 labels are {gib:.1f} GiB, replicated on every device (more "
+                f"than {SELA_SOFT_LABELS_GIB} GiB); use --config.sela.label_mode=hard "
+                f"({s.num_heads * n * 4 / 2**30:.2f} GiB of int32 labels)"
             )
     if config.method == "scan" and config.scan.num_neighbors >= n:
         out.append(

@@ -667,3 +667,19 @@ def test_stage_workdir_is_checked(tmp_path):
     found = validation.problems(config, str(tmp_path), device_count=1)
     assert len(found) == 1 and found[0].startswith("the pretext stage's --workdir=")
     assert "holds a 'vae' run" in found[0]
+
+
+def test_sela_soft_labels_that_cannot_fit_on_a_device():
+    from jssl.data import Dataset, Split, Subset
+
+    tiny = Split(np.zeros((10, 8, 8, 1), np.uint8), np.arange(10, dtype=np.int32))
+    n = 1_281_167  # ImageNet-1k's training set, as a Subset that holds no images
+    imagenet = Dataset(Subset(tiny, np.zeros(n, np.int64)), tiny, 10, tuple("0123456789"), "big")
+    kw = {"sela.num_heads": 10, "sela.num_clusters": 3000, "eval.knn_k": 5}
+    soft = config_of("sela", **kw, **{"sela.label_mode": "soft"})
+    assert validation.data_problems(soft, imagenet) == [
+        "sela.label_mode='soft': 10 heads x 1281167 examples x 3000 clusters of float32 labels "
+        "are 143.2 GiB, replicated on every device (more than 4 GiB); use "
+        "--config.sela.label_mode=hard (0.05 GiB of int32 labels)"
+    ]
+    assert validation.data_problems(config_of("sela", **kw), imagenet) == []
