@@ -36,8 +36,12 @@ class IBOTNetwork(nn.Module):
           mask: optional bool [N, L]: patch embeddings replaced by the mask token.
 
         Returns:
-          (cls logits [N, K], patch logits [N, M, K'], h [N, D]). With a shared head, the
-          [CLS] and patch tokens go through it as one batch (as DINOv2 does).
+          (cls logits [N, K], patch logits [N, M, K'], h [N, D]). The [CLS] and the patch
+          tokens go through the (shared or own) head as two batches: the same outputs as
+          DINOv2's one concatenated batch for its BatchNorm-free heads, and with
+          ``dino.head_use_bn`` each group normalised by its own statistics (in one batch
+          the M times more numerous patch tokens set the [CLS] tokens' statistics, and on
+          digits the [CLS] head then drifted to uniform outputs).
         """
         h, aux = self.backbone(x, train=train, mask=mask)
         fmap = aux["feature_map"]
@@ -46,9 +50,6 @@ class IBOTNetwork(nn.Module):
         picked = jnp.take_along_axis(tokens, patches[..., None].astype(jnp.int32), axis=1)
         m = picked.shape[1]
         flat = picked.reshape(n * m, d)
-        if self.ibot_head is None:
-            out = self.head(jnp.concatenate([h, flat], axis=0), train=train)
-            z, zp = out[:n], out[n:]
-        else:
-            z, zp = self.head(h, train=train), self.ibot_head(flat, train=train)
+        patch_head = self.head if self.ibot_head is None else self.ibot_head
+        z, zp = self.head(h, train=train), patch_head(flat, train=train)
         return z, zp.reshape(n, m, zp.shape[-1]), h
