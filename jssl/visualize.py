@@ -41,6 +41,7 @@ __all__ = [
     "save_reconstructions_png",
 ]
 
+
 def load_run(workdir: str):
     """(experiment, state) of ``workdir``'s latest checkpoint, from its saved config.json."""
     from jssl.experiment import restore_run  # heavy: data, evaluation, methods
