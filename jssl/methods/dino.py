@@ -71,7 +71,8 @@ def koleo_weight(config: ml_collections.ConfigDict) -> float:
 
 
 def ibot_weight(config: ml_collections.ConfigDict) -> float:
-    return config.dino.get("ibot_weight", 0.0)
+    """iBOT's loss weight; 0 without one, and for methods that reuse DINO's views (SwAV)."""
+    return (config.get("dino") or {}).get("ibot_weight", 0.0)
 
 
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead | IBOTNetwork:
