@@ -253,10 +253,6 @@ BASE_FIELDS: dict[str, Check] = {
     "data.image_size": integer(0, MAX_SIDE),
     "data.cache_dir": string,
     "data.on_bad_image": one_of(BAD_IMAGE_MODES, "data.on_bad_image mode"),
-    "data.stream": boolean,
-    "data.num_threads": integer(1, 1024),
-    "data.prefetch": integer(1, 1024),
-    "data.num_workers": integer(0, 1024),
     "model.name": _registry("model", "model"),
     "model.dtype": one_of(DTYPES, "dtype"),
     "model.kwargs": lambda v: (
@@ -284,6 +280,11 @@ BASE_FIELDS: dict[str, Check] = {
 
 # Checked wherever the config has them (a method's own block, DINO's augment fields, ...).
 OPTIONAL_FIELDS: dict[str, Check] = {
+    # how streamed data is read (optional: runs saved before these fields reopen)
+    "data.stream": boolean,
+    "data.num_threads": integer(1, 1024),
+    "data.prefetch": integer(1, 1024),
+    "data.num_workers": integer(0, 1024),
     # a backbone from a PyTorch-layout file (optional: runs saved before these fields reopen)
     "init_from.weights": string,
     "init_from.prefix": string,
