@@ -131,28 +131,28 @@ def test_two_processes_equal_one_process_dino(train_py, train_py_runs, tmp_path)
     assert teacher < 1e-5
 
 
-def test_bad_process_flags_are_one_line_errors(train_py, tmp_path):
+@pytest.mark.parametrize(
+    "flags, pattern",
+    [
+        ((None, 2, None), r"--coordinator_address, --process_id missing"),
+        (("localhost", 2, 0), r"is not HOST:PORT"),
+        (("127.0.0.1:1", 2, 2), r"--process_id=2 must be in 0\.\.1"),
+    ],
+)
+def test_bad_process_flags(flags, pattern):
+    from jssl.distributed import DistributedError, initialize
+
+    with pytest.raises(DistributedError, match=pattern):
+        initialize(*flags, timeout=1)
+
+
+def test_unreachable_coordinator_is_one_error_line(train_py, tmp_path):
+    """Process 1 of 2, and no process 0 anywhere: JAX itself would abort the process."""
     args = (*smoke_args("simclr", *tiny_flags()), f"--workdir={tmp_path / 'w'}")
-    cases = [
-        (["--num_processes=2"], r"--coordinator_address, --process_id missing"),
-        (
-            ["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],
-            r"is not HOST:PORT",
-        ),
-        (
-            [f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
-            + ["--process_id=2"],
-            r"--process_id=2 must be in 0..1",
-        ),
-        (  # process 1 of 2, and no process 0 anywhere
-            [f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
-            + ["--process_id=1", "--distributed_timeout=3"],
-            r"process 1 of 2 could not join the coordinator at 127\.0\.0\.1:\d+ within 3 s",
-        ),
-    ]
-    for flags, pattern in cases:
-        proc = train_py(*args, *flags, timeout=120)
-        lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-        assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
-        assert re.search(pattern, lines[0]), lines[0]
-        assert "Traceback" not in proc.stderr
+    flags = [f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
+    proc = train_py(*args, *flags, "--process_id=1", "--distributed_timeout=3", timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+    pattern = r"process 1 of 2 could not join the coordinator at 127\.0\.0\.1:\d+ within 3 s"
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in proc.stderr
