@@ -31,7 +31,7 @@ SIMCLR = smoke_args(
     "--config.checkpoint_every=5",
     "--config.log_every=10",
 )
-DINO = smoke_args("dino", *SGD, "--config.num_steps=6")
+DINO = smoke_args("dino", *SGD, "--config.num_steps=4", "--config.augment.num_local_crops=0")
 # The 1 process x 8 devices references, run in the background from the session's start.
 TRAIN_PY_RUNS = {"simclr": SIMCLR, "dino": DINO}
 
