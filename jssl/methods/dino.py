@@ -254,6 +254,16 @@ def _crops_first(z: jax.Array, batch: int) -> jax.Array:
     return jnp.swapaxes(z.reshape(batch, -1, z.shape[-1]), 0, 1)
 
 
+def _student_crops(model, params, batch_stats, views, z_globals, b):
+    """The student's [S, B, K] outputs, globals (``z_globals``, already computed) first, then
+    the local crops as a batch of their own (another resolution); and the batch statistics."""
+    student = [_crops_first(z_globals, b)]
+    if "local" in views:
+        z, _, batch_stats = apply_train(model, params, batch_stats, _flatten_crops(views["local"]))
+        student.append(_crops_first(z, b))
+    return jnp.concatenate(student, axis=0), batch_stats
+
+
 def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
     if koleo_weight(config) > 0 or ibot_weight(config) > 0:
         return dinov2_loss(model, config, run)
@@ -270,13 +280,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
         b = g.shape[0]
         # Student: globals and locals as two batches (two resolutions).
         z, _, batch_stats = apply_train(model, params, batch_stats, _flatten_crops(g))
-        student = [_crops_first(z, b)]
-        if "local" in views:
-            z, _, batch_stats = apply_train(
-                model, params, batch_stats, _flatten_crops(views["local"])
-            )
-            student.append(_crops_first(z, b))
-        student = jnp.concatenate(student, axis=0)  # [S, B, K], globals first
+        student, batch_stats = _student_crops(model, params, batch_stats, views, z, b)
 
         # Teacher: global crops only, no gradient; its BatchNorm runs on batch
         # statistics and the updated running statistics are dropped (they
@@ -359,13 +363,7 @@ def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
             z, aux, batch_stats = apply_train(model, params, batch_stats, x)
             h = aux["features"]
             z_t, _, _ = apply_train(model, t_params, t_stats, x)
-        student = [_crops_first(z, b)]
-        if "local" in views:
-            z, _, batch_stats = apply_train(
-                model, params, batch_stats, _flatten_crops(views["local"])
-            )
-            student.append(_crops_first(z, b))
-        student = jnp.concatenate(student, axis=0)  # [S, B, K], globals first
+        student, batch_stats = _student_crops(model, params, batch_stats, views, z, b)
         teacher = jax.lax.stop_gradient(_crops_first(z_t, b))  # [T, B, K]
 
         center = method_state["center"]
