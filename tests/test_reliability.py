@@ -299,7 +299,8 @@ def test_bad_input_gives_one_line_errors_through_train_py(train_py, tmp_path):
     cases = {
         "unknown dataset": (
             ["--config.data.name=cifar100"],
-            "unknown dataset source 'cifar100'; known sources: ['arrayrecord', 'digits', 'image_folder', 'tfds']",
+            "unknown dataset source 'cifar100'; known sources: "
+            "['arrayrecord', 'digits', 'image_folder', 'tfds']",
         ),
         "tfds name with a path": (
             ["--config.data.name=tfds", "--config.data.tfds_name=../../x"],
