@@ -8,6 +8,7 @@ shows it for user errors too.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -19,6 +20,15 @@ def one_line(message: object) -> str:
 def print_error(message: object) -> None:
     """Writes the one ``error:`` line to stderr."""
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are the commands' one ``error:`` line and exit status 1
+    (``python -m jssl.visualize``, ``jssl.report``, ``jssl.export``, ``jssl.data.prepare``)."""
+
+    def error(self, message):
+        print_error(f"{message}; see {self.prog} --help")
+        sys.exit(1)
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

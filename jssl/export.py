@@ -15,7 +15,6 @@ metadata says so, and ``config.init_from.weights`` reads it back unchanged).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -89,22 +88,12 @@ def export(workdir: str, out: str, *, layout: str | None = None, network: str | 
     return out, own, network
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one ``error:`` line and exit status 1."""
-
-    def error(self, message):
-        from jssl import cli
-
-        cli.print_error(f"{message}; see {self.prog} --help")
-        sys.exit(1)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Returns the exit status: 0, or 1 after one ``error:`` line for a user error
     (``--traceback`` or ``-v 1`` raises it instead)."""
     from jssl import cli
 
-    parser = _Parser(
+    parser = cli.ArgumentParser(
         prog="python -m jssl.export",
         description="The backbone of a jssl run as a PyTorch-layout .safetensors file.",
     )

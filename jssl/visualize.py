@@ -200,22 +200,12 @@ def save_reconstructions_png(workdir: str, out: str, *, num: int = 10, scale: in
     return out
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are the commands' one ``error:`` line and exit status 1."""
-
-    def error(self, message):
-        from jssl import cli
-
-        cli.print_error(f"{message}; see {self.prog} --help")
-        sys.exit(1)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Returns the exit status: 0, or 1 after one ``error:`` line on stderr for a user error
     (``--traceback`` or ``-v 1`` raises it instead, with its traceback)."""
     from jssl import cli
 
-    parser = _Parser(prog="python -m jssl.visualize", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m jssl.visualize", description=__doc__.split("\n")[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--traceback", action="store_true", help="on an error, show the traceback (as -v 1)"

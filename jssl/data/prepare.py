@@ -216,11 +216,9 @@ def prepare(
 
 
 def main(argv=None) -> int:
-    import argparse
+    from jssl.cli import ArgumentParser, print_error
 
-    from jssl.cli import print_error
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m jssl.data.prepare", description=__doc__.split("\n")[0])
     p.add_argument("--source", required=True, help="image folder: DIR/train/<class>/*, ...")
     p.add_argument("--out", required=True, help="output folder (resumes an interrupted run)")
     p.add_argument("--shard_size", type=int, default=1024, help="images per shard")

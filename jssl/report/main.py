@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are the one ``error:`` line and exit status 1."""
-
-    def error(self, message):
-        from jssl import cli
-
-        cli.print_error(f"{message}; see {self.prog} --help")
-        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     from jssl import cli
     from jssl.report.build import MAP_METHODS, build_report
 
-    parser = _Parser(prog="python -m jssl.report", description="A run report (HTML + PNGs).")
+    parser = cli.ArgumentParser(
+        prog="python -m jssl.report", description="A run report (HTML + PNGs)."
+    )
     parser.add_argument(
         "--workdir", action="append", required=True, help="run folder; repeat to compare runs"
     )
