@@ -92,6 +92,19 @@ def test_budget_overrides():
             budget.apply_overrides(config, [bad])
 
 
+@pytest.mark.parametrize("method", ["byol", "mocov3", "swav", "barlow_twins", "vicreg", "mae"])
+def test_budget_configs_of_the_new_methods_are_cpu_sized_and_valid(method):
+    from jssl import validation
+
+    config = budget.budget_config(method, "/nonexistent", 256)
+    validation.validate_config(config)
+    kwargs = config.model.kwargs
+    if method == "mae":  # ViT-Tiny's width at half its depth, a small decoder
+        assert (kwargs.hidden, kwargs.depth, config.mae.decoder_depth) == (192, 6, 2)
+    else:
+        assert (kwargs.width, tuple(kwargs.stage_sizes)) == (16, (1, 1, 1, 1))
+
+
 def test_raw_pixel_kmeans_floor_scores_like_sklearn():
     import sklearn.cluster
     import sklearn.metrics
