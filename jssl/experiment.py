@@ -127,10 +127,11 @@ class Experiment:
             run=self.run,
         )
         rep = sharding.replicated(self.mesh)
+        self.state_sharding = self._state_sharding()
         self.train_step = jax.jit(
             step,
-            in_shardings=(rep, sharding.data_sharded(self.mesh)),
-            out_shardings=(rep, rep),
+            in_shardings=(self.state_sharding, sharding.data_sharded(self.mesh)),
+            out_shardings=(self.state_sharding, rep),
             donate_argnums=(0,),
         )
         self.host: Any = None  # the method's host object, once ``prepare_host`` ran
@@ -150,30 +151,48 @@ class Experiment:
         key = jax.random.split(jax.random.PRNGKey(self.config.seed))[0]
         return self.model.init(key, x, train=False)
 
+    def _fresh_state(self) -> TrainState:
+        config = self.config
+        state_key = jax.random.split(jax.random.PRNGKey(config.seed))[1]
+        variables = self._init_variables()
+        params, batch_stats = variables["params"], variables.get("batch_stats", {})
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=self.tx.init(params),
+            method_state=self.method.init_method_state(params, batch_stats, config, self.run),
+            rng=state_key,
+            nonfinite_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def _state_sharding(self):
+        """The TrainState's shardings: replicated, except the method-state entries the
+        method splits over the mesh (``Method.method_state_specs``)."""
+        rep = sharding.replicated(self.mesh)
+        specs = self.method.method_state_specs
+        specs = specs(self.config, self.run, self.mesh) if specs else {}
+        if not specs:
+            return rep  # a prefix of the whole state
+        tree = jax.tree.map(lambda _: rep, jax.eval_shape(self._fresh_state))
+        ms = dict(tree.method_state)
+        for key, spec in specs.items():
+            ms[key] = jax.sharding.NamedSharding(self.mesh, spec)
+        return tree.replace(method_state=ms)
+
+    @property
+    def method_state_sharding(self):
+        s = self.state_sharding
+        return s if isinstance(s, jax.sharding.Sharding) else s.method_state
+
     def init_state(
         self, init_run: RestoredRun | None = None, *, weights: bool = True
     ) -> TrainState:
-        """Fresh TrainState, replicated over the mesh; a function of config.seed (and of
-        ``init_run``, the ``config.init_from`` run, whose parameter subtrees it starts from,
-        or, when ``weights``, of the backbone file ``config.init_from.weights``)."""
-        config, method = self.config, self.method
-
-        def init():
-            state_key = jax.random.split(jax.random.PRNGKey(config.seed))[1]
-            variables = self._init_variables()
-            params, batch_stats = variables["params"], variables.get("batch_stats", {})
-            return TrainState(
-                step=jnp.zeros((), jnp.int32),
-                params=params,
-                batch_stats=batch_stats,
-                opt_state=self.tx.init(params),
-                method_state=method.init_method_state(params, batch_stats, config, self.run),
-                rng=state_key,
-                nonfinite_steps=jnp.zeros((), jnp.int32),
-            )
-
-        rep = sharding.replicated(self.mesh)
-        state = jax.jit(init, out_shardings=rep)()
+        """Fresh TrainState on the mesh (``state_sharding``); a function of config.seed (and
+        of ``init_run``, the ``config.init_from`` run, whose parameter subtrees it starts
+        from, or, when ``weights``, of the backbone file ``config.init_from.weights``)."""
+        config = self.config
+        state = jax.jit(self._fresh_state, out_shardings=self.state_sharding)()
         if init_run is not None:
             return self._start_from(state, *self._initial_parts(state, init_run))
         if weights and config.init_from.get("weights"):
@@ -195,7 +214,9 @@ class Experiment:
 
         params = jax.device_put(params, rep)
         batch_stats = jax.device_put(batch_stats, rep)
-        opt_state, method_state = jax.jit(restart, out_shardings=rep)(params, batch_stats)
+        opt_state, method_state = jax.jit(restart, out_shardings=(rep, self.method_state_sharding))(
+            params, batch_stats
+        )
         return state.replace(
             params=params, batch_stats=batch_stats, opt_state=opt_state, method_state=method_state
         )
@@ -391,15 +412,19 @@ class RestoredRun:
     def dataset(self) -> data.Dataset:
         return self.experiment.dataset
 
-    def predict(self, source: data.ImageSource, select="features", network="student"):
-        """The restored network's eval-mode ``select`` of every image of ``source``."""
+    def predict(
+        self, source: data.ImageSource, select="features", network="student", *, sharded=False
+    ):
+        """The restored network's eval-mode ``select`` of every image of ``source``: numpy,
+        or with ``sharded`` a global array left on the devices (``Predictor.sharded``)."""
         state = self.state
         if network == "teacher":
             t = state.method_state["teacher"]
             variables = evaluation.model_variables(t.params, t.batch_stats)
         else:
             variables = evaluation.model_variables(state.params, state.batch_stats)
-        return self.experiment.predict(variables, source, select)
+        predict = self.experiment.predict
+        return (predict.sharded if sharded else predict)(variables, source, select)
 
 
 def restore_run(

@@ -1330,8 +1330,9 @@ def validate(
 # ----------------------------------------------------------------------------- data checks
 
 
-# SeLa's soft label table [heads, N, K] is method state, replicated on every device.
-SELA_SOFT_LABELS_GIB = 4
+# SeLa's soft label table [heads, N, K] is method state: split by example over the
+# devices when N is a multiple of their count, else replicated on every device.
+SELA_SOFT_LABELS_GIB = 4  # per device
 
 
 def data_problems(config: ml_collections.ConfigDict, dataset) -> list[str]:
@@ -1402,14 +1403,19 @@ def data_problems(config: ml_collections.ConfigDict, dataset) -> list[str]:
                 "--config.model.kwargs.patch_size=2 or more, or --config.mae.norm_pix=False"
             )
     if config.method == "sela" and config.sela.label_mode == "soft":
+        import jax
+
         s = config.sela
-        gib = s.num_heads * n * s.num_clusters * 4 / 2**30
+        devices = jax.device_count()
+        split = devices if n % devices == 0 else 1
+        gib = s.num_heads * n * s.num_clusters * 4 / 2**30 / split
         if gib > SELA_SOFT_LABELS_GIB:
+            where = f"split over {devices} devices" if split > 1 else "on every device"
             out.append(
                 f"sela.label_mode='soft': {s.num_heads} heads x {n} examples x {s.num_clusters} "
-                f"clusters of float32 labels are {gib:.1f} GiB, replicated on every device (more "
-                f"than {SELA_SOFT_LABELS_GIB} GiB); use --config.sela.label_mode=hard "
-                f"({s.num_heads * n * 4 / 2**30:.2f} GiB of int32 labels)"
+                f"clusters of float32 labels are {gib:.1f} GiB per device ({where}; more than "
+                f"{SELA_SOFT_LABELS_GIB} GiB); use --config.sela.label_mode=hard "
+                f"({s.num_heads * n * 4 / 2**30 / split:.2f} GiB of int32 labels per device)"
             )
     if config.method == "scan" and config.scan.num_neighbors >= n:
         out.append(

@@ -31,6 +31,10 @@ if "xla_backend_optimization_level" not in _flags:
     _flags += " --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JSSL_CACHE_DIR" not in os.environ:  # the tfds label cache, away from the user's home
+    _jssl_cache = tempfile.mkdtemp(prefix="jssl-test-cache-")
+    atexit.register(shutil.rmtree, _jssl_cache, ignore_errors=True)
+    os.environ["JSSL_CACHE_DIR"] = _jssl_cache
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="jssl-test-xla-cache-")
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)

@@ -1,5 +1,6 @@
 """SCAN / self-labelling losses, clustering plots, and the SeLa and SCAN methods end to end."""
 
+import dataclasses
 import json
 import os
 
@@ -8,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jssl import evaluation, losses, trainer
+from jssl import data, evaluation, losses, sharding, trainer
 from jssl.methods import scan, sela
 from tests.helpers import (
+    ONE_STAGE,
     TINY,
     assert_fell,
     assert_finished,
@@ -237,6 +239,37 @@ def test_sela_train_py_smoke_and_exact_resume_including_labels(train_py_runs, tm
     assert scores["head_acc"] <= scores["head_acc_max_over_heads"] <= 1.0
 
 
+def test_sela_labels_split_over_8_devices_equal_1_device():
+    """The label table lives split by example over 8 devices ([H, N / 8] each, N a
+    multiple of 8), and one step, a relabelling and a step on the new labels give the
+    labels, parameters and loss of 1 device (the [N, H, K] logits never on the host)."""
+    config = sela_smoke(**ONE_STAGE, batch_size=32)
+    digits = trainer.load_data(config)
+    train = data.Split(digits.train.images[:256], digits.train.labels[:256])
+    dataset = dataclasses.replace(digits, train=train)
+    got = {}
+    for devices in (jax.devices()[:1], jax.devices()):
+        exp = trainer.Experiment(config, devices, dataset=dataset)
+        state = exp.init_state()
+        labels = state.method_state["labels"]
+        n = len(exp.train)
+        if len(devices) == 8:
+            assert n % 8 == 0
+            assert labels.sharding.spec == jax.sharding.PartitionSpec(None, "data")
+            assert {s.data.shape for s in labels.addressable_shards} == {(2, n // 8)}
+        state, _ = exp.train_step(state, exp.global_batch(0))
+        state = exp.prepare_host().relabel(state)
+        assert state.method_state["labels"].sharding == labels.sharding
+        relabelled = np.asarray(state.method_state["labels"])
+        state, metrics = exp.train_step(state, exp.global_batch(1))
+        got[len(devices)] = (relabelled, jax.device_get(state.params), float(metrics["loss"]))
+    np.testing.assert_array_equal(got[1][0], got[8][0])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), got[1][1], got[8][1])
+    assert got[1][2] == pytest.approx(got[8][2], rel=1e-4)
+    k = config.sela.num_clusters
+    assert set(np.bincount(got[8][0][0], minlength=k)) <= {256 // k, 256 // k + 1}
+
+
 def test_collapse_warning():
     config = tiny_config("sela")
     warn = sela.SELA.collapse_warnings
@@ -259,6 +292,28 @@ def test_mine_neighbors_matches_brute_force():
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(scan.mine_neighbors(features, k=5, chunk_size=64), want)
     assert scan.neighbor_accuracy(want, np.zeros(37, np.int64)) == 1.0
+
+
+@pytest.mark.parametrize("n, k, chunk", [(24, 10, 7), (40, 6, 40), (35, 4, 8)])
+def test_mine_neighbors_sharded_bank_breaks_ties_as_one_top_k(n, k, chunk):
+    """One-hot features (exact similarities 0 and 1, ties everywhere): the bank split over
+    8 devices (k above a device's 3-5 rows, padding rows, a global jax.Array as given by
+    Predictor.sharded) gives exactly the stable brute-force ranking of one device."""
+    rng = np.random.default_rng(n)
+    unit = np.eye(4, dtype=np.float32)[rng.integers(0, 4, n)]
+    features = unit * rng.integers(1, 4, (n, 1)).astype(np.float32)  # norms 1-3
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    want = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    mesh = sharding.make_mesh()
+    np.testing.assert_array_equal(scan.mine_neighbors(features, k=k, chunk_size=chunk), want)
+    got = scan.mine_neighbors(features, k=k, mesh=mesh, chunk_size=chunk)
+    np.testing.assert_array_equal(got, want)
+    if n % 8 == 0:
+        bank = jax.device_put(features, sharding.data_sharded(mesh))
+        np.testing.assert_array_equal(
+            scan.mine_neighbors(bank, k=k, mesh=mesh, chunk_size=chunk), want
+        )
 
 
 def scan_smoke(**overrides):

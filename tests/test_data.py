@@ -292,6 +292,29 @@ def test_tfds_streamed_reads_as_tfds_in_memory(tiny_tfds_dir):
         load_dataset("tfds", stream=True, test_split="val", **kw)
 
 
+def test_tfds_streamed_labels_are_read_once_then_cached(tiny_tfds_dir, tmp_path, monkeypatch):
+    """The labels of a streamed split come from the cache after the first load; a broken
+    cache is read again and replaced; a dataset prepared again (a file's mtime changed)
+    gets a new cache entry, never the old labels."""
+    monkeypatch.setenv("JSSL_CACHE_DIR", str(tmp_path))
+    kw = dict(tfds_name="jssl_tiny_images", data_dir=tiny_tfds_dir, stream=True, num_threads=1)
+    want = load_dataset("tfds", **kw).train.labels
+    cached = sorted(tmp_path.glob("tfds/jssl_tiny_images/1.0.0/*.npy"))
+    assert [p.name.split("-")[0] for p in cached] == ["test", "train"]
+    train_cache = cached[1]
+    np.testing.assert_array_equal(np.load(train_cache), want)
+    np.save(train_cache, want[::-1].copy())  # a cache that differs: the load must use it
+    np.testing.assert_array_equal(load_dataset("tfds", **kw).train.labels, want[::-1])
+    train_cache.write_bytes(b"not an npy file")
+    np.testing.assert_array_equal(load_dataset("tfds", **kw).train.labels, want)
+    np.testing.assert_array_equal(np.load(train_cache), want)  # replaced
+    np.save(train_cache, want[::-1].copy())
+    record = next(p for p in Path(tiny_tfds_dir).rglob("*train.array_record*"))
+    os.utime(record, ns=(record.stat().st_atime_ns, record.stat().st_mtime_ns + 10**9))
+    np.testing.assert_array_equal(load_dataset("tfds", **kw).train.labels, want)
+    assert len(list(tmp_path.glob("tfds/jssl_tiny_images/1.0.0/train-*.npy"))) == 2
+
+
 def test_tfds_reads_prepared_array_record(tiny_tfds_dir):
     ds = load_dataset("tfds", tfds_name="jssl_tiny_images", data_dir=tiny_tfds_dir)
     assert ds.train.images.shape == (9, 6, 5, 3) and ds.test.images.shape == (4, 6, 5, 3)

@@ -4,6 +4,7 @@ import functools
 import itertools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,7 @@ from sklearn import metrics
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from jssl import evaluation
+from jssl import data, evaluation, sharding
 from jssl.evaluation import knn as knn_lib
 
 
@@ -295,3 +296,39 @@ def test_evaluate_features_on_blobs():
     for name, value in got.items():
         assert type(value) is float, name
         assert value == pytest.approx(1.0, abs=1e-5), name
+
+
+class _Flatten(nn.Module):
+    """(out, aux) like jssl's models: a dense map of the flattened image; features = out."""
+
+    @nn.compact
+    def __call__(self, x, *, train):
+        out = nn.Dense(3)(x.reshape(x.shape[0], -1))
+        return out, {"features": out}
+
+
+@pytest.mark.parametrize("n, batch_size", [(40, 16), (24, 64), (8, 8), (48, 20)])
+def test_predictor_sharded_equals_gathered(n, batch_size):
+    """Predictor.sharded keeps device d's contiguous block of rows on device d, equal to
+    the gathered output (last batches padded per device, more batch than rows)."""
+    images = np.random.default_rng(n).integers(0, 256, (n, 4, 4, 1), dtype=np.uint8)
+    source = data.Split(images, np.zeros(n, np.int32))
+    mesh = sharding.make_mesh()
+    model = _Flatten()
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 1)), train=False)
+    predict = evaluation.Predictor(model, mesh, crop_size=4, batch_size=batch_size)
+    want = predict(variables, source)
+    got = predict.sharded(variables, source)
+    assert got.shape == want.shape and got.dtype == jnp.float32
+    assert got.sharding == sharding.data_sharded(mesh)
+    block = n // 8
+    for shard in got.addressable_shards:
+        d = list(mesh.devices.flat).index(shard.device)
+        assert shard.index[0] == slice(d * block, (d + 1) * block)
+        np.testing.assert_array_equal(np.asarray(shard.data), want[d * block : (d + 1) * block])
+    idx = np.arange(n)[::-1].copy()
+    np.testing.assert_array_equal(
+        np.asarray(predict.sharded(variables, source, indices=idx)), want[idx]
+    )
+    with pytest.raises(ValueError, match="multiple of 8"):
+        predict.sharded(variables, source, indices=np.arange(n - 1))

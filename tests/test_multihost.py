@@ -131,6 +131,39 @@ def test_two_processes_equal_one_process_dino(train_py, train_py_runs, tmp_path)
     assert teacher < 1e-5
 
 
+def test_two_processes_equal_one_process_sela_labels_split(train_py, tmp_path):
+    """SeLa on 64 images (a multiple of 8): the label table split by example over the
+    devices of both processes, each process reading only its rows of the relabelling
+    pass. Relabelled twice in 4 steps, the 2 x 4 run ends with the labels (exactly) and
+    parameters of the 1 x 8 run."""
+    from tests.helpers import write_image_folder
+
+    root = write_image_folder(tmp_path / "images", 64, 16, classes=("a", "b", "c", "d"))
+    args = smoke_args(
+        "sela",
+        *tiny_flags(),
+        *SGD,
+        "--config.data.name=image_folder",
+        f"--config.data.path={root}",
+        "--config.data.image_size=8",
+        "--config.batch_size=16",
+        "--config.num_steps=4",
+        "--config.sela.num_label_updates=2",
+        "--config.sela.num_clusters=4",
+        "--config.eval.knn_k=5",
+    )
+    one = _runner(train_py, 8)(*args, f"--workdir={tmp_path / 'one'}", timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    _finish(_start_processes(train_py, (*args, f"--workdir={tmp_path / 'two'}")))
+    a, b = restore_run(str(tmp_path / "two")), restore_run(str(tmp_path / "one"))
+    assert int(a.state.step) == int(b.state.step) == 4
+    assert int(a.state.method_state["label_updates"]) == 2
+    np.testing.assert_array_equal(
+        np.asarray(a.state.method_state["labels"]), np.asarray(b.state.method_state["labels"])
+    )
+    assert _max_param_difference(a.state, b.state) < 1e-5
+
+
 @pytest.mark.parametrize(
     "flags, pattern",
     [

@@ -75,7 +75,10 @@ def test_no_method_imports_the_trainer_or_the_experiment():
 
 def test_the_method_contract_is_small():
     fields = [f.name for f in dataclasses.fields(Method)]
-    assert len(fields) <= 10, fields
+    # The name, five functions of the step (model, views, loss, initial state, after the
+    # update), the split of data-sized state over the mesh, three host hooks (prepare,
+    # adapt_init, collapse_warnings) and the evaluators' names.
+    assert len(fields) <= 11, fields
     # Every hook is documented in the record's docstring.
     for name in fields[1:]:
         assert name in Method.__doc__, name

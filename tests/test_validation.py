@@ -679,7 +679,15 @@ def test_sela_soft_labels_that_cannot_fit_on_a_device():
     soft = config_of("sela", **kw, **{"sela.label_mode": "soft"})
     assert validation.data_problems(soft, imagenet) == [
         "sela.label_mode='soft': 10 heads x 1281167 examples x 3000 clusters of float32 labels "
-        "are 143.2 GiB, replicated on every device (more than 4 GiB); use "
-        "--config.sela.label_mode=hard (0.05 GiB of int32 labels)"
+        "are 143.2 GiB per device (on every device; more than 4 GiB); use "
+        "--config.sela.label_mode=hard (0.05 GiB of int32 labels per device)"
     ]
     assert validation.data_problems(config_of("sela", **kw), imagenet) == []
+    # Split by example over the 8 devices when N is a multiple of 8: 8.9 GiB in all is
+    # 1.1 GiB per device; one example more and it is 8.9 GiB on every device.
+    for n, problems in [(80_000, 0), (80_001, 1)]:
+        big = Dataset(Subset(tiny, np.zeros(n, np.int64)), tiny, 10, tuple("0123456789"), "b")
+        assert len(validation.data_problems(soft, big)) == problems
+    n = 8 * 160_146
+    big = Dataset(Subset(tiny, np.zeros(n, np.int64)), tiny, 10, tuple("0123456789"), "b")
+    assert "17.9 GiB per device (split over 8 devices;" in validation.data_problems(soft, big)[0]

@@ -13,13 +13,15 @@ size of the first training image.
 ``stream=True`` reads nothing into memory but the labels: each image is read
 from the ArrayRecord files and decoded when a batch needs it (``TfdsStreamSource``,
 the same decoding as ``jssl/data/arrayrecord.py``), for data sets larger than
-memory such as ``imagenet2012``.
+memory such as ``imagenet2012``. The labels are read from every record once and
+cached (``labels_cache_path``); later runs start without reading the records.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import importlib.util
 import os
 import re
@@ -118,6 +120,55 @@ class TfdsStreamSource(StreamedSource):
         return record["image"]
 
 
+def labels_cache_path(builder, split: str) -> str:
+    """Where the labels of a streamed split are cached: ``$JSSL_CACHE_DIR`` (default
+    ``$XDG_CACHE_HOME/jssl``, ``~/.cache/jssl``) / tfds / name / version / a file named by
+    the split and a digest of the prepared files (names, sizes, mtimes), so a dataset
+    prepared again, or another split, never reads stale labels."""
+    files = sorted(
+        (f, st.st_size, st.st_mtime_ns)
+        for f in os.listdir(builder.data_dir)
+        for st in [os.stat(os.path.join(builder.data_dir, f))]
+    )
+    digest = hashlib.sha256(repr((split, files)).encode()).hexdigest()[:16]
+    root = os.environ.get("JSSL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jssl"
+    )
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", split)
+    return os.path.join(root, "tfds", builder.name, str(builder.version), f"{safe}-{digest}.npy")
+
+
+def _cached_labels(builder, split: str, records) -> np.ndarray:
+    """Every label of ``records``: from the cache when it holds this split's, else read once
+    (all records: ImageNet's 1.28M records are ~140 GB of JPEG bytes to go through) and
+    cached, written to a temporary name and renamed (a reader never sees part of one)."""
+    n = len(records)
+    path = labels_cache_path(builder, split)
+    try:
+        labels = np.load(path, allow_pickle=False)
+        if labels.dtype == np.int32 and labels.shape == (n,):
+            return labels
+        logging.warning(
+            "Ignoring %s: it holds %s %s labels, not %d.", path, labels.dtype, labels.shape, n
+        )
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as err:  # truncated or not .npy: read again and replace it
+        logging.warning("Ignoring the unreadable label cache %s (%s).", path, err)
+    labels = np.empty(n, np.int32)
+    for start in range(0, n, _BATCH):
+        keys = list(range(start, min(start + _BATCH, n)))
+        labels[start : start + len(keys)] = [int(r["label"]) for r in records.__getitems__(keys)]
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npy"
+        np.save(tmp, labels)
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only home: stream without the cache
+        logging.warning("Could not cache the labels in %s (%s).", path, err)
+    return labels
+
+
 def _stream_split(builder, name, data_dir, split, size, num_threads) -> TfdsStreamSource:
     """The split with its labels read (images skipped); size None: the first image's."""
     try:
@@ -131,10 +182,7 @@ def _stream_split(builder, name, data_dir, split, size, num_threads) -> TfdsStre
     n = len(records)
     if n == 0:
         raise DataError(f"tfds split '{split}' is empty; choose a split with examples")
-    labels = np.empty(n, np.int32)
-    for start in range(0, n, _BATCH):
-        keys = list(range(start, min(start + _BATCH, n)))
-        labels[start : start + len(keys)] = [int(r["label"]) for r in records.__getitems__(keys)]
+    labels = _cached_labels(builder, split, records)
     shape = builder.info.features["image"].shape
     channels = int(shape[-1]) if shape and shape[-1] else 3
     source = TfdsStreamSource(

@@ -12,7 +12,11 @@ picture commands run a trained network over an ``ImageSource`` through this:
   from the source (``jax.make_array_from_process_local_data``); the output is
   replicated over the mesh, so every process gets the whole result;
 - float32 numpy out, the next batch dispatched before the previous result is
-  copied to the host.
+  copied to the host;
+- or, with ``Predictor.sharded``, the output left on the devices as one global
+  array whose rows are split in contiguous blocks over the mesh, never gathered
+  to a host (SeLa's relabelling and SCAN's mining at ImageNet scale: the logits
+  of every image are [N, heads, K], too large for one host).
 """
 
 from __future__ import annotations
@@ -71,8 +75,8 @@ class Predictor:
         self.batch_size = int(batch_size)
         self._compiled: dict[Selector, Callable] = {}
 
-    def _fn(self, select: Selector) -> Callable:
-        fn = self._compiled.get(select)
+    def _fn(self, select: Selector, gather: bool = True) -> Callable:
+        fn = self._compiled.get((select, gather))
         if fn is None:
             model, size = self.model, self.size
 
@@ -80,12 +84,19 @@ class Predictor:
                 x = augment.eval_view(images, size=size)
                 return select(model, variables, x).astype(jnp.float32)
 
-            rep = sharding.replicated(self.mesh)
-            fn = jax.jit(
-                run, in_shardings=(rep, sharding.data_sharded(self.mesh)), out_shardings=rep
-            )
-            self._compiled[select] = fn
+            rep, data = sharding.replicated(self.mesh), sharding.data_sharded(self.mesh)
+            fn = jax.jit(run, in_shardings=(rep, data), out_shardings=rep if gather else data)
+            self._compiled[(select, gather)] = fn
         return fn
+
+    def _images(self, source: ImageSource, rows: np.ndarray) -> jax.Array:
+        """The global batch of ``rows``, of which this process reads only its own slice."""
+        per = len(rows) // jax.process_count()
+        rank = jax.process_index()
+        local = source.get(rows[rank * per : (rank + 1) * per])
+        return jax.make_array_from_process_local_data(
+            sharding.data_sharded(self.mesh), local, (len(rows), *local.shape[1:])
+        )
 
     def __call__(
         self,
@@ -103,20 +114,56 @@ class Predictor:
             raise ValueError("Predictor got no images.")
         devices = self.mesh.devices.size
         bs = -(-min(self.batch_size, n) // devices) * devices
-        procs, rank = jax.process_count(), jax.process_index()
-        per = bs // procs
-        data = sharding.data_sharded(self.mesh)
         fn = self._fn(select)
         outputs, pending = [], None
         for start in range(0, n, bs):
             rows = idx[start : start + bs]
             valid = len(rows)
             rows = np.pad(rows, (0, bs - valid))  # padding reads example 0; dropped below
-            local = source.get(rows[rank * per : (rank + 1) * per])
-            images = jax.make_array_from_process_local_data(data, local, (bs, *local.shape[1:]))
-            result = fn(variables, images)
+            result = fn(variables, self._images(source, rows))
             if pending is not None:
                 outputs.append(np.asarray(pending[0], np.float32)[: pending[1]])
             pending = (result, valid)
         outputs.append(np.asarray(pending[0], np.float32)[: pending[1]])
         return np.concatenate(outputs, axis=0)
+
+    def sharded(
+        self,
+        variables: PyTree,
+        source: ImageSource,
+        select: str | Selector = "features",
+        *,
+        indices: np.ndarray | None = None,
+    ) -> jax.Array:
+        """``select`` of every image of ``source`` (or of ``indices``), left on the devices.
+
+        Returns one global float32 [N, ...] array sharded like ``sharding.data_sharded``:
+        the device at mesh position d holds rows [d * N / D, (d + 1) * N / D). Each batch
+        gives every device the next rows of its own block, so the blocks are put together
+        on their devices with no communication and no host copy. N must be a multiple of
+        the device count D (ValueError otherwise; callers fall back to ``__call__``).
+        """
+        select = SELECTORS[select] if isinstance(select, str) else select
+        idx = np.arange(len(source)) if indices is None else np.asarray(indices)
+        n, devices = len(idx), self.mesh.devices.size
+        if n == 0 or n % devices:
+            raise ValueError(f"Predictor.sharded needs a multiple of {devices} images, got {n}.")
+        block = n // devices
+        per_device = min(max(1, self.batch_size // devices), block)  # rows per device per batch
+        batches = -(-block // per_device)
+        # Within-block positions of every batch; the last batch repeats the block's last row.
+        pos = np.minimum(np.arange(batches * per_device), block - 1)
+        table = idx.reshape(devices, block)[:, pos].reshape(devices, batches, per_device)
+        fn = self._fn(select, gather=False)
+        parts: dict[jax.Device, list[jax.Array]] = {}
+        for b in range(batches):
+            out = fn(variables, self._images(source, table[:, b].reshape(-1)))
+            for shard in out.addressable_shards:
+                parts.setdefault(shard.device, []).append(shard.data)
+        shape = (n, *next(iter(parts.values()))[0].shape[1:])
+        data = sharding.data_sharded(self.mesh)
+        arrays = [  # in the order of the sharding's own device map
+            jnp.concatenate(parts[d], axis=0)[:block]
+            for d in data.addressable_devices_indices_map(shape)
+        ]
+        return jax.make_array_from_single_device_arrays(shape, data, arrays)

@@ -67,6 +67,10 @@ class Method:
       after_update: optional (new params, new batch_stats, method_state, step,
         config, run) -> method_state, inside the step after the optimiser (the EMA
         teacher of DINO and the momentum-encoder methods).
+      method_state_specs: optional (config, run, mesh) -> {key: PartitionSpec} for
+        top-level method-state entries split over the mesh's "data" axis instead
+        of replicated (SeLa's label table, split by example); the rest is
+        replicated. The step sees the global arrays either way.
 
     Host side, outside the step:
 
@@ -98,6 +102,7 @@ class Method:
     make_loss: Callable[[nn.Module, ml_collections.ConfigDict, RunInfo], LossFn]
     init_method_state: Callable[..., PyTree] = lambda params, batch_stats, config, run: {}
     after_update: Callable[..., PyTree] | None = None
+    method_state_specs: Callable[..., dict] | None = None
     prepare: Callable[[ml_collections.ConfigDict, RunInfo, HostContext], Any] | None = None
     adapt_init: Callable[[PyTree, PyTree, ml_collections.ConfigDict], PyTree] | None = None
     collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None

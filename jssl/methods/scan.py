@@ -55,50 +55,82 @@ MINE_ON = ("auto", "features", "projection")
 # ----------------------------------------------------------------------------- neighbours
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def _topk_chunk(chunk: jax.Array, start: jax.Array, bank: jax.Array, *, k: int) -> jax.Array:
-    """Indices [c, k] of the k most cosine-similar rows of bank [N, D] (self excluded)."""
-    sim = jnp.matmul(chunk, bank.T, precision=jax.lax.Precision.HIGHEST)  # [c, N]
-    rows = start + jnp.arange(chunk.shape[0])
-    sim = jnp.where(jnp.arange(bank.shape[0])[None, :] == rows[:, None], -jnp.inf, sim)
-    return jax.lax.top_k(sim, k)[1].astype(jnp.int32)
+def _unit(x: jax.Array) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "chunk", "mesh"))
+def _topk_chunk(bank: jax.Array, start: jax.Array, n: jax.Array, *, k: int, chunk: int, mesh):
+    """Indices [chunk, k] of the k most cosine-similar rows of ``bank`` ([M, D], rows split
+    over the mesh, rows >= n padding) for the query rows [s, s + chunk) of the bank,
+    s = min(start, M - chunk); each query itself excluded.
+
+    Each device ranks its own rows (its top min(k, rows) by similarity), then the
+    devices' candidates are all-gathered ([chunk, devices x k]) and ranked again.
+    lax.top_k puts equal values in index order and the candidates come in device
+    order, so the result is that of one top-k over the whole bank.
+    """
+    s = jnp.minimum(start, bank.shape[0] - chunk)
+    queries = jax.lax.dynamic_slice_in_dim(bank, s, chunk)  # every device gets the chunk
+
+    def rank(queries, bank_rows):
+        local = bank_rows.shape[0]
+        offset = jax.lax.axis_index(sharding.DATA_AXIS) * local
+        sim = jnp.matmul(
+            _unit(queries), _unit(bank_rows).T, precision=jax.lax.Precision.HIGHEST
+        )  # [chunk, local]
+        cols = (offset + jnp.arange(local))[None, :]
+        mask = (cols == (s + jnp.arange(chunk))[:, None]) | (cols >= n)
+        values, idx = jax.lax.top_k(jnp.where(mask, -jnp.inf, sim), min(k, local))
+        values = jax.lax.all_gather(values, sharding.DATA_AXIS, axis=1, tiled=True)
+        idx = jax.lax.all_gather(idx + offset, sharding.DATA_AXIS, axis=1, tiled=True)
+        best = jax.lax.top_k(values, k)[1]
+        return jnp.take_along_axis(idx, best, axis=1).astype(jnp.int32)
+
+    spec = jax.sharding.PartitionSpec
+    return jax.shard_map(
+        rank,
+        mesh=mesh,
+        in_specs=(spec(), spec(sharding.DATA_AXIS)),
+        out_specs=spec(),
+        check_vma=False,
+    )(queries, bank)
 
 
 def mine_neighbors(features, *, k: int, mesh=None, chunk_size: int = 512) -> np.ndarray:
     """The k nearest neighbours of every row by cosine similarity, itself excluded.
 
-    Memory is bounded by chunks of ``chunk_size`` rows ([chunk, N] similarities
-    at a time); chunks are zero-padded to one shape, so the top-k compiles
-    once, and sharded over ``mesh``'s "data" axis when given.
+    The bank of features stays split over the mesh's devices, N / D rows each
+    (``Predictor.sharded`` output is used as it is; a host array is zero-padded to
+    a multiple of D and put there). Memory per device is N / D x dim plus a
+    [chunk_size, N / D] block of similarities, so mining scales with the device
+    count, and with several processes no host holds the N x dim features.
 
     Args:
-      features: [N, D] features.
+      features: [N, D] features: numpy, or a global jax.Array sharded like
+        ``sharding.data_sharded(mesh)``.
       k: neighbours per example, < N.
-      mesh: optional device mesh (chunk rows sharded, the bank replicated).
-      chunk_size: rows per chunk (rounded up to a multiple of the device count).
+      mesh: device mesh (default: the first device alone).
+      chunk_size: query rows ranked at a time.
 
     Returns:
-      [N, k] int32 numpy indices, most similar first.
+      [N, k] int32 numpy indices, most similar first, on every process.
     """
-    x = np.asarray(features, np.float32)
-    n = len(x)
+    n = int(features.shape[0])
     if not 0 < k < n:
         raise UserError(f"Mining {k} neighbours needs more than {k} examples, got {n}.")
-    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-    devices = mesh.devices.size if mesh is not None else 1
-    chunk_size = -(-min(chunk_size, n) // devices) * devices
-    if mesh is not None:
-        bank = jax.device_put(x, sharding.replicated(mesh))
-        put = lambda c: jax.device_put(c, sharding.data_sharded(mesh))
-    else:
-        bank, put = jnp.asarray(x), jnp.asarray
+    mesh = mesh if mesh is not None else sharding.make_mesh(jax.devices()[:1])
+    rows = -(-n // mesh.devices.size) * mesh.devices.size
+    bank = features
+    if not (isinstance(bank, jax.Array) and bank.sharding == sharding.data_sharded(mesh)):
+        bank = np.pad(np.asarray(bank, np.float32), ((0, rows - n), (0, 0)))
+        bank = jax.device_put(bank, sharding.data_sharded(mesh))
+    chunk = min(chunk_size, n)
     out = []
-    for start in range(0, n, chunk_size):
-        chunk = x[start : start + chunk_size]
-        valid = len(chunk)
-        chunk = np.pad(chunk, ((0, chunk_size - valid), (0, 0)))
-        idx = _topk_chunk(put(chunk), jnp.int32(start), bank, k=k)
-        out.append(np.asarray(idx)[:valid])
+    for start in range(0, n, chunk):
+        idx = _topk_chunk(bank, jnp.int32(start), jnp.int32(n), k=k, chunk=chunk, mesh=mesh)
+        first = start - min(start, rows - chunk)
+        out.append(np.asarray(idx)[first : first + min(chunk, n - start)])
     return np.concatenate(out)
 
 
@@ -127,9 +159,11 @@ MINING_SELECTORS = {
 }
 
 
-def mining_features(init_run, source, mine_on: str) -> np.ndarray:
-    """[N, D] embedding of ``source`` by the restored pretext run ``init_run``."""
-    x = init_run.predict(source, MINING_SELECTORS[mine_on])
+def mining_features(init_run, source, mine_on: str):
+    """[N, D] embedding of ``source`` by the restored pretext run ``init_run``: left on the
+    devices, split by rows, when N is a multiple of the device count, else numpy."""
+    devices = init_run.experiment.mesh.devices.size
+    x = init_run.predict(source, MINING_SELECTORS[mine_on], sharded=len(source) % devices == 0)
     if x.ndim != 2:
         raise UserError(
             f"The pretext model's output has shape {x.shape[1:]} per image, not [D]; "

@@ -146,9 +146,11 @@ class SelaLabelling:
 
     ``update(state, step)`` relabels after the updates ``label_update_steps``
     gives: the network's eval-mode logits of every training image
-    (``predict``), then one Sinkhorn per head (``lax.map`` bounds memory),
-    rows sharded over the mesh when they split evenly (Sinkhorn's column sums
-    become all-reduces), else solved whole on every device.
+    (``predict``), then one Sinkhorn per head (``lax.map`` bounds memory).
+    When the N examples split evenly over the devices, the logits, the Sinkhorn
+    (its column sums become all-reduces) and the label table in the train state
+    are all split by example (``method_state_specs``): a device holds N / D rows
+    of each, and no host holds the [N, H, K] logits. Otherwise all is replicated.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, run, ctx):
@@ -180,18 +182,25 @@ class SelaLabelling:
             return jax.lax.map(one_head, logits)
 
         mesh = ctx.mesh
-        rows = (
-            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
-            if n % mesh.devices.size == 0
-            else sharding.replicated(mesh)
+        self.split = bool(method_state_specs(config, run, mesh))
+        rep = sharding.replicated(mesh)
+        examples = lambda axis: jax.sharding.NamedSharding(  # noqa: E731
+            mesh, jax.sharding.PartitionSpec(*([None] * axis), sharding.DATA_AXIS)
         )
-        self._relabel = jax.jit(relabel, in_shardings=rows, out_shardings=sharding.replicated(mesh))
+        self._relabel = jax.jit(
+            lambda logits: relabel(jnp.swapaxes(logits, 0, 1)),  # [N, H, K] -> [H, N, K]
+            in_shardings=examples(0) if self.split else rep,
+            out_shardings=examples(1) if self.split else rep,
+        )
 
     def relabel(self, state):
-        """SeLa's labelling step: Sinkhorn on log p of the whole training set, per head."""
+        """SeLa's labelling step: Sinkhorn on log p of the whole training set, per head.
+        With the examples split over the devices, the logits stay where the Predictor
+        computed them and the labels are made there."""
         variables = evaluation.model_variables(state.params, state.batch_stats)
-        logits = self.predict(variables, self.train, evaluation.evaluators.head_logits)
-        labels = self._relabel(np.ascontiguousarray(np.swapaxes(logits, 0, 1)))  # [H, N, K]
+        predict = self.predict.sharded if self.split else self.predict
+        logits = predict(variables, self.train, evaluation.evaluators.head_logits)  # [N, H, K]
+        labels = self._relabel(logits)
         ms = state.method_state
         return state.replace(
             method_state={**ms, "labels": labels, "label_updates": ms["label_updates"] + 1}
@@ -199,6 +208,14 @@ class SelaLabelling:
 
     def update(self, state, step: int):
         return self.relabel(state) if step in self.due else state
+
+
+def method_state_specs(config: ml_collections.ConfigDict, run, mesh) -> dict:
+    """The label table ([H, N] or [H, N, K]) split by example over the mesh when N is a
+    multiple of the device count (else replicated)."""
+    if run.num_examples % mesh.devices.size:
+        return {}
+    return {"labels": jax.sharding.PartitionSpec(None, sharding.DATA_AXIS)}
 
 
 def prepare(config: ml_collections.ConfigDict, run, ctx) -> SelaLabelling:
@@ -211,6 +228,7 @@ SELA = Method(
     make_views=make_views,
     make_loss=make_loss,
     init_method_state=init_method_state,
+    method_state_specs=method_state_specs,
     prepare=prepare,
     collapse_warnings=make_collapse_warnings("sela"),
     evaluators=EVALUATORS,
