@@ -32,8 +32,18 @@ SIMCLR = smoke_args(
     "--config.log_every=10",
 )
 DINO = smoke_args("dino", *SGD, "--config.num_steps=4", "--config.augment.num_local_crops=0")
+# SeLa relabelled twice in 4 steps; the validation carve leaves 1,208 training images,
+# a multiple of 8, so the label table is split over the devices.
+SELA = smoke_args(
+    "sela",
+    *tiny_flags(),
+    *SGD,
+    "--config.data.val_fraction=0.16",
+    "--config.num_steps=4",
+    "--config.sela.num_label_updates=2",
+)
 # The 1 process x 8 devices references, run in the background from the session's start.
-TRAIN_PY_RUNS = {"simclr": SIMCLR, "dino": DINO}
+TRAIN_PY_RUNS = {"simclr": SIMCLR, "dino": DINO, "sela": SELA}
 
 
 def _free_port() -> int:
@@ -131,36 +141,19 @@ def test_two_processes_equal_one_process_dino(train_py, train_py_runs, tmp_path)
     assert teacher < 1e-5
 
 
-def test_two_processes_equal_one_process_sela_labels_split(train_py, tmp_path):
-    """SeLa on 64 images (a multiple of 8): the label table split by example over the
-    devices of both processes, each process reading only its rows of the relabelling
-    pass. Relabelled twice in 4 steps, the 2 x 4 run ends with the labels (exactly) and
-    parameters of the 1 x 8 run."""
-    from tests.helpers import write_image_folder
-
-    root = write_image_folder(tmp_path / "images", 64, 16, classes=("a", "b", "c", "d"))
-    args = smoke_args(
-        "sela",
-        *tiny_flags(),
-        *SGD,
-        "--config.data.name=image_folder",
-        f"--config.data.path={root}",
-        "--config.data.image_size=8",
-        "--config.batch_size=16",
-        "--config.num_steps=4",
-        "--config.sela.num_label_updates=2",
-        "--config.sela.num_clusters=4",
-        "--config.eval.knn_k=5",
-    )
-    one = _runner(train_py, 8)(*args, f"--workdir={tmp_path / 'one'}", timeout=300)
+def test_two_processes_equal_one_process_sela_labels_split(train_py, train_py_runs, tmp_path):
+    """SeLa with its label table split by example over the devices of both processes,
+    each process reading only its rows of the relabelling passes: the 2 x 4 run ends
+    with the labels (exactly) and the parameters of the 1 x 8 run."""
+    _finish(_start_processes(train_py, (*SELA, f"--workdir={tmp_path / 'two'}")))
+    one = train_py_runs["sela"]
     assert one.returncode == 0, one.stderr[-3000:]
-    _finish(_start_processes(train_py, (*args, f"--workdir={tmp_path / 'two'}")))
-    a, b = restore_run(str(tmp_path / "two")), restore_run(str(tmp_path / "one"))
-    assert int(a.state.step) == int(b.state.step) == 4
+    a, b = restore_run(str(tmp_path / "two")), restore_run(str(one.workdir))
+    assert len(a.experiment.train) == 1208 and int(a.state.step) == int(b.state.step) == 4
     assert int(a.state.method_state["label_updates"]) == 2
-    np.testing.assert_array_equal(
-        np.asarray(a.state.method_state["labels"]), np.asarray(b.state.method_state["labels"])
-    )
+    labels = a.state.method_state["labels"]
+    assert labels.sharding.spec == jax.sharding.PartitionSpec(None, "data")
+    np.testing.assert_array_equal(np.asarray(labels), np.asarray(b.state.method_state["labels"]))
     assert _max_param_difference(a.state, b.state) < 1e-5
 
 
