@@ -71,6 +71,24 @@ RESUMABLE_FIELDS = (
     "data.num_workers",
 )
 
+# Fields added after runs were first saved, each with the value that does what a run
+# saved without it did: such a run resumes while the field keeps that value.
+ADDED_FIELDS = {
+    "data.val_fraction": 0.0,
+    "data.val_seed": 0,
+    "init_from.workdir": "",
+    "init_from.params": ["backbone"],
+    "init_from.weights": "",
+    "init_from.prefix": "",
+    "init_from.input_norm": "auto",
+    "optim.weight_decay_end": 0.4,  # DINO's schedule, fixed in its code before
+    "dino.koleo_weight": 0.0,
+    "dino.ibot_weight": 0.0,
+}
+# Added fields that change nothing while another field keeps its old value: iBOT's sizes
+# and masking without iBOT's loss.
+ADDED_INERT_UNLESS = {"dino.ibot_": "dino.ibot_weight"}
+
 STAGE_PREFIX = "stage:"
 LABELS_FILE = "metric_labels.json"  # [metric, label] rows of the summary table, in order
 
@@ -96,6 +114,15 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _as_before_it_existed(key: str, current: dict) -> bool:
+    """Whether the field ``key``, absent from a saved run's config, has (in the flattened
+    ``current`` config) the value that does what that run did (``ADDED_FIELDS``)."""
+    for prefix, gate in ADDED_INERT_UNLESS.items():
+        if key.startswith(prefix) and key != gate:
+            return current.get(gate) == ADDED_FIELDS[gate]
+    return key in ADDED_FIELDS and current[key] == ADDED_FIELDS[key]
+
+
 def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
     """Non-resumable fields whose values differ between a saved run and ``config``."""
     current = _flatten(json.loads(config.to_json_best_effort()))
@@ -103,6 +130,8 @@ def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[s
     diffs = []
     for key in sorted(set(saved) | set(current)):
         if any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUMABLE_FIELDS):
+            continue
+        if key not in saved and _as_before_it_existed(key, current):
             continue
         before, now = saved.get(key, "<missing>"), current.get(key, "<missing>")
         if before != now:

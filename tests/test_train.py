@@ -126,6 +126,37 @@ def test_resume_refuses_changed_config(tmp_path):
         )
 
 
+def test_runs_saved_before_a_field_existed_resume_while_it_keeps_their_value():
+    """A config.json written before data.val_fraction, init_from and DINO's KoLeo/iBOT
+    fields existed: no difference while those keep the values that did what the run
+    did; a difference once one of them changes how the run trains."""
+    added = [*trainer.ADDED_FIELDS, "dino.ibot_out_dim", "dino.ibot_mask_ratio"]
+
+    def saved_before(config):
+        saved = json.loads(config.to_json_best_effort())
+        for key in added:
+            *path, last = key.split(".")
+            node = saved
+            for p in path:
+                node = node.get(p, {})
+            node.pop(last, None)
+        return saved
+
+    for method in ("simclr", "dino"):
+        config = tiny_config(method)
+        assert trainer.config_differences(saved_before(config), config) == []
+    simclr = tiny_config("simclr")
+    carved = tiny_config("simclr", **{"data.val_fraction": 0.1})
+    assert trainer.config_differences(saved_before(simclr), carved) == [
+        "data.val_fraction: saved '<missing>', now 0.1"
+    ]
+    dino = tiny_config("dino")
+    ibot = tiny_config("dino", **{"dino.ibot_weight": 1.0})
+    diffs = trainer.config_differences(saved_before(dino), ibot)
+    assert "dino.ibot_weight: saved '<missing>', now 1.0" in diffs
+    assert any(d.startswith("dino.ibot_out_dim:") for d in diffs)
+
+
 def test_train_py_smoke_and_eval_mode(train_py_runs, train_py):
     run = train_py_runs["simclr"]
     workdir = run.workdir
