@@ -156,16 +156,38 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 class MetricWriter:
     """metrics.jsonl (one JSON object per line) and TensorBoard events, from process 0 only
-    (the others' writes do nothing)."""
+    (the others' writes do nothing).
+
+    ``resume(step)`` before the first write of a run resumed from checkpoint ``step``:
+    the records of later steps (logged before a kill, run again now) leave
+    metrics.jsonl, and the new TensorBoard file starts with a purge marker at
+    ``step + 1`` (tensorboardX's ``purge_step``), so TensorBoard drops the earlier
+    files' events of those steps and shows each step once.
+    """
 
     def __init__(self, workdir: str):
         self.enabled = distributed.is_primary()
-        if not self.enabled:
-            return
-        from tensorboardX import SummaryWriter
+        self.workdir = workdir
+        self._tb = None
+        self._purge_step: int | None = None
+        if self.enabled:
+            self.jsonl = open(os.path.join(workdir, metrics_log.FILE), "a")
 
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    def resume(self, step: int) -> None:
+        metrics_log.drop_after(self.workdir, step)
+        self._purge_step = step + 1 if step > 0 else None
+
+    @property
+    def tb(self):
+        if self._tb is None:
+            from tensorboardX import SummaryWriter
+
+            path = os.path.join(self.workdir, "tensorboard")
+            # tensorboardX names a file by the second: a restart within the same second
+            # would truncate the last file instead of starting its own.
+            suffix = f".{os.getpid()}.{time.time_ns()}"
+            self._tb = SummaryWriter(path, purge_step=self._purge_step, filename_suffix=suffix)
+        return self._tb
 
     def write(self, step: int, metrics: dict[str, float], *, kind: str = "train") -> None:
         if not self.enabled:
@@ -180,7 +202,8 @@ class MetricWriter:
     def close(self) -> None:
         if self.enabled:
             self.jsonl.close()
-            self.tb.close()
+            if self._tb is not None:
+                self._tb.close()
 
 
 def summary_table(
@@ -345,7 +368,7 @@ def train_and_evaluate(
         state = ckpt.restore_or_init(exp.init_state(init_run))
         del init_run  # its arrays are not needed any more
         start = int(jax.device_get(state.step))
-        metrics_log.drop_after(workdir, start)  # steps logged after the checkpoint run again
+        writer.resume(start)  # steps logged after the checkpoint run again
         untrained_path = os.path.join(workdir, "eval_untrained.json")
         # Process 0's view of the file decides for all: every process must evaluate or none.
         if distributed.agree(

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import signal
+import struct
 import sys
 import time
 
@@ -15,7 +16,14 @@ import numpy as np
 import pytest
 
 from jssl import checkpoint, trainer
-from tests.helpers import TrainPy, leaves_equal, smoke_args, tiny_config, tiny_flags
+from tests.helpers import (
+    TrainPy,
+    leaves_equal,
+    records,
+    smoke_args,
+    tiny_config,
+    tiny_flags,
+)
 
 
 def restore_final(config, workdir):
@@ -121,6 +129,57 @@ def _no_pickle(root):
             assert not (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"), name
 
 
+def _tensorboard_steps(workdir) -> dict[str, list[int]]:
+    """Tag -> steps as TensorBoard shows them: the event files (TFRecords of Event protos)
+    read in the order they were written, a SessionLog START at step T (tensorboardX's
+    purge_step) dropping the earlier files' events of steps >= T."""
+    from tensorboardX.proto import event_pb2
+
+    folder = os.path.join(workdir, "tensorboard")
+    paths = sorted(
+        (os.path.join(folder, f) for f in os.listdir(folder)), key=lambda p: os.stat(p).st_mtime_ns
+    )
+    steps: dict[str, list[int]] = {}
+    for path in paths:
+        with open(path, "rb") as f:
+            raw = f.read()
+        i = 0
+        while i + 12 <= len(raw):
+            (n,) = struct.unpack("<Q", raw[i : i + 8])
+            if i + 16 + n > len(raw):
+                break  # a record cut short by the kill
+            event = event_pb2.Event.FromString(raw[i + 12 : i + 12 + n])
+            i += 16 + n
+            if event.session_log.status == event_pb2.SessionLog.START:
+                steps = {tag: [s for s in v if s < event.step] for tag, v in steps.items()}
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
+def test_resumed_writer_purges_the_steps_logged_after_the_checkpoint(tmp_path):
+    """Steps 1-5 logged, the run killed, resumed from checkpoint 3: steps 4 and 5 are
+    logged again. With ``resume(3)`` metrics.jsonl and TensorBoard hold each step once;
+    without it TensorBoard would show 4 and 5 twice."""
+    for resume, want in ((True, [1, 2, 3, 4, 5, 6]), (False, [1, 2, 3, 4, 5, 4, 5, 6])):
+        workdir = tmp_path / str(resume)
+        workdir.mkdir()
+        first = trainer.MetricWriter(str(workdir))
+        for step in range(1, 6):
+            first.write(step, {"loss": 1.0 / step})
+        first.close()
+        time.sleep(0.01)  # the second file's mtime is later (same second, same process)
+        second = trainer.MetricWriter(str(workdir))
+        if resume:
+            second.resume(3)
+        for step in range(4, 7):
+            second.write(step, {"loss": 1.0 / step})
+        second.close()
+        assert _tensorboard_steps(workdir)["train/loss"] == want
+        if resume:
+            assert [r["step"] for r in records(workdir)] == want
+
+
 def test_kill_during_async_save_and_sigterm_resume_bit_exact(train_py_runs, train_py, tmp_path):
     """kill -9 in the middle of an async checkpoint save, SIGTERM, restart: same result.
 
@@ -164,6 +223,10 @@ def test_kill_during_async_save_and_sigterm_resume_bit_exact(train_py_runs, trai
     leaves_equal(
         (a.params, a.opt_state, a.batch_stats, a.rng), (b.params, b.opt_state, b.batch_stats, b.rng)
     )
+    # Each step once in metrics.jsonl, and in TensorBoard's view of the event files.
+    logged = [r["step"] for r in records(interrupted)]
+    assert logged == sorted(set(logged)) and logged[-1] == 12
+    assert _tensorboard_steps(interrupted)["train/loss"] == logged
     # No pickle anywhere in the run folder (orbax arrays, JSON); the saved config is JSON.
     _no_pickle(interrupted)
     assert json.load(open(interrupted / "config.json"))["num_steps"] == 12
