@@ -34,16 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if preset == "digits":
         # 1,437 training images, 300 steps: the SimCLR digits schedule, a 256-d projector.
-        common.set_schedule(
-            c,
-            optimizer="adamw",
-            learning_rate=2e-3,
-            batch_size=256,
-            num_epochs=60.0,
-            weight_decay=1e-4,
-            warmup_epochs=5.0,
-            probe_epochs=200,
-        )
+        common.digits_schedule(c)
         c.barlow_twins.proj_hidden_dims = (256, 256)
         c.barlow_twins.proj_dim = 256
     elif preset in ("cifar10", "cifar10_folder", "stl10"):

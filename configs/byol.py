@@ -66,16 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset == "digits":
         # 1,437 training images, 300 steps: the SimCLR digits schedule (AdamW 2e-3),
         # small heads and a faster target (0.99: the BYOL paper's base for short runs).
-        common.set_schedule(
-            c,
-            optimizer="adamw",
-            learning_rate=2e-3,
-            batch_size=256,
-            num_epochs=60.0,
-            weight_decay=1e-4,
-            warmup_epochs=5.0,
-            probe_epochs=200,
-        )
+        common.digits_schedule(c)
         c.byol.proj_hidden_dims = (256,)
         c.byol.proj_dim = 64
         c.byol.pred_hidden_dims = (256,)

@@ -217,6 +217,22 @@ def set_schedule(
         c.eval.probe_epochs = probe_epochs
 
 
+def digits_schedule(c: ml_collections.ConfigDict) -> None:
+    """The SimCLR digits schedule the two-view methods share on digits: AdamW lr 2e-3 at
+    batch 256, 60 epochs (300 steps on the 1,437 training images), weight decay 1e-4,
+    5 warm-up epochs, a 200-epoch linear probe."""
+    set_schedule(
+        c,
+        optimizer="adamw",
+        learning_rate=2e-3,
+        batch_size=256,
+        num_epochs=60.0,
+        weight_decay=1e-4,
+        warmup_epochs=5.0,
+        probe_epochs=200,
+    )
+
+
 def parts_task_schedule(
     c: ml_collections.ConfigDict, preset: str, *, digits_batch_size: int, digits_epochs: float
 ) -> None:

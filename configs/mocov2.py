@@ -42,18 +42,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # 1,437 training images, 300 steps: AdamW as the other digits presets, a queue of
         # two batches (it must hold more than one), a faster key encoder (m = 0.999 would
         # move it by only 26% of the way in 300 steps), small heads, no blur on 16 px crops.
-        c.num_epochs = 60.0
+        common.digits_schedule(c)
         c.mocov2.queue_size = 512
         c.mocov2.momentum = c.mocov2.momentum_end = 0.99
         c.mocov2.proj_hidden_dims = (128,)
         c.mocov2.proj_dim = 64
         c.augment.scale = (0.3, 1.0)
         c.augment.blur_p = 0.0
-        c.optim.name = "adamw"
-        c.optim.learning_rate = 2e-3
-        c.optim.weight_decay = 1e-4
-        c.optim.warmup_epochs = 5.0
-        c.eval.probe_epochs = 200
     elif preset in ("cifar10", "cifar10_folder"):
         # solo-learn scripts/pretrain/cifar/mocov2plus.yaml (commit 1df0b89d): ResNet-18,
         # batch 256, 1000 epochs, SGD lr 0.3 (warmup + cosine), wd 1e-4, queue 32,768,

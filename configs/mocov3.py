@@ -59,17 +59,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mocov3.momentum_end = 1.0
 
     if preset == "digits":
-        c.num_epochs = 60.0
+        common.digits_schedule(c)
         digits_augment(c)
         c.mocov3.temperature = 0.2
         c.mocov3.proj_hidden_dims = (128,)
         c.mocov3.proj_dim = 64
         c.mocov3.pred_hidden_dims = (128,)
-        c.optim.name = "adamw"
-        c.optim.learning_rate = 2e-3
-        c.optim.weight_decay = 1e-4
-        c.optim.warmup_epochs = 5.0
-        c.eval.probe_epochs = 200
     elif preset in ("cifar10", "cifar10_folder"):
         # solo-learn scripts/pretrain/cifar/mocov3.yaml (commit 07f8c3bb): ResNet-18, batch
         # 256, 1000 epochs, LARS lr 0.3 (warmup + cosine), wd 1e-6, T = 0.2, projector 4096

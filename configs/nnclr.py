@@ -39,17 +39,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset == "digits":
         # 1,437 training images, batch 256: a support set of 512 (two batches; it must hold
         # more than one), small heads, AdamW as the other digits presets.
-        c.num_epochs = 60.0
+        common.digits_schedule(c)
         digits_augment(c)
         c.nnclr.queue_size = 512
         c.nnclr.proj_hidden_dims = (128, 128)
         c.nnclr.proj_dim = 64
         c.nnclr.pred_hidden_dims = (128,)
-        c.optim.name = "adamw"
-        c.optim.learning_rate = 2e-3
-        c.optim.weight_decay = 1e-4
-        c.optim.warmup_epochs = 5.0
-        c.eval.probe_epochs = 200
     elif preset in ("cifar10", "cifar10_folder"):
         # solo-learn scripts/pretrain/cifar/nnclr.yaml (commit 72c172b8): ResNet-18, batch 256,
         # 1000 epochs, LARS lr 0.4 (warmup + cosine), wd 1e-5, T = 0.2, queue 65,536,

@@ -22,13 +22,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.simclr.proj_use_bn = True
 
     if preset == "digits":
-        c.num_epochs = 60.0
+        common.digits_schedule(c)
         c.simclr.proj_hidden_dims = (128,)
-        c.optim.name = "adamw"
-        c.optim.learning_rate = 2e-3
-        c.optim.weight_decay = 1e-4
-        c.optim.warmup_epochs = 5.0
-        c.eval.probe_epochs = 200
     elif preset in ("cifar10", "cifar10_folder"):
         # Official SimCLR CIFAR-10 recipe (REFERENCE.md): LARS lr 1.0, wd 1e-6, t=0.5.
         c.num_epochs = 1000.0

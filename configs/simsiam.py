@@ -37,16 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # 1,437 training images, 300 steps: the SimCLR digits schedule and views
         # (no blur: an 8x8 digit has none to lose), small heads with the paper's
         # 4:1 predictor bottleneck.
-        common.set_schedule(
-            c,
-            optimizer="adamw",
-            learning_rate=2e-3,
-            batch_size=256,
-            num_epochs=60.0,
-            weight_decay=1e-4,
-            warmup_epochs=5.0,
-            probe_epochs=200,
-        )
+        common.digits_schedule(c)
         c.augment.blur_p = 0.0
         c.simsiam.proj_hidden_dims = (128, 128)
         c.simsiam.proj_dim = 128

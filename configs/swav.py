@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # light blur, K = 30 prototypes (about 3 x the 10 classes: 256 images per batch
         # spread over K), a small head, AdamW as the other digits presets, the prototypes
         # frozen for the first epoch (5 steps).
-        c.num_epochs = 60.0
+        common.digits_schedule(c)
         c.augment.scale = (0.5, 1.0)
         c.augment.num_local_crops = 2
         c.augment.local_crop_size = 8
@@ -75,11 +75,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.swav.proj_hidden_dims = (128,)
         c.swav.proj_dim = 64
         c.swav.num_prototypes = 30
-        c.optim.name = "adamw"
-        c.optim.learning_rate = 2e-3
-        c.optim.weight_decay = 1e-4
-        c.optim.warmup_epochs = 5.0
-        c.eval.probe_epochs = 200
     elif preset in ("cifar10", "cifar10_folder"):
         # solo-learn scripts/pretrain/cifar/swav.yaml (commit 3a64e558): ResNet-18, batch 256,
         # 1000 epochs, LARS lr 0.6 (warmup + cosine), wd 1e-6, projector 2048 -> 128, 3,000
