@@ -13,6 +13,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import jax
@@ -155,6 +157,71 @@ def test_two_processes_equal_one_process_sela_labels_split(train_py, train_py_ru
     assert labels.sharding.spec == jax.sharding.PartitionSpec(None, "data")
     np.testing.assert_array_equal(np.asarray(labels), np.asarray(b.state.method_state["labels"]))
     assert _max_param_difference(a.state, b.state) < 1e-5
+
+
+# Each process: Predictor.sharded of 64 images and SCAN's mining from it, over the
+# 8 devices of 2 processes; prints what it got and which rows it holds.
+_SHARDED_SCRIPT = """
+import json, sys
+import numpy as np
+from jssl import distributed
+distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), timeout=120)
+import jax, flax.linen as nn
+from jssl import data, evaluation, sharding
+from jssl.methods import scan
+
+class Flatten(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train):
+        out = nn.Dense(3)(x.reshape(x.shape[0], -1))
+        return out, {"features": out}
+
+images = np.random.default_rng(0).integers(0, 256, (64, 4, 4, 1), dtype=np.uint8)
+source = data.Split(images, np.zeros(64, np.int32))
+model = Flatten()
+variables = jax.device_get(model.init(jax.random.PRNGKey(0), np.zeros((1, 4, 4, 1)), train=False))
+predict = evaluation.Predictor(model, sharding.make_mesh(), crop_size=4, batch_size=16)
+features = predict.sharded(variables, source)
+shards = features.addressable_shards
+print(json.dumps({
+    "gathered": predict(variables, source).tolist(),
+    "rows": sorted(s.index[0].start for s in shards),
+    "local": {str(s.index[0].start): np.asarray(s.data).tolist() for s in shards},
+    "neighbors": scan.mine_neighbors(features, k=5, mesh=predict.mesh, chunk_size=24).tolist(),
+}))
+"""
+
+
+def test_sharded_predictions_and_mining_across_two_processes(train_py):
+    """Predictor.sharded over 2 processes x 4 devices: each process holds its own four row
+    blocks, equal to the gathered predictions; SCAN's mining from that split bank gives
+    every process the neighbours one process finds on its own."""
+    port, env = _free_port(), _runner(train_py, 4).env
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SHARDED_SCRIPT, f"127.0.0.1:{port}", str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        for i in range(2)
+    ]
+    got = [json.loads(out.strip().splitlines()[-1]) for out, _ in _finish(procs, timeout=240)]
+    want = np.asarray(got[0]["gathered"], np.float32)
+    assert want.shape == (64, 3)
+    x = want / np.linalg.norm(want, axis=1, keepdims=True)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    neighbors = np.argsort(-sim, axis=1, kind="stable")[:, :5]
+    for rank, g in enumerate(got):
+        np.testing.assert_array_equal(np.asarray(g["gathered"], np.float32), want)
+        assert g["rows"] == [32 * rank + 8 * d for d in range(4)]
+        for start, rows in g["local"].items():
+            s = int(start)
+            np.testing.assert_allclose(rows, want[s : s + 8], rtol=1e-6)
+        np.testing.assert_array_equal(g["neighbors"], neighbors)
 
 
 @pytest.mark.parametrize(
