@@ -32,6 +32,18 @@ TINY = {
 # depth. (Not for the reconstruction methods: there the second stage gives the decoder
 # an upsampling layer to run.)
 ONE_STAGE = {"model.kwargs.widths": (8,)}
+# The smoke presets' 4 steps at lr 2e-3 x 32/256 barely move a loss: 24 steps at an unscaled
+# lr 1e-2, logged every 4 (6 records, each the mean of 4 batches), a checkpoint every 4
+# steps, 12 kept (all of a run up to 48 steps), so that step 4 is a resume test's
+# uninterrupted run.
+LEARNING_RUN = {
+    "num_steps": 24,
+    "log_every": 4,
+    "checkpoint_every": 4,
+    "keep_checkpoints": 12,
+    "optim.scale_lr_by_batch": False,
+    "optim.learning_rate": 1e-2,
+}
 
 
 def set_fields(config, **overrides):

@@ -15,6 +15,8 @@ from jssl import losses, trainer
 from jssl.checkpoint import Checkpointer
 from jssl.methods import METHODS, mocov2
 from tests.helpers import (
+    LEARNING_RUN,
+    ONE_STAGE,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
@@ -28,18 +30,7 @@ from tests.helpers import (
 NAMES = ("mocov2", "mocov3", "nnclr", "swav")
 # A one-stage ConvNet on the tiny helpers' 8 px crops; the smoke heads are 16-32 wide and the
 # smoke queues hold 64 rows (two batches of 32; SwAV's fills from step 0).
-WIDTHS = {"model.kwargs.widths": (8,)}
-# The smoke presets' 4 steps at lr 2e-3 x 32/256 barely move the loss: 24 steps at an
-# unscaled lr, logged every 4 (6 records, each the mean of 4 batches), a checkpoint every 4
-# steps kept, so that step 4 is the resume test's uninterrupted run.
-LONGER = {
-    "num_steps": 24,
-    "log_every": 4,
-    "checkpoint_every": 4,
-    "keep_checkpoints": 12,
-    "optim.scale_lr_by_batch": False,
-    "optim.learning_rate": 1e-2,
-}
+WIDTHS, LONGER = ONE_STAGE, LEARNING_RUN
 RUNS = {
     "mocov3": {**WIDTHS, **LONGER},
     "nnclr": {**WIDTHS, **LONGER},

@@ -12,6 +12,8 @@ from jssl.checkpoint import Checkpointer
 from jssl.methods import METHODS, byol
 from jssl.methods.base import RunInfo
 from tests.helpers import (
+    LEARNING_RUN,
+    ONE_STAGE,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
@@ -24,18 +26,7 @@ from tests.helpers import (
 
 NAMES = ("byol", "simsiam", "barlow_twins", "vicreg")
 # A one-stage ConvNet (the tiny helpers' 8 px crops); the smoke heads are 32-64 wide.
-WIDTHS = {"model.kwargs.widths": (8,)}
-# The smoke presets' 4 steps at lr 2e-3 x 32/256 barely move the loss: 24 steps at an
-# unscaled lr 1e-2, logged every 4 (6 records, each the mean of 4 batches), with a
-# checkpoint every 4 steps kept, so that step 4 is the resume test's uninterrupted run.
-LONGER = {
-    "num_steps": 24,
-    "log_every": 4,
-    "checkpoint_every": 4,
-    "keep_checkpoints": 6,
-    "optim.scale_lr_by_batch": False,
-    "optim.learning_rate": 1e-2,
-}
+WIDTHS, LONGER = ONE_STAGE, LEARNING_RUN
 TRAIN_PY_RUNS = {name: smoke_args(name, *tiny_flags(**WIDTHS, **LONGER)) for name in NAMES}
 # The fall each loss shows over those 24 steps (first log -> last), with a margin: BYOL
 # about 2.9 -> 1.4 (of 0..4 per direction, summed), SimSiam -0.01 -> -0.10 (of -1..1),
