@@ -18,6 +18,7 @@ import glob
 import json
 import os
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -85,6 +86,28 @@ def label(run: dict) -> str:
     return f"{framework(run)} {run.get('method', '?')}, {run.get('minutes_budget', 0):g} min"
 
 
+def shown_command(run: dict) -> str:
+    """The run's command as a reader reruns it: ``--data`` left out when it names the default
+    CIFAR-10 archive, and a ``--workdir`` in the temporary folder (a scratch folder: it
+    changes no result) left out."""
+    words, out = run.get("command", "").split(), []
+    default = os.path.realpath(
+        os.path.join(ROOT, "..", "shared", "datasets", "cifar10-jpeg.tar.gz")
+    )
+    scratch = os.path.realpath(tempfile.gettempdir()) + os.sep
+    i = 0
+    while i < len(words):
+        flag, value = words[i], words[i + 1] if i + 1 < len(words) else ""
+        if (flag == "--data" and os.path.realpath(value) == default) or (
+            flag == "--workdir" and os.path.realpath(value).startswith(scratch)
+        ):
+            i += 2
+            continue
+        out.append(flag)
+        i += 1
+    return " ".join(out)
+
+
 def table(runs: list[dict]) -> str:
     head = (
         "| framework | method | minutes | steps | epochs | kNN | linear | k-means ACC "
@@ -111,7 +134,7 @@ def table(runs: list[dict]) -> str:
                     cluster,
                     _load(r),
                     str(r.get("date", "–"))[:10],
-                    f"`{r.get('command', '')}`",
+                    f"`{shown_command(r)}`",
                 ]
             )
             + " |"

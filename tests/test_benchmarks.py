@@ -204,6 +204,17 @@ def _budget_json(path, framework, minutes, knn, **extra):
     )
 
 
+def test_render_results_shows_the_command_a_reader_reruns():
+    import tempfile
+
+    archive = os.path.join(render_results.ROOT, "..", "shared", "datasets", "cifar10-jpeg.tar.gz")
+    scratch = os.path.join(tempfile.gettempdir(), "budget_runs", "byol")
+    run = {"command": f"python b.py --method byol --data {archive} --workdir {scratch} --x 1"}
+    assert render_results.shown_command(run) == "python b.py --method byol --x 1"
+    kept = {"command": "python b.py --data /elsewhere --workdir runs/w"}
+    assert render_results.shown_command(kept) == kept["command"]
+
+
 def test_render_results(tmp_path, capsys):
     _budget_json(tmp_path / "budget_jssl_a.json", "jssl", [0.0, 1.0, 2.0], [0.30, 0.40, 0.45])
     _budget_json(tmp_path / "budget_torch_a.json", "torch", [0.0, 1.1, 2.0], [0.30, 0.38, 0.42])
