@@ -88,8 +88,8 @@ def label(run: dict) -> str:
 
 def shown_command(run: dict) -> str:
     """The run's command as a reader reruns it: ``--data`` left out when it names the default
-    CIFAR-10 archive, and a ``--workdir`` in the temporary folder (a scratch folder: it
-    changes no result) left out."""
+    CIFAR-10 archive, and an absolute ``--workdir`` in the temporary folder (a scratch
+    folder: it changes no result) left out."""
     words, out = run.get("command", "").split(), []
     default = os.path.realpath(
         os.path.join(ROOT, "..", "shared", "datasets", "cifar10-jpeg.tar.gz")
@@ -99,7 +99,9 @@ def shown_command(run: dict) -> str:
     while i < len(words):
         flag, value = words[i], words[i + 1] if i + 1 < len(words) else ""
         if (flag == "--data" and os.path.realpath(value) == default) or (
-            flag == "--workdir" and os.path.realpath(value).startswith(scratch)
+            flag == "--workdir"
+            and os.path.isabs(value)
+            and os.path.realpath(value).startswith(scratch)
         ):
             i += 2
             continue
