@@ -72,7 +72,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from benchmarks.throughput import load_config, matmul_flops_per_sec, write_result  # noqa: E402
 from jssl import augment, data, sharding, trainer  # noqa: E402
-from jssl.methods import simclr  # noqa: E402
+from jssl.methods import parts, simclr  # noqa: E402
 from jssl.models import count_params  # noqa: E402
 from jssl.models.conv import CONV_IMPLS  # noqa: E402
 from jssl.train_step import train_step  # noqa: E402
@@ -224,7 +224,7 @@ def run_jssl(args, spec, images, views) -> dict:
     state, holder, batch, compiled = holder["state"], None, None, None
 
     if not args.quick:  # augmentation alone (jitted two_views on fixed uint8 images)
-        aug = jax.jit(functools.partial(augment.two_views, **simclr.policy_kwargs(config)))
+        aug = jax.jit(functools.partial(augment.two_views, **parts.simclr_policy(config)))
         raw = images[:bs]
         keys = [jax.random.fold_in(jax.random.PRNGKey(0), i) for i in range(args.steps + 1)]
         jax.block_until_ready(aug(keys[-1], raw))

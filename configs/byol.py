@@ -28,7 +28,7 @@ def asymmetric_augment(c: ml_collections.ConfigDict, preset: str) -> None:
     p 1.0, no solarisation; view 2: the same but blur p 0.1 and solarisation
     p 0.2 (the BYOL paper's table 6; Barlow Twins and VICReg use it too). The
     fields are DINO's (``global_blur_p[i]`` is view i's), read by
-    ``jssl.methods.byol.asymmetric_views``.
+    ``jssl.methods.parts.asymmetric_views``.
     """
     a = c.augment
     del a.strength, a.blur_p

@@ -15,6 +15,9 @@
 - Restores use an abstract target whose shardings come from the *current*
   mesh, so a checkpoint saved on N devices restores onto M devices.
 - No pickle: arrays go through orbax, the config is JSON.
+- A checkpoint written before a model's variables were renamed is read through the
+  method's renames (``rename``): the restore target is put in the old names, and
+  what is read back in the new ones.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import traverse_util
 
 CONFIG_FILE = "config.json"
 # Old steps are renamed into this subfolder of checkpoints/ and removed from there.
@@ -53,6 +57,52 @@ def _remove_tree(path: str) -> None:
 
 def _is_primary() -> bool:
     return jax.process_index() == 0
+
+
+def _renamed_path(path: str, renames: dict[str, str]) -> str:
+    """``path`` with its longest prefix (whole components) found in ``renames`` replaced."""
+    parts = path.split("/")
+    for n in range(len(parts), 0, -1):
+        head = "/".join(parts[:n])
+        if head in renames:
+            return "/".join([renames[head], *parts[n:]])
+    return path
+
+
+def _rename_model(tree: dict, renames: dict[str, str]) -> dict:
+    flat = traverse_util.flatten_dict(tree, sep="/", keep_empty_nodes=True)
+    moved = {_renamed_path(k, renames): v for k, v in flat.items()}
+    if len(moved) != len(flat):
+        raise ValueError(f"renames {renames} map two variables to one path")
+    return traverse_util.unflatten_dict(moved, sep="/")
+
+
+def rename(tree, renames: dict[str, str]):
+    """``tree`` with the paths of its model variables renamed.
+
+    Every dict in ``tree`` that has a ``"backbone"`` entry is a model's variables
+    (params, BatchNorm statistics, the optimiser's moments, an EMA copy); in each,
+    a variable whose "/"-joined path starts with an old path of ``renames``
+    (``{"projector": "head"}``; the longest match wins) gets the new one instead.
+    Everything else is returned as it is.
+    """
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "backbone" in node:
+                return _rename_model(node, renames)
+            return {k: walk(v) for k, v in node.items()}
+        return jax.tree.map(
+            lambda x: walk(x) if isinstance(x, dict) else x,
+            node,
+            is_leaf=lambda x: isinstance(x, dict),
+        )
+
+    return walk(tree) if renames else tree
+
+
+def inverse(renames: dict[str, str]) -> dict[str, str]:
+    return {new: old for old, new in renames.items()}
 
 
 class Checkpointer:
@@ -141,11 +191,13 @@ class Checkpointer:
             ) from e
         self._purge_deleted(remove_folder=True)
 
-    def restore(self, abstract_state, step: int | None = None):
+    def restore(self, abstract_state, step: int | None = None, *, renamed=None):
         """Restores ``step`` (default latest) into the structure/shardings of ``abstract_state``.
 
         Strict: a saved tree that differs from the current one (missing DINO
-        centre, another model) raises instead of silently re-initialising.
+        centre, another model) raises instead of silently re-initialising; except
+        that a checkpoint in the old names of ``renamed`` ({old path: new path},
+        ``Method.renamed``) is read into the new ones.
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -161,18 +213,27 @@ class Checkpointer:
         try:
             return self.manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as e:
+            if renamed:
+                old = rename(target, inverse(renamed))
+                try:
+                    restored = self.manager.restore(step, args=ocp.args.StandardRestore(old))
+                except Exception:
+                    pass  # not the old names either: report the first error
+                else:
+                    logging.info("Read step %d through the renames %s", step, renamed)
+                    return rename(restored, renamed)
             raise CheckpointError(
                 f"Restoring step {step} from {self.directory} failed ({type(e).__name__}: "
                 f"{_one_line(e)}). "
                 "Was it written by a different model or method config?"
             ) from e
 
-    def restore_or_init(self, state):
+    def restore_or_init(self, state, *, renamed=None):
         """Returns the latest checkpoint restored into ``state``'s layout, or ``state`` itself."""
         if self.latest_step() is None:
             return state
         logging.info("Restoring checkpoint %d from %s", self.latest_step(), self.directory)
-        return self.restore(state)
+        return self.restore(state, renamed=renamed)
 
     def close(self) -> None:
         """Waits for pending saves (raising if one failed), then releases the manager."""

@@ -138,6 +138,11 @@ class Experiment:
         self._during: evaluation.DuringTraining | None = None  # built at its first use
 
     @property
+    def renamed(self) -> dict[str, str]:
+        """The method's renamed variable paths (old -> new), for older checkpoints."""
+        return self.method.renamed(self.config) if self.method.renamed else {}
+
+    @property
     def total_steps(self) -> int:
         return self.run.total_steps
 
@@ -450,7 +455,8 @@ def restore_run(
                 f"No checkpoint in {ckpt.directory}: train first with --mode=train and this "
                 "--workdir."
             )
-        state = ckpt.restore(exp.init_state(weights=False))  # the checkpoint replaces all
+        # the checkpoint replaces all
+        state = ckpt.restore(exp.init_state(weights=False), renamed=exp.renamed)
     finally:
         ckpt.close()
     return RestoredRun(workdir=workdir, config=run_config, experiment=exp, state=state)

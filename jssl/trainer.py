@@ -365,7 +365,7 @@ def train_and_evaluate(
     )
     writer = MetricWriter(workdir)
     try:
-        state = ckpt.restore_or_init(exp.init_state(init_run))
+        state = ckpt.restore_or_init(exp.init_state(init_run), renamed=exp.renamed)
         del init_run  # its arrays are not needed any more
         start = int(jax.device_get(state.step))
         writer.resume(start)  # steps logged after the checkpoint run again

@@ -13,8 +13,7 @@ from PIL import Image
 from configs import equivariance as equivariance_config
 from jssl import pretext, visualize
 from jssl.methods import METHODS, vae
-from jssl.methods.base import EncoderWithHead
-from jssl.models import ConvNet, Decoder, MLPHead
+from jssl.models import ConvNet, Decoder, EncoderWithHead, MLPHead
 from tests.helpers import (
     ONE_STAGE,
     assert_fell,

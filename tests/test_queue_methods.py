@@ -13,7 +13,7 @@ import pytest
 
 from jssl import losses, trainer
 from jssl.checkpoint import Checkpointer
-from jssl.methods import METHODS, mocov2
+from jssl.methods import METHODS, parts
 from tests.helpers import (
     LEARNING_RUN,
     ONE_STAGE,
@@ -101,7 +101,7 @@ def test_enqueue_by_hand():
     written = []
     for s in range(4):
         rows = jnp.full((2, 1), float(s + 1))
-        queue, ptr = mocov2.enqueue(queue, ptr, rows)
+        queue, ptr = parts.enqueue(queue, ptr, rows)
         written.append((np.asarray(queue)[:, 0].tolist(), int(ptr)))
     assert written == [
         ([1, 1, 0, 0, 0], 2),
@@ -110,12 +110,12 @@ def test_enqueue_by_hand():
         ([3, 4, 4, 2, 3], 3),
     ]
     # Leading axes (one queue per view) share the pointer; no gradient reaches the rows.
-    two, ptr = mocov2.enqueue(jnp.zeros((2, 4, 3)), jnp.int32(3), jnp.ones((2, 2, 3)))
+    two, ptr = parts.enqueue(jnp.zeros((2, 4, 3)), jnp.int32(3), jnp.ones((2, 2, 3)))
     assert int(ptr) == 1 and np.asarray(two)[:, [3, 0]].all() and not np.asarray(two)[:, 1:3].any()
-    grad = jax.grad(lambda r: jnp.sum(mocov2.enqueue(jnp.zeros((4, 3)), 0, r)[0]))(jnp.ones((2, 3)))
+    grad = jax.grad(lambda r: jnp.sum(parts.enqueue(jnp.zeros((4, 3)), 0, r)[0]))(jnp.ones((2, 3)))
     assert not np.any(grad)
     with pytest.raises(ValueError, match="must hold"):
-        mocov2.enqueue(jnp.zeros((2, 3)), 0, jnp.ones((3, 3)))
+        parts.enqueue(jnp.zeros((2, 3)), 0, jnp.ones((3, 3)))
 
 
 # ----------------------------------------------------------------------------- monitors, presets
@@ -183,8 +183,8 @@ def _expected_rows(name, exp, state, batch):
     if name == "nnclr":
         n = views[0].shape[0]
         both = jnp.concatenate(views)
-        _, aux = _apply_train(exp.model, state.params, state.batch_stats, both)
-        return losses.l2_normalize(aux["projection"])[:n]
+        z, _ = _apply_train(exp.model, state.params, state.batch_stats, both)
+        return losses.l2_normalize(z)[:n]
     g, local = views["global"], views["local"]
     b, num_global = g.shape[:2]
     groups = (g.reshape(-1, *g.shape[2:]), local.reshape(-1, *local.shape[2:]))
@@ -268,10 +268,10 @@ def test_one_step_8_devices_equals_1(name):
 def test_mocov3_momentum_encoder_is_the_ema_of_backbone_and_projector():
     exp, states, metrics, _ = _one_device("mocov3")
     before, after = states[0], states[1]
-    assert set(before.params) == {"backbone", "projector", "predictor"}
+    assert set(before.params) == {"backbone", "head", "predictor"}
     teacher0 = before.method_state["teacher"]
-    assert set(teacher0.params) == set(teacher0.batch_stats) == {"backbone", "projector"}
-    leaves_equal(teacher0.params, {k: before.params[k] for k in ("backbone", "projector")})
+    assert set(teacher0.params) == set(teacher0.batch_stats) == {"backbone", "head"}
+    leaves_equal(teacher0.params, {k: before.params[k] for k in ("backbone", "head")})
     # One step: teacher = m * teacher + (1 - m) * the updated online network, m = 0.99 at
     # count 0 (the cosine towards 1 over the run).
     m = exp.config.mocov3.momentum
@@ -279,7 +279,7 @@ def test_mocov3_momentum_encoder_is_the_ema_of_backbone_and_projector():
     assert float(metrics[-1]["key_momentum"]) > m
     teacher = after.method_state["teacher"]
     assert int(teacher.count) == 1
-    for part in ("backbone", "projector"):
+    for part in ("backbone", "head"):
         expected = jax.tree.map(
             lambda t, o: m * t + (1 - m) * o, teacher0.params[part], after.params[part]
         )

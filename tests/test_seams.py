@@ -73,12 +73,28 @@ def test_no_method_imports_the_trainer_or_the_experiment():
             assert not bad, (name, bad)
 
 
+# The modules under jssl/methods that every method may import: the contract and the
+# shared parts. Any other method module is a method, which no method imports.
+SHARED_METHOD_MODULES = {"jssl.methods.base", "jssl.methods.parts"}
+
+
+def test_no_method_module_imports_another():
+    folder = os.path.join(ROOT, "jssl", "methods")
+    methods = {f"jssl.methods.{n[:-3]}" for n in os.listdir(folder) if n.endswith(".py")}
+    methods -= SHARED_METHOD_MODULES | {"jssl.methods.__init__"}
+    assert {"jssl.methods.simclr", "jssl.methods.mocov2", "jssl.methods.dino"} <= methods
+    for module in sorted(methods | SHARED_METHOD_MODULES):
+        path = os.path.join(folder, module.rsplit(".", 1)[1] + ".py")
+        imported = set(_imports(path))
+        assert not imported & (methods - {module}), (module, imported & methods)
+
+
 def test_the_method_contract_is_small():
     fields = [f.name for f in dataclasses.fields(Method)]
     # The name, five functions of the step (model, views, loss, initial state, after the
     # update), the split of data-sized state over the mesh, three host hooks (prepare,
-    # adapt_init, collapse_warnings) and the evaluators' names.
-    assert len(fields) <= 11, fields
+    # adapt_init, collapse_warnings), the evaluators' names and the renamed variables.
+    assert len(fields) <= 12, fields
     # Every hook is documented in the record's docstring.
     for name in fields[1:]:
         assert name in Method.__doc__, name

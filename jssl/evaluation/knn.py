@@ -8,11 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-    """x / max(||x||, eps) along ``axis``; all-zero rows stay zero."""
-    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
-    return x / jnp.maximum(norm, eps)
+from jssl.losses.contrastive import l2_normalize
 
 
 @functools.partial(jax.jit, static_argnames=("k", "temperature", "num_classes"))

@@ -3,7 +3,7 @@
 from jssl.errors import UserError
 from jssl.methods.autoencoder import AUTOENCODER
 from jssl.methods.barlow_twins import BARLOW_TWINS
-from jssl.methods.base import EncoderWithHead, HostContext, Method, RunInfo, apply_train
+from jssl.methods.base import HostContext, Method, RunInfo, apply_train
 from jssl.methods.byol import BYOL
 from jssl.methods.context import CONTEXT
 from jssl.methods.dino import DINO
@@ -23,6 +23,7 @@ from jssl.methods.simsiam import SIMSIAM
 from jssl.methods.swav import SWAV
 from jssl.methods.vae import VAE_METHOD
 from jssl.methods.vicreg import VICREG
+from jssl.models import EncoderWithHead
 
 METHODS: dict[str, Method] = {
     "dino": DINO,

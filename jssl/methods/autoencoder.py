@@ -26,8 +26,8 @@ import ml_collections
 
 from jssl import losses
 from jssl.errors import UserError
+from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
-from jssl.methods.recovery import build_decoder, clean_views
 from jssl.models import Autoencoder, create_model
 from jssl.models.autoencoders import BOTTLENECKS, SPARSITY
 
@@ -45,7 +45,7 @@ def build_model(config: ml_collections.ConfigDict) -> Autoencoder:
         )
     return Autoencoder(
         backbone=create_model(config.model.name, dtype=dtype, **config.model.kwargs),
-        decoder=build_decoder(config),
+        decoder=parts.build_decoder(config),
         bottleneck=ac.bottleneck,
         code_dim=ac.code_dim,
         sparse_dim=ac.sparse_dim,
@@ -124,7 +124,7 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
 AUTOENCODER = Method(
     name="autoencoder",
     build_model=build_model,
-    make_views=clean_views,  # the loss reconstructs the crop/flip views
+    make_views=parts.clean_views,  # the loss reconstructs the crop/flip views
     make_loss=make_loss,
     init_method_state=init_method_state,
     collapse_warnings=collapse_warnings,

@@ -1,8 +1,8 @@
 """Barlow Twins (Zbontar et al., 2021): redundancy reduction on the cross-correlation.
 
 - views: BYOL's asymmetric policy (the paper's: blur p 1.0 / 0.1, solarisation
-  p 0 / 0.2 on the two views), ``byol.asymmetric_views``;
-- model: backbone -> projector (``SiameseProjector``: Linear-BN-ReLU per hidden
+  p 0 / 0.2 on the two views), ``parts.asymmetric_views``;
+- model: backbone -> projector (``MLPHead(last_bias=False)``: Linear-BN-ReLU per hidden
   width, then Linear without bias; the paper's 8192-8192-8192), ``EncoderWithHead``;
 - loss: ``barlow_scale * barlow_twins_loss(z1, z2, lambda_)``: each view's z
   standardised per dimension over the global batch (BatchNorm1d(affine=False)),
@@ -25,37 +25,17 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
-from jssl.losses.contrastive import l2_normalize
-from jssl.methods import byol
-from jssl.methods.base import EncoderWithHead, Method, apply_train
-from jssl.models import create_model
-from jssl.models.siamese_heads import SiameseProjector
+from jssl.methods import parts
+from jssl.methods.base import Method, apply_train
+from jssl.models import EncoderWithHead
 
 
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
-    dtype = jnp.dtype(config.model.dtype)
-    backbone = create_model(config.model.name, dtype=dtype, **config.model.kwargs)
-    b = config.barlow_twins
-    head = SiameseProjector(hidden_dims=tuple(b.proj_hidden_dims), out_dim=b.proj_dim, dtype=dtype)
-    return EncoderWithHead(backbone=backbone, head=head)
-
-
-def dimension_stds(z: jnp.ndarray) -> jnp.ndarray:
-    """[D] per-dimension std over the batch of the L2-normalised embeddings z [N, D]."""
-    return jnp.std(l2_normalize(z.astype(jnp.float32)), axis=0)
-
-
-def std_metrics(z: jnp.ndarray, h: jnp.ndarray) -> dict:
-    stds = dimension_stds(z)
-    return {
-        "z_std": jnp.mean(stds),
-        "z_std_min": jnp.min(stds),
-        "h_std": losses.embedding_std(h),
-    }
+    return parts.projection_network(config, config.barlow_twins, last_bias=False)
 
 
 def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:
-    return byol.std_warnings(metrics, {"z_std": config.barlow_twins.proj_dim})
+    return parts.std_warnings(metrics, {"z_std": config.barlow_twins.proj_dim})
 
 
 def make_loss(model, config: ml_collections.ConfigDict, run=None):
@@ -67,7 +47,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
         n = v1.shape[0]
         z, aux, batch_stats = apply_train(model, params, batch_stats, jnp.concatenate([v1, v2]))
         loss = b.scale_loss * losses.barlow_twins_loss(z[:n], z[n:], lambda_=b.lambda_)
-        return loss, (batch_stats, method_state, std_metrics(z, aux["features"]))
+        return loss, (batch_stats, method_state, parts.std_metrics(z, aux["features"]))
 
     return loss_fn
 
@@ -75,7 +55,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
 BARLOW_TWINS = Method(
     name="barlow_twins",
     build_model=build_model,
-    make_views=byol.asymmetric_views,
+    make_views=parts.asymmetric_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
 )

@@ -92,6 +92,9 @@ class Method:
         checked at every logging interval.
       evaluators: names in ``jssl.evaluation.EVALUATORS`` run at evaluation,
         e.g. ("knn", "linear_probe", "kmeans", "cluster_heads").
+      renamed: optional config -> {old path: new path} of the model's variables whose
+        names changed since checkpoints were written ("projector" -> "head"); a
+        checkpoint in the old names is read through it (``jssl.checkpoint.rename``).
 
     The optimiser comes from ``config.optim`` (``jssl.optim``), not the method.
     """
@@ -107,19 +110,7 @@ class Method:
     adapt_init: Callable[[PyTree, PyTree, ml_collections.ConfigDict], PyTree] | None = None
     collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None
     evaluators: tuple[str, ...] = ("knn", "linear_probe", "kmeans")
-
-
-class EncoderWithHead(nn.Module):
-    """backbone -> head; ``aux["features"]`` is the backbone's pooled output h."""
-
-    backbone: nn.Module
-    head: nn.Module
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool):
-        h, aux = self.backbone(x, train=train)
-        z = self.head(h, train=train)
-        return z, {**aux, "features": h}
+    renamed: Callable[[ml_collections.ConfigDict], dict[str, str]] | None = None
 
 
 def apply_train(model: nn.Module, params, batch_stats, x: jax.Array):

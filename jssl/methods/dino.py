@@ -58,9 +58,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jssl import augment, ema, losses, schedules
-from jssl.methods.base import EncoderWithHead, Method, RunInfo, apply_train
-from jssl.models import DINOHead, create_model
+from jssl import ema, losses, schedules
+from jssl.methods import parts
+from jssl.methods.base import Method, RunInfo, apply_train
+from jssl.models import DINOHead, EncoderWithHead, create_model
 from jssl.models.ibot import IBOTNetwork
 
 # ----------------------------------------------------------------------------- model
@@ -123,43 +124,22 @@ def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, ru
 # ----------------------------------------------------------------------------- views
 
 
-def multi_crop_kwargs(config: ml_collections.ConfigDict) -> dict:
-    a = config.augment
-    return dict(
-        global_size=(a.crop_size, a.crop_size),
-        local_size=(a.local_crop_size, a.local_crop_size),
-        num_global=a.num_global_crops,
-        num_local=a.num_local_crops,
-        global_scale=tuple(a.scale),
-        local_scale=tuple(a.local_scale),
-        global_blur_p=tuple(a.global_blur_p),
-        global_solarize_p=tuple(a.global_solarize_p),
-        local_blur_p=a.local_blur_p,
-        flip=a.flip,
-        jitter=tuple(a.jitter),
-        jitter_p=a.jitter_p,
-        gray_p=a.gray_p,
-        blur_sigma=tuple(a.blur_sigma),
-    )
-
-
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
     """{"global": [B, G, g, g, C], "local": [B, L, l, l, C] (absent when L = 0)}; with
     iBOT also "mask": bool [B, G, P], the student's masked patches of each global crop."""
-    if ibot_weight(config) > 0:
-        key, mask_key = jax.random.split(key)
-    globals_, locals_ = augment.multi_crop(key, batch["image"], **multi_crop_kwargs(config))
-    views = {"global": globals_} if locals_ is None else {"global": globals_, "local": locals_}
-    if ibot_weight(config) > 0:
-        d = config.dino
-        views["mask"] = ibot_masks(
-            mask_key,
-            globals_.shape[0],
-            globals_.shape[1],
-            num_patches(config),
-            probability=d.ibot_mask_probability,
-            ratio=tuple(d.ibot_mask_ratio),
-        )
+    if ibot_weight(config) <= 0:
+        return parts.multi_crop_views(key, batch, config)
+    key, mask_key = jax.random.split(key)
+    views = parts.multi_crop_views(key, batch, config)
+    d, g = config.dino, views["global"]
+    views["mask"] = ibot_masks(
+        mask_key,
+        g.shape[0],
+        g.shape[1],
+        num_patches(config),
+        probability=d.ibot_mask_probability,
+        ratio=tuple(d.ibot_mask_ratio),
+    )
     return views
 
 
@@ -244,23 +224,15 @@ def freeze_last_layer(params, frozen: jax.Array):
 # ----------------------------------------------------------------------------- loss
 
 
-def _flatten_crops(x: jax.Array) -> jax.Array:
-    """[B, n, h, w, C] -> [B * n, h, w, C], batch-major so the data sharding is kept."""
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-
-
-def _crops_first(z: jax.Array, batch: int) -> jax.Array:
-    """[B * n, K] (batch-major) -> [n, B, K]."""
-    return jnp.swapaxes(z.reshape(batch, -1, z.shape[-1]), 0, 1)
-
-
 def _student_crops(model, params, batch_stats, views, z_globals, b):
     """The student's [S, B, K] outputs, globals (``z_globals``, already computed) first, then
     the local crops as a batch of their own (another resolution); and the batch statistics."""
-    student = [_crops_first(z_globals, b)]
+    student = [parts.crops_first(z_globals, b)]
     if "local" in views:
-        z, _, batch_stats = apply_train(model, params, batch_stats, _flatten_crops(views["local"]))
-        student.append(_crops_first(z, b))
+        z, _, batch_stats = apply_train(
+            model, params, batch_stats, parts.flatten_crops(views["local"])
+        )
+        student.append(parts.crops_first(z, b))
     return jnp.concatenate(student, axis=0), batch_stats
 
 
@@ -279,7 +251,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
         g = views["global"]
         b = g.shape[0]
         # Student: globals and locals as two batches (two resolutions).
-        z, _, batch_stats = apply_train(model, params, batch_stats, _flatten_crops(g))
+        z, _, batch_stats = apply_train(model, params, batch_stats, parts.flatten_crops(g))
         student, batch_stats = _student_crops(model, params, batch_stats, views, z, b)
 
         # Teacher: global crops only, no gradient; its BatchNorm runs on batch
@@ -287,9 +259,9 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
         # follow the student's by EMA in after_update).
         teacher_state = jax.lax.stop_gradient(method_state["teacher"])
         z_t, _, _ = apply_train(
-            model, teacher_state.params, teacher_state.batch_stats, _flatten_crops(g)
+            model, teacher_state.params, teacher_state.batch_stats, parts.flatten_crops(g)
         )
-        teacher = jax.lax.stop_gradient(_crops_first(z_t, b))  # [T, B, K]
+        teacher = jax.lax.stop_gradient(parts.crops_first(z_t, b))  # [T, B, K]
 
         center = method_state["center"]
         temp = teacher_temp(step)
@@ -349,7 +321,7 @@ def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
             params = freeze_last_layer(params, step < freeze_steps)
         g = views["global"]
         b, n_global = g.shape[:2]
-        x = _flatten_crops(g)
+        x = parts.flatten_crops(g)
         teacher_state = jax.lax.stop_gradient(method_state["teacher"])
         t_params, t_stats = teacher_state.params, teacher_state.batch_stats
         if w_ibot > 0:
@@ -364,7 +336,7 @@ def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
             h = aux["features"]
             z_t, _, _ = apply_train(model, t_params, t_stats, x)
         student, batch_stats = _student_crops(model, params, batch_stats, views, z, b)
-        teacher = jax.lax.stop_gradient(_crops_first(z_t, b))  # [T, B, K]
+        teacher = jax.lax.stop_gradient(parts.crops_first(z_t, b))  # [T, B, K]
 
         center = method_state["center"]
         temp = teacher_temp(step)

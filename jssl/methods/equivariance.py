@@ -21,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jssl import augment, losses, pretext
+from jssl import losses, pretext
 from jssl.errors import UserError
-from jssl.methods import simclr
+from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
+from jssl.models import EncoderWithHead
 
 # transforms -> the D4 elements drawn from (see pretext.dihedral).
 TRANSFORMS = {"d4": (0, 1, 2, 3, 4, 5, 6, 7), "rot90": (0, 1, 2, 3), "flips": (0, 4)}
@@ -42,7 +43,7 @@ def transform_set(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict):
     """(v1, v2, pi(v1), k): two SimCLR views, the first one transformed, and the D4 index k [B]."""
     k_views, k_pi = jax.random.split(key)
-    v1, v2 = augment.two_views(k_views, batch["image"], **simclr.policy_kwargs(config))
+    v1, v2 = parts.two_views(k_views, batch, config)
     elements = jnp.asarray(transform_set(config), jnp.int32)
     k = elements[jax.random.randint(k_pi, (v1.shape[0],), 0, len(elements))]
     return v1, v2, jax.vmap(pretext.dihedral)(v1, k), k
@@ -52,6 +53,11 @@ def spatial_std(fmap: jax.Array) -> jax.Array:
     """Mean over examples and channels of the std over positions of L2-normalised features."""
     f = losses.l2_normalize(fmap.astype(jnp.float32))
     return jnp.mean(jnp.std(f, axis=(1, 2)))
+
+
+def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
+    """SimCLR's encoder and projection head (``config.simclr``)."""
+    return parts.projection_network(config, config.simclr, use_bn=config.simclr.proj_use_bn)
 
 
 def make_loss(model, config: ml_collections.ConfigDict, run=None):
@@ -90,14 +96,14 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
             f"feature-map spatial std {metrics['fmap_spatial_std']:.2e}: the maps are constant "
             "over positions, which satisfies equivariance trivially"
         ]
-    return (
-        simclr.collapse_warnings(metrics, config) if config.equivariance.contrastive_weight else []
-    )
+    if not config.equivariance.contrastive_weight:
+        return []
+    return parts.std_warnings(metrics, {"z_std": config.simclr.proj_dim})
 
 
 EQUIVARIANCE = Method(
     name="equivariance",
-    build_model=simclr.build_model,  # SimCLR's encoder + projection head
+    build_model=build_model,
     make_views=make_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,

@@ -1,23 +1,23 @@
 """NNCLR (Dwibedi et al., 2021): nearest neighbours from a support queue as positives.
 
-- network: backbone -> projector -> predictor
-  (``jssl.models.siamese.ProjectorPredictor``; solo-learn's NNCLR: a 3-layer
+- network: backbone -> projector (the ``head``) -> predictor
+  (``jssl.models.EncoderWithHead``; solo-learn's NNCLR: a 3-layer
   projector hidden 2048 ending in a BatchNorm, output 256, a 2-layer predictor
   hidden 4096; solo-learn's output BN is affine, here it has a scale but no
-  shift, whose gradient is exactly zero: see ``jssl.models.siamese``); no
+  shift, whose gradient is exactly zero: see ``jssl.models.MLPHead``); no
   momentum encoder;
 - support set: ``method_state["queue"]`` [Q, D] of past L2-normalised
   projections of view 1 and ``method_state["queue_ptr"]``; it starts as random
   unit vectors drawn from ``config.seed`` (as solo-learn's ``randn`` buffer).
   After the loss has read it, the global batch of z1 is written at rows
   ptr .. ptr + B - 1 (mod Q) and the pointer moves on
-  (``jssl.methods.mocov2.enqueue``): inside the jitted step, in every
+  (``jssl.methods.parts.enqueue``): inside the jitted step, in every
   checkpoint;
 - loss: (nnclr_loss(NN(z1), p2) + nnclr_loss(NN(z2), p1)) / 2 with NN the
   nearest neighbour in the support set (``losses.nearest_neighbors``, no
   gradient) and the predictions of the global batch as the negatives; the
   paper's temperature 0.1;
-- views: BYOL's asymmetric pair (``mocov3.asymmetric_views``), as NNCLR
+- views: BYOL's asymmetric pair (``parts.asymmetric_views``), as NNCLR
   (which uses BYOL's augmentations).
 
 Both views go through the network as one batch (BatchNorm statistics of the
@@ -31,21 +31,42 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
+from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
-from jssl.methods.mocov2 import check_queue, enqueue, random_queue, std_collapse_warning
-from jssl.methods.mocov3 import asymmetric_views, build_networks
-from jssl.models.siamese import ProjectorPredictor
+from jssl.models import EncoderWithHead, MLPHead
 
 
-def build_model(config: ml_collections.ConfigDict) -> ProjectorPredictor:
-    check_queue("nnclr", config.nnclr.queue_size, config.batch_size)
-    return build_networks(config, config.nnclr)[0]
+def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
+    c = config.nnclr
+    parts.check_queue("nnclr", c.queue_size, config.batch_size)
+    predictor = MLPHead(
+        hidden_dims=tuple(c.pred_hidden_dims),
+        out_dim=c.proj_dim,
+        out_bn=c.pred_last_bn,
+        out_bn_scale=c.last_bn_scale,
+        dtype=jnp.dtype(config.model.dtype),
+    )
+    return parts.projection_network(
+        config, c, predictor=predictor, out_bn=c.last_bn, out_bn_scale=c.last_bn_scale
+    )
+
+
+def renamed(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """Parameter paths before the projection MLPs were merged -> today's."""
+    c = config.nnclr
+    return {
+        "projector": "head",
+        **parts.output_bn_renames("projector", "head", len(c.proj_hidden_dims), c.last_bn),
+        **parts.output_bn_renames(
+            "predictor", "predictor", len(c.pred_hidden_dims), c.pred_last_bn
+        ),
+    }
 
 
 def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run) -> dict:
     c = config.nnclr
     return {
-        "queue": random_queue(config.seed, 3, (c.queue_size, c.proj_dim)),
+        "queue": parts.random_queue(config.seed, 3, (c.queue_size, c.proj_dim)),
         "queue_ptr": jnp.zeros((), jnp.int32),
     }
 
@@ -57,8 +78,9 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo = None):
         del step, key
         v1, v2 = views
         n = v1.shape[0]
-        p, aux, batch_stats = apply_train(model, params, batch_stats, jnp.concatenate([v1, v2]))
-        z = losses.l2_normalize(aux["projection"])
+        z, aux, batch_stats = apply_train(model, params, batch_stats, jnp.concatenate([v1, v2]))
+        p = aux["prediction"]
+        z = losses.l2_normalize(z)
         z1, z2, p1, p2 = z[:n], z[n:], p[:n], p[n:]
         support = method_state["queue"]
         nn1 = losses.nearest_neighbors(z1, support)
@@ -67,7 +89,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo = None):
             losses.nnclr_loss(nn1, p2, temperature=c.temperature)
             + losses.nnclr_loss(nn2, p1, temperature=c.temperature)
         )
-        queue, ptr = enqueue(support, method_state["queue_ptr"], z1)
+        queue, ptr = parts.enqueue(support, method_state["queue_ptr"], z1)
         metrics = {
             "z_std": losses.embedding_std(z),
             "p_std": losses.embedding_std(p),
@@ -81,14 +103,15 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo = None):
 
 
 def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:
-    return std_collapse_warning(metrics, "z_std", config.nnclr.proj_dim)
+    return parts.std_warnings(metrics, {"z_std": config.nnclr.proj_dim})
 
 
 NNCLR = Method(
     name="nnclr",
     build_model=build_model,
-    make_views=asymmetric_views,
+    make_views=parts.asymmetric_views,
     make_loss=make_loss,
     init_method_state=init_method_state,
     collapse_warnings=collapse_warnings,
+    renamed=renamed,
 )

@@ -17,39 +17,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from jssl import losses, pretext
 from jssl.errors import UserError
+from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
-from jssl.models import Decoder, EncoderDecoder, create_model
+from jssl.models import EncoderDecoder
 
 AB_SCALE = 110.0  # |a|, |b| of sRGB colours stay below ~110 (regression targets ab / 110)
-
-
-def build_decoder(config: ml_collections.ConfigDict) -> Decoder:
-    d = config.decoder
-    return Decoder(
-        widths=tuple(d.widths),
-        min_width=d.min_width,
-        upsample=d.upsample,
-        use_bn=d.use_bn,
-        dtype=jnp.dtype(config.model.dtype),
-    )
-
-
-def _backbone(config):
-    return create_model(
-        config.model.name, dtype=jnp.dtype(config.model.dtype), **config.model.kwargs
-    )
-
-
-def clean_views(key, batch, config):
-    """Crop/flip views [B, S, S, C] float32 in [0, 1] of the batch's images."""
-    a = config.augment
-    return pretext.crop_flip_views(
-        key, batch["image"], size=a.crop_size, scale=tuple(a.scale), flip=a.flip
-    )
 
 
 # ----------------------------------------------------------------------------- denoising
@@ -63,7 +38,7 @@ def denoising_views(key, batch, config):
     if dc.noise not in NOISES:
         raise UserError(f"Unknown denoising.noise {dc.noise!r}; valid: {', '.join(NOISES)}.")
     k_view, k_noise = jax.random.split(key)
-    clean = clean_views(k_view, batch, config)
+    clean = parts.clean_views(k_view, batch, config)
     keys = jax.random.split(k_noise, clean.shape[0])
     if dc.noise == "gaussian":
         noisy = jax.vmap(lambda k, x: pretext.gaussian_noise(k, x, std=dc.std))(keys, clean)
@@ -87,7 +62,7 @@ def denoising_loss(model, config, run=None):
 
 
 def build_image_decoder_model(config):
-    return EncoderDecoder(backbone=_backbone(config), decoder=build_decoder(config))
+    return EncoderDecoder(backbone=parts.backbone(config), decoder=parts.build_decoder(config))
 
 
 DENOISING = Method(
@@ -104,7 +79,7 @@ def inpainting_views(key, batch, config):
     """(masked input [B, S, S, C], clean [B, S, S, C], mask [B, S, S, 1] bool)."""
     ic = config.inpainting
     k_view, k_mask = jax.random.split(key)
-    clean = clean_views(k_view, batch, config)
+    clean = parts.clean_views(k_view, batch, config)
     s = clean.shape[1]
     keys = jax.random.split(k_mask, clean.shape[0])
     masks = jax.vmap(
@@ -156,8 +131,8 @@ def build_colorization_model(config):
         raise UserError(f"Unknown colorization.target {cc.target!r}; valid: {', '.join(TARGETS)}.")
     out = 2 if cc.target == "regression" else _num_bins(config)
     return EncoderDecoder(
-        backbone=_backbone(config),
-        decoder=build_decoder(config),
+        backbone=parts.backbone(config),
+        decoder=parts.build_decoder(config),
         out_channels=out,
         lightness_input=True,
     )
@@ -212,7 +187,7 @@ def colorization_loss(model, config, run=None):
 COLORIZATION = Method(
     name="colorization",
     build_model=build_colorization_model,
-    make_views=clean_views,  # RGB crops; the model takes their L channel itself
+    make_views=parts.clean_views,  # RGB crops; the model takes their L channel itself
     make_loss=colorization_loss,
     init_method_state=init_colorization_state,
 )

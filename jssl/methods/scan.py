@@ -37,16 +37,9 @@ from absl import logging
 
 from jssl import distributed, evaluation, losses, sharding
 from jssl.errors import UserError
-from jssl.methods.base import EncoderWithHead, Method, apply_train
-from jssl.methods.clustering import (
-    EVALUATORS,
-    build_clustering_model,
-    head_metrics,
-    make_collapse_warnings,
-    one_view,
-    update_head_loss,
-)
-from jssl.methods.simclr import policy_kwargs
+from jssl.methods import parts
+from jssl.methods.base import Method, apply_train
+from jssl.models import EncoderWithHead
 
 NEIGHBORS_FILE = "neighbors.npz"
 MINE_ON = ("auto", "features", "projection")
@@ -274,13 +267,15 @@ def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
     s = config.scan
     if s.mine_on not in MINE_ON:
         raise UserError(f"config.scan.mine_on must be one of {MINE_ON}, got {s.mine_on!r}.")
-    return build_clustering_model(config, num_heads=s.num_heads, num_clusters=s.num_clusters)
+    return parts.build_clustering_model(config, num_heads=s.num_heads, num_clusters=s.num_clusters)
 
 
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict):
     k1, k2 = jax.random.split(key)
-    policy = policy_kwargs(config)
-    return one_view(k1, batch["image"], **policy), one_view(k2, batch["neighbor"], **policy)
+    policy = parts.simclr_policy(config)
+    return parts.one_view(k1, batch["image"], **policy), parts.one_view(
+        k2, batch["neighbor"], **policy
+    )
 
 
 def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run=None) -> dict:
@@ -304,10 +299,10 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
         total, consistency, entropy = losses.scan_loss(
             logits[:, :b], logits[:, b:], entropy_weight=s.entropy_weight
         )  # each [H]
-        method_state = update_head_loss(method_state, total, step, momentum)
+        method_state = parts.update_head_loss(method_state, total, step, momentum)
         best = jnp.argmin(total)
         metrics = {
-            **head_metrics(logits[:, :b], total),
+            **parts.head_metrics(logits[:, :b], total),
             "consistency": consistency[best],
             "entropy": entropy[best],
             "h_std": losses.embedding_std(aux["features"]),
@@ -325,6 +320,6 @@ SCAN = Method(
     make_loss=make_loss,
     init_method_state=init_method_state,
     prepare=prepare,
-    collapse_warnings=make_collapse_warnings("scan"),
-    evaluators=EVALUATORS,
+    collapse_warnings=parts.cluster_collapse_warnings("scan"),
+    evaluators=parts.CLUSTERING_EVALUATORS,
 )

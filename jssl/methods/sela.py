@@ -31,7 +31,7 @@ Decisions:
   ACC / NMI / ARI on the test split.
 
 What SeLa shares with SCAN (the multi-head model, head loss, collapse
-alarm) is in ``jssl.methods.clustering``; the heads are evaluated by the
+alarm) is in ``jssl.methods.parts``; the heads are evaluated by the
 ``cluster_heads`` evaluator.
 """
 
@@ -44,16 +44,9 @@ import numpy as np
 
 from jssl import evaluation, losses, sharding
 from jssl.errors import UserError
-from jssl.methods.base import EncoderWithHead, Method, apply_train
-from jssl.methods.clustering import (
-    EVALUATORS,
-    build_clustering_model,
-    head_metrics,
-    make_collapse_warnings,
-    one_view,
-    update_head_loss,
-)
-from jssl.methods.simclr import policy_kwargs
+from jssl.methods import parts
+from jssl.methods.base import Method, apply_train
+from jssl.models import EncoderWithHead
 from jssl.sinkhorn import balanced_assignment, sinkhorn_knopp
 
 
@@ -89,13 +82,13 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
 
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
     _check_config(config)
-    return build_clustering_model(
+    return parts.build_clustering_model(
         config, num_heads=config.sela.num_heads, num_clusters=config.sela.num_clusters
     )
 
 
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict):
-    return one_view(key, batch["image"], **policy_kwargs(config)), batch["index"]
+    return parts.one_view(key, batch["image"], **parts.simclr_policy(config)), batch["index"]
 
 
 def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run) -> dict:
@@ -127,11 +120,11 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
         logits, aux, batch_stats = apply_train(model, params, batch_stats, x)  # [H, B, K]
         targets = jnp.take(method_state["labels"], index, axis=1)  # [H, B] or [H, B, K]
         per_head = losses.pseudo_label_cross_entropy(logits, targets)  # [H]
-        method_state = update_head_loss(method_state, per_head, step, momentum)
+        method_state = parts.update_head_loss(method_state, per_head, step, momentum)
         hard = targets if targets.ndim == 2 else jnp.argmax(targets, axis=-1)
         agreement = jnp.mean(jnp.argmax(logits, axis=-1) == hard, axis=-1)  # [H]
         metrics = {
-            **head_metrics(logits, per_head),
+            **parts.head_metrics(logits, per_head),
             "label_agreement": agreement[jnp.argmin(per_head)],
             "label_updates": method_state["label_updates"].astype(jnp.float32),
             "h_std": losses.embedding_std(aux["features"]),
@@ -230,6 +223,6 @@ SELA = Method(
     init_method_state=init_method_state,
     method_state_specs=method_state_specs,
     prepare=prepare,
-    collapse_warnings=make_collapse_warnings("sela"),
-    evaluators=EVALUATORS,
+    collapse_warnings=parts.cluster_collapse_warnings("sela"),
+    evaluators=parts.CLUSTERING_EVALUATORS,
 )

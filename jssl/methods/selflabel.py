@@ -17,33 +17,28 @@ from absl import logging
 
 from jssl import losses
 from jssl.errors import UserError
-from jssl.methods.base import EncoderWithHead, Method, apply_train
-from jssl.methods.clustering import (
-    EVALUATORS,
-    build_clustering_model,
-    head_metrics,
-    make_collapse_warnings,
-    one_view,
-    update_head_loss,
-)
-from jssl.methods.simclr import policy_kwargs
+from jssl.methods import parts
+from jssl.methods.base import Method, apply_train
+from jssl.models import EncoderWithHead
 
 
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
     # One head: the SCAN stage's lowest-loss head.
-    return build_clustering_model(config, num_heads=1, num_clusters=config.selflabel.num_clusters)
+    return parts.build_clustering_model(
+        config, num_heads=1, num_clusters=config.selflabel.num_clusters
+    )
 
 
 def weak_policy(config: ml_collections.ConfigDict) -> dict:
     """Crop and flip only: the view whose confident predictions become labels."""
-    return dict(policy_kwargs(config), scale=tuple(config.selflabel.weak_scale),
+    return dict(parts.simclr_policy(config), scale=tuple(config.selflabel.weak_scale),
                 jitter_p=0.0, gray_p=0.0, blur_p=0.0)  # fmt: skip
 
 
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict):
     k1, k2 = jax.random.split(key)
-    weak = one_view(k1, batch["image"], **weak_policy(config))
-    return weak, one_view(k2, batch["image"], **policy_kwargs(config))
+    weak = parts.one_view(k1, batch["image"], **weak_policy(config))
+    return weak, parts.one_view(k2, batch["image"], **parts.simclr_policy(config))
 
 
 def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run=None) -> dict:
@@ -86,9 +81,9 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
             threshold=s.threshold,
             class_balance=s.class_balance,
         )  # [1]
-        method_state = update_head_loss(method_state, loss, step, momentum)
+        method_state = parts.update_head_loss(method_state, loss, step, momentum)
         metrics = {
-            **head_metrics(logits[:, :b], loss),
+            **parts.head_metrics(logits[:, :b], loss),
             "confident_fraction": confident[0],
             "h_std": losses.embedding_std(aux["features"]),
         }
@@ -104,6 +99,6 @@ SELFLABEL = Method(
     make_loss=make_loss,
     init_method_state=init_method_state,
     adapt_init=adapt_init,
-    collapse_warnings=make_collapse_warnings("selflabel"),
-    evaluators=EVALUATORS,
+    collapse_warnings=parts.cluster_collapse_warnings("selflabel"),
+    evaluators=parts.CLUSTERING_EVALUATORS,
 )

@@ -2,15 +2,15 @@
 
 One network, no momentum encoder, no negatives:
 
-- views: two views per image with the SimCLR policy (``simclr.policy_kwargs``:
+- views: two views per image with the SimCLR policy (``parts.two_views``:
   random resized crop, flip, colour jitter with strength 0.5 = brightness,
   contrast, saturation 0.4 and hue 0.1 with p 0.8, grayscale 0.2, blur), which
   is SimSiam's (MoCo v2's) symmetric policy when ``augment.strength = 0.5``
   and ``augment.blur_p = 0.5``;
-- model: backbone -> projector (``SiameseProjector(out_bn=True)``: Linear-BN-ReLU
+- model: backbone -> projector (``MLPHead(out_bn=True)``: Linear-BN-ReLU
   per hidden width, then Linear -> BatchNorm without affine, as the paper) ->
   predictor (``MLPHead``: Linear-BN-ReLU to a bottleneck, then Linear);
-  parameters {"backbone", "head" (projector), "predictor"} (``byol.SiameseNetwork``);
+  parameters {"backbone", "head" (projector), "predictor"} (``jssl.models.EncoderWithHead``);
 - loss: ``simsiam_loss(p1, z2) / 2 + simsiam_loss(p2, z1) / 2`` with z under
   stop-gradient inside the loss (the stop-gradient is what prevents collapse).
 
@@ -28,37 +28,29 @@ projections goes to 0 (healthy: about 1/sqrt(D)); logged as ``z_std`` and
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jssl import augment, losses
-from jssl.methods import byol, simclr
+from jssl import losses
+from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
-from jssl.models import MLPHead, create_model
-from jssl.models.siamese_heads import SiameseProjector
+from jssl.models import EncoderWithHead, MLPHead
 
 
-def build_model(config: ml_collections.ConfigDict) -> byol.SiameseNetwork:
-    dtype = jnp.dtype(config.model.dtype)
-    backbone = create_model(config.model.name, dtype=dtype, **config.model.kwargs)
+def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
     s = config.simsiam
-    projector = SiameseProjector(
-        hidden_dims=tuple(s.proj_hidden_dims), out_dim=s.proj_dim, out_bn=True, dtype=dtype
-    )
     predictor = MLPHead(
-        hidden_dims=tuple(s.pred_hidden_dims), out_dim=s.proj_dim, use_bn=True, dtype=dtype
+        hidden_dims=tuple(s.pred_hidden_dims),
+        out_dim=s.proj_dim,
+        use_bn=True,
+        dtype=jnp.dtype(config.model.dtype),
     )
-    return byol.SiameseNetwork(backbone=backbone, head=projector, predictor=predictor)
-
-
-def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict):
-    return augment.two_views(key, batch["image"], **simclr.policy_kwargs(config))
+    return parts.projection_network(config, s, predictor=predictor, out_bn=True)
 
 
 def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:
     d = config.simsiam.proj_dim
-    return byol.std_warnings(metrics, {"z_std": d, "p_std": d})
+    return parts.std_warnings(metrics, {"z_std": d, "p_std": d})
 
 
 def make_loss(model, config: ml_collections.ConfigDict, run=None):
@@ -82,7 +74,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
 SIMSIAM = Method(
     name="simsiam",
     build_model=build_model,
-    make_views=make_views,
+    make_views=parts.two_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
 )

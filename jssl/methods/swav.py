@@ -2,7 +2,7 @@
 
 - network: backbone -> projector (Linear-BN-ReLU-Linear, hidden 2048, output
   128) -> L2 normalise -> K prototypes, a bias-free linear layer
-  (``jssl.models.siamese.PrototypeNet``; scores = z . c_k);
+  (``jssl.models.PrototypeNet``; scores = z . c_k);
 - prototypes: unit-norm columns at initialisation and L2-normalised again
   after every update, as SwAV normalises them at every iteration. The Method
   contract's ``after_update`` returns only the method state, so this is done
@@ -40,11 +40,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses, sharding
+from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
-from jssl.methods.dino import make_views
-from jssl.methods.mocov2 import check_queue, enqueue, std_collapse_warning
-from jssl.models import MLPHead, create_model
-from jssl.models.siamese import PrototypeNet
+from jssl.models import MLPHead, PrototypeNet
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -54,11 +52,12 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def build_model(config: ml_collections.ConfigDict) -> PrototypeNet:
     s = config.swav
     if s.queue_size:
-        check_queue("swav", s.queue_size, config.batch_size)
+        parts.check_queue("swav", s.queue_size, config.batch_size)
     dtype = jnp.dtype(config.model.dtype)
-    backbone = create_model(config.model.name, dtype=dtype, **config.model.kwargs)
     projector = MLPHead(hidden_dims=tuple(s.proj_hidden_dims), out_dim=s.proj_dim, dtype=dtype)
-    return PrototypeNet(backbone=backbone, projector=projector, num_prototypes=s.num_prototypes)
+    return PrototypeNet(
+        backbone=parts.backbone(config), projector=projector, num_prototypes=s.num_prototypes
+    )
 
 
 def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run) -> dict:
@@ -114,16 +113,6 @@ def prepare(config: ml_collections.ConfigDict, run: RunInfo, ctx) -> PrototypeNo
 # ----------------------------------------------------------------------------- loss
 
 
-def _flatten_crops(x: jax.Array) -> jax.Array:
-    """[B, n, h, w, C] -> [B * n, h, w, C], batch-major so the data sharding is kept."""
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-
-
-def _crops_first(z: jax.Array, batch: int) -> jax.Array:
-    """[B * n, K] (batch-major) -> [n, B, K]."""
-    return jnp.swapaxes(z.reshape(batch, -1, z.shape[-1]), 0, 1)
-
-
 def _entropy(p: jax.Array) -> jax.Array:
     return -jnp.sum(p * jnp.log(jnp.clip(p, 1e-12)), axis=-1)
 
@@ -152,15 +141,15 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
             params = freeze_prototypes(params, step < freeze_steps)
         g = views["global"]
         b, num_global = g.shape[0], g.shape[1]
-        groups = (_flatten_crops(g),)
+        groups = (parts.flatten_crops(g),)
         if "local" in views:
-            groups += (_flatten_crops(views["local"]),)
+            groups += (parts.flatten_crops(views["local"]),)
         scores, aux, batch_stats = apply_train(model, params, batch_stats, groups)
         n_g = b * num_global
-        s_global = _crops_first(scores[:n_g], b)  # [G, B, K]
+        s_global = parts.crops_first(scores[:n_g], b)  # [G, B, K]
         crops = [s_global]
         if "local" in views:
-            crops.append(_crops_first(scores[n_g:], b))  # [L, B, K]
+            crops.append(parts.crops_first(scores[n_g:], b))  # [L, B, K]
         crops = jnp.concatenate(crops, axis=0)  # [C, B, K], globals first
 
         codes = codes_of(s_global)
@@ -173,8 +162,8 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
             full = method_state["queue_rows"] >= s.queue_size
             codes = jnp.where(full, with_queue[:, s.queue_size :], codes)
             # Enqueue this batch's embeddings of the global crops from queue_start on.
-            z_global = _crops_first(jax.lax.stop_gradient(aux["embedding"][:n_g]), b)
-            filled, ptr = enqueue(queue, method_state["queue_ptr"], z_global)
+            z_global = parts.crops_first(jax.lax.stop_gradient(aux["embedding"][:n_g]), b)
+            filled, ptr = parts.enqueue(queue, method_state["queue_ptr"], z_global)
             on = step >= queue_start
             new_state = {
                 "queue": jnp.where(on, filled, queue),
@@ -222,13 +211,13 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
             f"code entropy {h:.4f} is near ln(K) = {log_k:.4f}: every image gets the uniform "
             "code (collapse); lower swav.epsilon or check the projector."
         )
-    return out + std_collapse_warning(metrics, "z_std", config.swav.proj_dim)
+    return out + parts.std_warnings(metrics, {"z_std": config.swav.proj_dim})
 
 
 SWAV = Method(
     name="swav",
     build_model=build_model,
-    make_views=make_views,
+    make_views=parts.multi_crop_views,
     make_loss=make_loss,
     init_method_state=init_method_state,
     prepare=prepare,

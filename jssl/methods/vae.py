@@ -32,8 +32,8 @@ import numpy as np
 
 from jssl import losses
 from jssl.errors import UserError
+from jssl.methods import parts
 from jssl.methods.base import Method
-from jssl.methods.recovery import build_decoder, clean_views
 from jssl.models import VAE, create_model
 
 
@@ -42,7 +42,7 @@ def build_model(config: ml_collections.ConfigDict) -> VAE:
     vc = config.vae
     return VAE(
         backbone=create_model(config.model.name, dtype=dtype, **config.model.kwargs),
-        decoder=build_decoder(config),
+        decoder=parts.build_decoder(config),
         latent_dim=vc.latent_dim,
         seed_shape=tuple(vc.seed_shape),
         dtype=dtype,
@@ -107,7 +107,7 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
 VAE_METHOD = Method(
     name="vae",
     build_model=build_model,
-    make_views=clean_views,
+    make_views=parts.clean_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
 )

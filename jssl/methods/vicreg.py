@@ -1,8 +1,8 @@
 """VICReg (Bardes et al., 2022): variance-invariance-covariance regularisation.
 
 - views: BYOL's asymmetric policy (facebookresearch/vicreg ``augmentations.py``:
-  blur p 1.0 / 0.1, solarisation p 0 / 0.2), ``byol.asymmetric_views``;
-- model: backbone -> expander (``SiameseProjector``: Linear-BN-ReLU per hidden
+  blur p 1.0 / 0.1, solarisation p 0 / 0.2), ``parts.asymmetric_views``;
+- model: backbone -> expander (``MLPHead(last_bias=False)``: Linear-BN-ReLU per hidden
   width, then Linear without bias, as facebookresearch/vicreg; the paper's
   8192-8192-8192), ``EncoderWithHead``;
 - loss: ``vicreg_loss(z1, z2, sim_coeff, std_coeff, cov_coeff)`` on the global
@@ -27,22 +27,17 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
-from jssl.methods import barlow_twins, byol
-from jssl.methods.base import EncoderWithHead, Method, apply_train
-from jssl.models import create_model
-from jssl.models.siamese_heads import SiameseProjector
+from jssl.methods import parts
+from jssl.methods.base import Method, apply_train
+from jssl.models import EncoderWithHead
 
 
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
-    dtype = jnp.dtype(config.model.dtype)
-    backbone = create_model(config.model.name, dtype=dtype, **config.model.kwargs)
-    v = config.vicreg
-    head = SiameseProjector(hidden_dims=tuple(v.proj_hidden_dims), out_dim=v.proj_dim, dtype=dtype)
-    return EncoderWithHead(backbone=backbone, head=head)
+    return parts.projection_network(config, config.vicreg, last_bias=False)
 
 
 def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:
-    out = byol.std_warnings(metrics, {"z_std": config.vicreg.proj_dim})
+    out = parts.std_warnings(metrics, {"z_std": config.vicreg.proj_dim})
     var = metrics.get("variance")
     if var is not None and var > 0.9:
         out.append(
@@ -70,7 +65,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
             "variance": variance,
             "covariance": covariance,
             "z_raw_std": raw_std,
-            **barlow_twins.std_metrics(z, aux["features"]),
+            **parts.std_metrics(z, aux["features"]),
         }
         return total, (batch_stats, method_state, metrics)
 
@@ -80,7 +75,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
 VICREG = Method(
     name="vicreg",
     build_model=build_model,
-    make_views=byol.asymmetric_views,
+    make_views=parts.asymmetric_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
 )

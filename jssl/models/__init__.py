@@ -13,6 +13,7 @@ from jssl.models.convnet import ConvNet
 from jssl.models.decoders import Decoder, VectorDecoder
 from jssl.models.heads import DINOHead, MLPHead, WeightNormDense
 from jssl.models.layers import batch_norm
+from jssl.models.networks import EncoderWithHead, PrototypeNet
 from jssl.models.pretext_heads import (
     AttentionPool,
     PartsClassifier,
@@ -34,10 +35,12 @@ __all__ = [
     "ConvNet",
     "Decoder",
     "DINOHead",
+    "EncoderWithHead",
     "EncoderDecoder",
     "MLPHead",
     "MultiHeadAttention",
     "PartsClassifier",
+    "PrototypeNet",
     "ResNet",
     "SetClassifierHead",
     "TransformClassifier",

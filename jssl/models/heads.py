@@ -6,6 +6,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jssl.losses.contrastive import l2_normalize
 from jssl.models.layers import batch_norm
 
 Dtype = Any
@@ -14,25 +15,44 @@ _ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
 
 
 class MLPHead(nn.Module):
-    """Linear-(BN)-activation for each hidden width, then a final Linear.
+    """The one projection / prediction MLP: Linear-(BN)-activation per hidden width, a final
+    Linear, optionally a BatchNorm on the output.
 
     Hidden Linear layers have no bias when followed by BN (BN's shift replaces it).
-    SimCLR's projection is ``MLPHead((feature_dim,), 128)``.
+    The options cover the methods' heads: SimCLR's projection is
+    ``MLPHead((feature_dim,), 128)``; BYOL's projector and predictor, Barlow Twins'
+    projector and VICReg's expander end in a Linear without bias (``last_bias=False``:
+    deepmind-research/byol's last ``hk.Linear(with_bias=False)``, the others' last
+    ``nn.Linear(bias=False)``; their losses are blind to a constant shift there, so a
+    bias would only get rounding-noise gradients, which Adam turns into full steps);
+    SimSiam's projector ends in ``BatchNorm1d(dim, affine=False)`` (``out_bn=True``);
+    MoCo v3's in a BN without scale, NNCLR's in a BN with a learned scale
+    (``out_bn_scale=True``). The output BN never has a shift, and the Linear before it
+    no bias (what follows it, L2 normalisation or a predictor starting with BN, removes
+    a constant shift).
 
     Attributes:
       hidden_dims: width of each hidden layer; () gives a single Linear.
       out_dim: output width.
       use_bn: BatchNorm after each hidden Linear.
       activation: "relu" or "gelu".
+      last_bias: a bias on the final Linear (never with ``out_bn``).
+      out_bn: BatchNorm on the output (``output_bn``; no shift).
+      out_bn_scale: the output BN learns a scale.
       dtype: compute dtype; parameters are always float32.
 
-    Call: ``x [B, D]``, ``train`` -> ``[B, out_dim]`` float32.
+    Call: ``x [B, D]``, ``train`` -> ``[B, out_dim]`` float32. Parameters
+    ``Dense_0 ... Dense_n`` (n = len(hidden_dims)), ``BatchNorm_i`` after hidden
+    layer i, and ``output_bn``.
     """
 
     hidden_dims: Sequence[int]
     out_dim: int
     use_bn: bool = True
     activation: str = "relu"
+    last_bias: bool = True
+    out_bn: bool = False
+    out_bn_scale: bool = False
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -50,12 +70,20 @@ class MLPHead(nn.Module):
             if self.use_bn:
                 x = batch_norm(train, dtype=self.dtype)(x)
             x = act(x)
-        x = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=jnp.float32)(x)
+        use_bias = self.last_bias and not self.out_bn
+        x = nn.Dense(self.out_dim, use_bias=use_bias, dtype=self.dtype, param_dtype=jnp.float32)(x)
+        if self.out_bn:
+            x = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=0.9,
+                epsilon=1e-5,
+                use_scale=self.out_bn_scale,
+                use_bias=False,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                name="output_bn",
+            )(x)
         return x.astype(jnp.float32)
-
-
-def _l2_normalize(x: jnp.ndarray, axis: int, eps: float = 1e-12) -> jnp.ndarray:
-    return x / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True)), eps)
 
 
 class WeightNormDense(nn.Module):
@@ -78,7 +106,7 @@ class WeightNormDense(nn.Module):
         # gets: only the direction of v matters, but its norm sets the step size.
         init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
         v = self.param("kernel", init, (x.shape[-1], self.features))
-        w = _l2_normalize(v, axis=0)
+        w = l2_normalize(v, axis=0)
         if self.learn_scale:
             w = w * self.param("scale", nn.initializers.ones, (self.features,))
         return jnp.dot(x.astype(self.dtype), w.astype(self.dtype))
@@ -138,7 +166,7 @@ class DINOHead(nn.Module):
             x = nn.gelu(x, approximate=False)
         x = dense(self.bottleneck_dim)(x)
         # Normalise in float32: a bf16 norm of a 256-d vector loses digits.
-        x = _l2_normalize(x.astype(jnp.float32), axis=-1)
+        x = l2_normalize(x.astype(jnp.float32), axis=-1)
         x = WeightNormDense(
             self.out_dim, learn_scale=not self.norm_last_layer, dtype=self.dtype, name="last_layer"
         )(x)
