@@ -16,15 +16,15 @@ last in a chain so that it sees the final updates::
 
 DINO and BYOL use a cosine momentum 0.996 -> 1 (``jssl.schedules.teacher_momentum``).
 
+Both this transformation and ``ema_teacher`` are the plain leafwise ``ema``.
 DINO's teacher is an input of its loss, and the generic train step hands the
-loss the method state, not the optimiser state. So DINO keeps the teacher in
-its method state, an ``EmaTeacherState(count, params, batch_stats)``, and
-advances it after each optimiser update through ``ema_teacher(momentum)``, a
-wrapper over the same transformation: the teacher's variables
-``{"params", "batch_stats"}`` are tracked by ``track_ema``, and each wrapper
-update is a ``track_ema`` update with zero updates and the student's new
-variables as ``params``. The state keeps its own update count, so the
-schedule's position is saved in the checkpoint with the teacher.
+loss the method state, not the optimiser state. So DINO (and the momentum
+encoders) keep the teacher in the method state, an ``EmaTeacherState(count,
+params, batch_stats)``, and advance it after each optimiser update through
+``ema_teacher(momentum)``: the same ``ema`` step of the teacher's params and
+BatchNorm statistics towards the student's new ones. The state keeps its own
+update count, so the schedule's position is saved in the checkpoint with the
+teacher.
 
 The teacher never receives gradients: the student is read through
 ``stop_gradient``, and losses read the teacher through ``stop_gradient`` too.
@@ -80,8 +80,16 @@ def ema(teacher: PyTree, student: PyTree, momentum: float | jax.Array) -> PyTree
     )
 
 
+def _momentum_at(momentum: float | optax.Schedule, count: jax.Array) -> jax.Array:
+    return jnp.asarray(momentum(count) if callable(momentum) else momentum, jnp.float32)
+
+
+def _copy(tree: PyTree) -> PyTree:
+    return jax.tree.map(jnp.array, jax.lax.stop_gradient(tree))
+
+
 def track_ema(momentum: float | optax.Schedule) -> optax.GradientTransformation:
-    """Gradient transformation that keeps an EMA teacher of the parameters.
+    """Gradient transformation that keeps an EMA teacher of the parameters (``ema`` as optax).
 
     Args:
       momentum: a float, or ``count -> momentum`` (e.g.
@@ -96,13 +104,8 @@ def track_ema(momentum: float | optax.Schedule) -> optax.GradientTransformation:
         updates are returned unchanged. ``params`` is required.
     """
 
-    def momentum_at(count: jax.Array) -> jax.Array:
-        m = momentum(count) if callable(momentum) else momentum
-        return jnp.asarray(m, jnp.float32)
-
     def init_fn(params: PyTree) -> TrackEmaState:
-        teacher = jax.tree.map(jnp.array, jax.lax.stop_gradient(params))
-        return TrackEmaState(count=jnp.zeros((), jnp.int32), teacher=teacher)
+        return TrackEmaState(count=jnp.zeros((), jnp.int32), teacher=_copy(params))
 
     def update_fn(
         updates: PyTree, state: TrackEmaState, params: PyTree | None = None
@@ -113,22 +116,18 @@ def track_ema(momentum: float | optax.Schedule) -> optax.GradientTransformation:
                 "(in optax.chain, pass params to the chain's update)."
             )
         student = optax.apply_updates(params, updates)
-        teacher = ema(state.teacher, student, momentum_at(state.count))
+        teacher = ema(state.teacher, student, _momentum_at(momentum, state.count))
         return updates, TrackEmaState(count=optax.safe_increment(state.count), teacher=teacher)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _no_updates(tree: PyTree) -> PyTree:
-    """Zero updates, written as -0.0: ``x + (-0.0)`` is ``x`` bit for bit (also for x = -0.0)."""
-    return jax.tree.map(lambda x: jnp.full_like(x, -0.0), tree)
-
-
 def ema_teacher(momentum: float | optax.Schedule) -> EmaTeacher:
-    """EMA teacher whose momentum is a constant or a schedule of the update count.
+    """EMA teacher of a network's variables, momentum a constant or a schedule of the count.
 
-    A wrapper over ``track_ema(momentum)`` that tracks the variables
-    ``{"params": ..., "batch_stats": ...}`` and keeps them in an ``EmaTeacherState``.
+    The same step as ``track_ema`` (``ema`` at ``momentum(count)``), on the variables
+    ``params`` and ``batch_stats`` kept in an ``EmaTeacherState``: the methods advance
+    it after the optimiser's update, from the student's new variables.
 
     Args:
       momentum: a float, or ``count -> momentum`` (e.g.
@@ -142,27 +141,20 @@ def ema_teacher(momentum: float | optax.Schedule) -> EmaTeacher:
         student's (new) params and, if given, its batch statistics; the
         teacher's batch statistics are left as they are when ``batch_stats`` is None.
     """
-    tx = track_ema(momentum)
 
     def init_fn(params: PyTree, batch_stats: PyTree | None = None) -> EmaTeacherState:
-        variables = {
-            "params": params,
-            "batch_stats": batch_stats if batch_stats is not None else {},
-        }
-        state = tx.init(variables)
-        return EmaTeacherState(state.count, state.teacher["params"], state.teacher["batch_stats"])
+        stats = batch_stats if batch_stats is not None else {}
+        return EmaTeacherState(jnp.zeros((), jnp.int32), _copy(params), _copy(stats))
 
     def update_fn(
         params: PyTree, state: EmaTeacherState, batch_stats: PyTree | None = None
     ) -> EmaTeacherState:
-        variables, teacher = {"params": params}, {"params": state.params}
-        if batch_stats is not None:
-            variables["batch_stats"], teacher["batch_stats"] = batch_stats, state.batch_stats
-        _, new = tx.update(_no_updates(variables), TrackEmaState(state.count, teacher), variables)
+        m = _momentum_at(momentum, state.count)
+        stats = state.batch_stats if batch_stats is None else ema(state.batch_stats, batch_stats, m)
         return EmaTeacherState(
-            count=new.count,
-            params=new.teacher["params"],
-            batch_stats=new.teacher.get("batch_stats", state.batch_stats),
+            count=optax.safe_increment(state.count),
+            params=ema(state.params, params, m),
+            batch_stats=stats,
         )
 
     return EmaTeacher(init=init_fn, update=update_fn)

@@ -327,6 +327,7 @@ class Experiment:
             num_classes=self.dataset.num_classes,
             class_names=self.dataset.class_names,
             workdir=self.workdir,
+            teacher=self.method.teacher,
         )
         results = evaluation.run_evaluators(self.method.evaluators, ctx)
         metrics = getattr(self.host, "metrics", None)
@@ -344,6 +345,7 @@ class Experiment:
                 self.dataset.test,
                 num_classes=self.dataset.num_classes,
                 evaluators=self.method.evaluators,
+                teacher=self.method.teacher,
             )
         return self._during(state)
 
@@ -422,12 +424,9 @@ class RestoredRun:
     ):
         """The restored network's eval-mode ``select`` of every image of ``source``: numpy,
         or with ``sharded`` a global array left on the devices (``Predictor.sharded``)."""
-        state = self.state
-        if network == "teacher":
-            t = state.method_state["teacher"]
-            variables = evaluation.model_variables(t.params, t.batch_stats)
-        else:
-            variables = evaluation.model_variables(state.params, state.batch_stats)
+        variables = evaluation.network_variables(
+            self.state, network, teacher=self.experiment.method.teacher
+        )
         predict = self.experiment.predict
         return (predict.sharded if sharded else predict)(variables, source, select)
 

@@ -24,20 +24,14 @@ from jssl.models import convert
 def backbone_variables(run, network: str) -> dict:
     """The ``{"params", "batch_stats"}`` of a restored run's backbone ("student" or "teacher")."""
     from jssl.errors import UserError
+    from jssl.evaluation import network_variables
 
-    state = run.state
-    if network == "teacher":
-        teacher = (
-            state.method_state.get("teacher") if isinstance(state.method_state, dict) else None
+    if network == "teacher" and not run.experiment.method.teacher:
+        raise UserError(
+            f"the {run.config.method} run in {run.workdir} has no teacher; use --network student"
         )
-        if teacher is None:
-            raise UserError(
-                f"the {run.config.method} run in {run.workdir} has no teacher; use --network "
-                "student"
-            )
-        params, stats = teacher.params, teacher.batch_stats
-    else:
-        params, stats = state.params, state.batch_stats
+    variables = network_variables(run.state, network, teacher=run.experiment.method.teacher)
+    params, stats = variables["params"], variables.get("batch_stats")
     if "backbone" not in params:
         raise UserError(
             f"the {run.config.method} run in {run.workdir} has no backbone (its parameters: "
@@ -66,7 +60,7 @@ def export(workdir: str, out: str, *, layout: str | None = None, network: str | 
         raise UserError(f"--out={out}: the folder {folder} does not exist; create it first")
     run = restore_run(workdir)
     if network is None:
-        network = "teacher" if "teacher_knn" in run.experiment.method.evaluators else "student"
+        network = run.experiment.method.default_network
     variables = jax.device_get(backbone_variables(run, network))
     own = convert.layout_of(variables)
     if layout is not None and layout != own:

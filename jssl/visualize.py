@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jssl import augment
-from jssl.checkpoint import load_saved_config
 from jssl.errors import UserError
 
 __all__ = [
@@ -50,23 +49,16 @@ def load_run(workdir: str):
     return run.experiment, run.state
 
 
-def _network_variables(state, network: str) -> dict:
+def _network_variables(exp, state, network: str) -> dict:
     """Host copies of the variables of the teacher (DINO) or the trained student."""
-    teacher = state.method_state.get("teacher") if isinstance(state.method_state, dict) else None
-    if network == "teacher" and teacher is None:
+    from jssl.evaluation import network_variables
+
+    if network == "teacher" and not exp.method.teacher:
         raise UserError("This run has no teacher network; use --network=student.")
-    params, batch_stats = (
-        (teacher.params, teacher.batch_stats)
-        if network == "teacher"
-        else (state.params, state.batch_stats)
-    )
-    variables = {"params": params}
-    if batch_stats:
-        variables["batch_stats"] = batch_stats
-    return jax.device_get(variables)
+    return jax.device_get(network_variables(state, network, teacher=exp.method.teacher))
 
 
-def attention_maps(exp, state, images: np.ndarray, *, network: str = "teacher") -> np.ndarray:
+def attention_maps(exp, state, images: np.ndarray, *, network: str | None = None) -> np.ndarray:
     """Last-block [CLS] attention over patches: images uint8 [N, H, W, C] -> [N, heads, gh, gw].
 
     The images are resized to the run's ``augment.crop_size`` as for evaluation.
@@ -77,7 +69,7 @@ def attention_maps(exp, state, images: np.ndarray, *, network: str = "teacher") 
             f"Attention maps need a ViT backbone; this run's model.name is {config.model.name!r}."
         )
     size = (config.augment.crop_size, config.augment.crop_size)
-    variables = _network_variables(state, network)
+    variables = _network_variables(exp, state, network or exp.method.default_network)
 
     @jax.jit
     def run(variables, images):
@@ -124,12 +116,14 @@ def attention_grid(
 
 
 def save_attention_png(
-    workdir: str, out: str, *, num_images: int = 8, network: str = "teacher", cell: int = 96
+    workdir: str, out: str, *, num_images: int = 8, network: str | None = None, cell: int = 96
 ) -> str:
-    """Writes the attention grid of the first ``num_images`` test images; returns ``out``."""
+    """Writes the attention grid of the first ``num_images`` test images; returns ``out``.
+    ``network``: None for the method's default (``Method.default_network``)."""
     from PIL import Image
 
     exp, state = load_run(workdir)
+    network = network or exp.method.default_network
     images = exp.dataset.test.get(np.arange(min(num_images, len(exp.dataset.test))))
     maps = attention_maps(exp, state, images, network=network)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -227,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     att.add_argument("--images", type=int, default=8, help="number of test images (rows)")
     att.add_argument(
         "--network", choices=("teacher", "student"), default=None,
-        help="teacher (default when the run has one) or student",
+        help="default: the teacher when the method evaluates one (DINO), else the student",
     )  # fmt: skip
     att.add_argument("--cell", type=int, default=96, help="pixels per picture cell")
     rec.add_argument("--num", type=int, default=10, help="images per row")
@@ -241,12 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reconstructions":
             path = save_reconstructions_png(args.workdir, out, num=args.num, scale=args.scale)
         else:
-            network = args.network
-            if network is None:
-                saved = load_saved_config(args.workdir) or {}
-                network = "teacher" if saved.get("method") == "dino" else "student"
             path = save_attention_png(
-                args.workdir, out, num_images=args.images, network=network, cell=args.cell
+                args.workdir, out, num_images=args.images, network=args.network, cell=args.cell
             )
     except cli.user_error_types() as e:
         if args.traceback or args.verbosity >= 1:

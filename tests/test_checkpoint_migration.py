@@ -28,6 +28,7 @@ from jssl import augment, checkpoint
 from jssl.data.core import Split
 from jssl.evaluation import model_variables
 from jssl.experiment import restore_run
+from jssl.models import EncoderWithHead
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoints_137c0b4")
 METHODS = sorted(os.listdir(FIXTURES))
@@ -91,3 +92,22 @@ def test_rename_moves_model_paths_everywhere_and_nothing_else():
     assert checkpoint.rename(tree, {}) is tree
     with pytest.raises(ValueError, match="two variables to one path"):
         checkpoint.rename({"backbone": {}, "a": 1, "b": 2}, {"a": "b"})
+
+
+@pytest.mark.parametrize("method", ["byol", "mocov3"])
+def test_the_momentum_encoder_is_an_evaluable_teacher(method, tmp_path):
+    """BYOL's target and MoCo v3's key encoder hold the backbone and head only; as the
+    "teacher" network they run alone (the student's predictor fills the model)."""
+    workdir = str(tmp_path / method)
+    shutil.copytree(os.path.join(FIXTURES, method), workdir)
+    run = restore_run(workdir)
+    images = run.dataset.test.get(np.arange(16))
+    got = run.predict(Split(images, np.zeros(16, np.int32)), "features", network="teacher")
+    ema = run.state.method_state[run.experiment.method.teacher]
+    x = augment.eval_view(jnp.asarray(images), size=(run.config.augment.crop_size,) * 2)
+    own = model_variables(ema.params, ema.batch_stats)
+    _, aux = run.model.apply(own, x, train=False, method=EncoderWithHead.project)
+    np.testing.assert_allclose(got, aux["features"], rtol=1e-6, atol=1e-6)
+    student = run.predict(Split(images, np.zeros(16, np.int32)), "features")
+    assert np.max(np.abs(got - student)) > 1e-6  # two steps apart: another network
+    assert run.experiment.method.default_network == "student"

@@ -27,7 +27,7 @@ from jssl.evaluation.plots import (
     matched_confusion_matrix,
     save_confusion_matrix,
 )
-from jssl.evaluation.predict import Predictor, model_variables
+from jssl.evaluation.predict import Predictor, model_variables, network_variables
 
 __all__ = [
     "DEFAULT_EVALUATORS",
@@ -37,6 +37,7 @@ __all__ = [
     "Metric",
     "Predictor",
     "model_variables",
+    "network_variables",
     "run_evaluators",
     "ari",
     "cluster_accuracy",

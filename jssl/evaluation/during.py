@@ -18,7 +18,7 @@ import numpy as np
 
 from jssl.data.core import ImageSource, take_subset
 from jssl.evaluation.knn import knn_accuracy
-from jssl.evaluation.predict import Predictor, model_variables
+from jssl.evaluation.predict import Predictor, network_variables
 
 KIND = "eval_during"  # the metrics.jsonl kind of these records
 
@@ -34,6 +34,7 @@ class DuringTraining:
     test: ImageSource
     num_classes: int
     networks: tuple[str, ...]
+    teacher: str | None = None  # the method-state entry of the EMA copy (Method.teacher)
 
     @classmethod
     def build(
@@ -45,6 +46,7 @@ class DuringTraining:
         *,
         num_classes: int,
         evaluators: tuple[str, ...],
+        teacher: str | None = None,
     ) -> DuringTraining:
         """The subsets of ``train`` and ``test`` (the run's splits) scored during training."""
         cap = config.eval.during_max_examples
@@ -57,6 +59,7 @@ class DuringTraining:
             test=take_subset(test, cap, seed=config.seed + 2),
             num_classes=num_classes,
             networks=networks,
+            teacher=teacher,
         )
 
     def __call__(self, state) -> dict[str, float]:
@@ -66,11 +69,7 @@ class DuringTraining:
         k = min(config.eval.knn_k, len(self.train))
         out = {}
         for network in self.networks:
-            if network == "teacher":
-                t = state.method_state["teacher"]
-                variables = model_variables(t.params, t.batch_stats)
-            else:
-                variables = model_variables(state.params, state.batch_stats)
+            variables = network_variables(state, network, teacher=self.teacher)
             acc = knn_accuracy(
                 self.predict(variables, self.train, representation),
                 np.asarray(self.train.labels),

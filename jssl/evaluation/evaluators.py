@@ -26,7 +26,7 @@ from jssl.errors import UserError
 from jssl.evaluation import clustering, plots
 from jssl.evaluation.knn import knn_accuracy
 from jssl.evaluation.linear_probe import linear_probe
-from jssl.evaluation.predict import Predictor, model_variables
+from jssl.evaluation.predict import Predictor, network_variables
 
 REPRESENTATIONS = ("features", "output")
 
@@ -52,6 +52,7 @@ class EvalContext:
     num_classes: int
     class_names: tuple[str, ...]
     workdir: str | None = None
+    teacher: str | None = None  # the method-state entry of the EMA copy (Method.teacher)
     _features: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -60,10 +61,7 @@ class EvalContext:
 
     def variables(self, network: str = "student") -> dict:
         """Flax variables of the trained network ("student") or the EMA teacher ("teacher")."""
-        if network == "teacher":
-            teacher = self.state.method_state["teacher"]
-            return model_variables(teacher.params, teacher.batch_stats)
-        return model_variables(self.state.params, self.state.batch_stats)
+        return network_variables(self.state, network, teacher=self.teacher)
 
     def features(self, split: str, network: str = "student") -> np.ndarray:
         """[N, D] float32 representation (``config.eval.representation``) of "train" or "test"."""

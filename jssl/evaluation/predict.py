@@ -32,6 +32,7 @@ from jax.sharding import Mesh
 
 from jssl import augment, sharding
 from jssl.data.core import ImageSource
+from jssl.errors import UserError
 
 PyTree = Any
 # (model, variables, x float32 [b, h, w, C]) -> array [b, ...]
@@ -54,6 +55,30 @@ SELECTORS: dict[str, Selector] = {"features": features, "output": output}
 def model_variables(params: PyTree, batch_stats: PyTree) -> dict:
     """Flax variables of a network: its params and, when it has them, BatchNorm statistics."""
     return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
+NETWORKS = ("student", "teacher")
+
+
+def network_variables(state, network: str = "student", *, teacher: str | None = None) -> dict:
+    """Flax variables of one network of a TrainState: the trained "student", or the "teacher",
+    the EMA copy (``EmaTeacherState``) the method keeps in ``state.method_state[teacher]``
+    (``Method.teacher``: DINO's and MoCo's teacher, BYOL's target).
+
+    An EMA copy holds the subtrees it tracks (BYOL's and MoCo v3's hold the backbone and
+    the head); the others (their predictor, which the copy never has) are the student's,
+    so the whole model applies and the copy's own outputs are exactly its own.
+    """
+    if network == "student":
+        return model_variables(state.params, state.batch_stats)
+    if network != "teacher":
+        raise ValueError(f"network={network!r}: use one of {NETWORKS}")
+    method_state = state.method_state if isinstance(state.method_state, dict) else {}
+    ema = method_state.get(teacher) if teacher else None
+    if ema is None:
+        raise UserError("this run has no teacher network (no EMA copy of it); use the student")
+    stats = {**(state.batch_stats or {}), **(ema.batch_stats or {})}
+    return model_variables({**state.params, **ema.params}, stats)
 
 
 class Predictor:

@@ -92,6 +92,12 @@ class Method:
         checked at every logging interval.
       evaluators: names in ``jssl.evaluation.EVALUATORS`` run at evaluation,
         e.g. ("knn", "linear_probe", "kmeans", "cluster_heads").
+      teacher: the method-state entry holding an EMA copy of the network
+        (``jssl.ema.EmaTeacherState``), which evaluation, pictures and export can
+        use as the "teacher" network (``jssl.evaluation.network_variables``): DINO's
+        and MoCo's teacher, BYOL's target. The default network of pictures and
+        export (``default_network``) is the teacher when the method evaluates it
+        (the ``teacher_knn`` evaluator), else the trained student.
       renamed: optional config -> {old path: new path} of the model's variables whose
         names changed since checkpoints were written ("projector" -> "head"); a
         checkpoint in the old names is read through it (``jssl.checkpoint.rename``).
@@ -110,7 +116,13 @@ class Method:
     adapt_init: Callable[[PyTree, PyTree, ml_collections.ConfigDict], PyTree] | None = None
     collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None
     evaluators: tuple[str, ...] = ("knn", "linear_probe", "kmeans")
+    teacher: str | None = None
     renamed: Callable[[ml_collections.ConfigDict], dict[str, str]] | None = None
+
+    @property
+    def default_network(self) -> str:
+        """ "teacher" when the method evaluates its EMA copy (DINO, MoCo v2), else "student"."""
+        return "teacher" if self.teacher and "teacher_knn" in self.evaluators else "student"
 
 
 def apply_train(model: nn.Module, params, batch_stats, x: jax.Array):

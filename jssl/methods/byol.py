@@ -122,4 +122,5 @@ BYOL = Method(
     init_method_state=init_method_state,
     after_update=after_update,
     collapse_warnings=collapse_warnings,
+    teacher="target",
 )

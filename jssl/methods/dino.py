@@ -429,4 +429,5 @@ DINO = Method(
     collapse_warnings=collapse_warnings,
     # DINO evaluates the teacher, usually the better network, beside the student.
     evaluators=("knn", "linear_probe", "kmeans", "teacher_knn"),
+    teacher="teacher",
 )

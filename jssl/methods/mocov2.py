@@ -144,4 +144,5 @@ MOCOV2 = Method(
     collapse_warnings=collapse_warnings,
     # The key encoder is the whole network's EMA: its kNN is reported beside the query's.
     evaluators=("knn", "linear_probe", "kmeans", "teacher_knn"),
+    teacher="teacher",
 )

@@ -131,4 +131,5 @@ MOCOV3 = Method(
     after_update=after_update,
     collapse_warnings=collapse_warnings,
     renamed=renamed,
+    teacher="teacher",
 )

@@ -33,7 +33,7 @@ CLUSTERING_EVALUATORS = ("cluster_heads", "kmeans")
 def network_of(run) -> str:
     """The network the method evaluates by kNN: DINO's and MoCo's EMA teacher, else the
     trained network."""
-    return "teacher" if "teacher_knn" in run.experiment.method.evaluators else "student"
+    return run.experiment.method.default_network
 
 
 class Features:
@@ -301,7 +301,7 @@ def method_pictures(run, out: str, prefix: str) -> Section | None:
     parts = []
     test = run.dataset.test
     if "vit" in run.config.model.name:
-        network = "teacher" if run.config.method == "dino" else "student"
+        network = network_of(run)
         images = test.get(np.arange(min(6, len(test))))
         maps = visualize.attention_maps(exp, state, images, network=network)
         rows = [[img] + [plotting.colorize(m) for m in maps[i]] for i, img in enumerate(images)]
