@@ -25,6 +25,7 @@ from absl import logging
 
 from jssl import distributed, evaluation, metrics_log, run_info, validation
 from jssl.checkpoint import Checkpointer, load_saved_config, save_config
+from jssl.checks import Added
 from jssl.errors import UserError
 from jssl.experiment import (
     Experiment,
@@ -35,6 +36,7 @@ from jssl.experiment import (
     same_data,
     saved_config,
 )
+from jssl.methods import METHODS
 
 __all__ = [
     "ConfigMismatchError",
@@ -71,9 +73,10 @@ RESUMABLE_FIELDS = (
     "data.num_workers",
 )
 
-# Fields added after runs were first saved, each with the value that does what a run
-# saved without it did: such a run resumes while the field keeps that value.
-ADDED_FIELDS = {
+# Base fields added after runs were first saved, each with the value that does what a
+# run saved without it did: such a run resumes while the field keeps that value. A
+# method's added fields are declared with its fields (``jssl.checks.Added``).
+BASE_ADDED_FIELDS = {
     "data.val_fraction": 0.0,
     "data.val_seed": 0,
     "init_from.workdir": "",
@@ -82,12 +85,22 @@ ADDED_FIELDS = {
     "init_from.prefix": "",
     "init_from.input_norm": "auto",
     "optim.weight_decay_end": 0.4,  # DINO's schedule, fixed in its code before
-    "dino.koleo_weight": 0.0,
-    "dino.ibot_weight": 0.0,
 }
-# Added fields that change nothing while another field keeps its old value: iBOT's sizes
-# and masking without iBOT's loss.
-ADDED_INERT_UNLESS = {"dino.ibot_": "dino.ibot_weight"}
+
+
+def _added_fields() -> tuple[dict[str, Any], dict[str, str]]:
+    """({field: value before it existed}, {field: the field it is inert without})."""
+    before, inert = dict(BASE_ADDED_FIELDS), {}
+    for method in METHODS.values():
+        for field, check in method.fields.items():
+            if isinstance(check, Added) and check.inert_unless:
+                inert[field] = check.inert_unless
+            elif isinstance(check, Added):
+                before[field] = check.before
+    return before, inert
+
+
+ADDED_FIELDS, ADDED_INERT_UNLESS = _added_fields()
 
 STAGE_PREFIX = "stage:"
 LABELS_FILE = "metric_labels.json"  # [metric, label] rows of the summary table, in order
@@ -116,10 +129,11 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def _as_before_it_existed(key: str, current: dict) -> bool:
     """Whether the field ``key``, absent from a saved run's config, has (in the flattened
-    ``current`` config) the value that does what that run did (``ADDED_FIELDS``)."""
-    for prefix, gate in ADDED_INERT_UNLESS.items():
-        if key.startswith(prefix) and key != gate:
-            return current.get(gate) == ADDED_FIELDS[gate]
+    ``current`` config) the value that does what that run did (``ADDED_FIELDS``), or is
+    inert because the field it depends on has (``ADDED_INERT_UNLESS``)."""
+    if key in ADDED_INERT_UNLESS:
+        gate = ADDED_INERT_UNLESS[key]
+        return current.get(gate) == ADDED_FIELDS[gate]
     return key in ADDED_FIELDS and current[key] == ADDED_FIELDS[key]
 
 

@@ -32,20 +32,40 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
-import numpy as np
 
+from jssl.checks import (  # noqa: F401  (the checks are part of this module's API)
+    EPOCHS,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MAX_WIDTH,
+    MOMENTUM,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    SIZE,
+    WIDTH,
+    Check,
+    boolean,
+    integer,
+    is_int,
+    is_real,
+    names,
+    nonempty_string,
+    numbers,
+    one_of,
+    pair,
+    real,
+    string,
+)
 from jssl.errors import UserError
 
 STAGE_PREFIX = "stage:"
 CONFIG_FILE = "config.json"
-MAX_STEPS = 2**31 - 1  # TrainState.step is int32
-MAX_SIDE = 8192  # image, crop and tile sides
-MAX_WIDTH = 1 << 20  # layer widths, prototypes, codes
-MAX_SEED = 2**63 - 1
 # jssl.optim.make_optimizer's names (tests/test_validation.py checks they agree).
 OPTIMIZERS = ("sgd", "lars", "adamw", "dino_adamw")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -57,138 +77,6 @@ class ConfigError(UserError):
     """The config (or the workdir it runs in) cannot work; the message lists every problem."""
 
 
-# ----------------------------------------------------------------------------- value checks
-# A check takes the value and returns None (fine) or what would work ("must be ...").
-
-Check = Callable[[Any], str | None]
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
-        v, (bool, np.bool_)
-    )
-
-
-def _range_text(lo, hi, lo_open=False, hi_open=False) -> str:
-    lo, hi = (f"{x:g}" if isinstance(x, float) else x for x in (lo, hi))
-    if hi is None:
-        return f"> {lo}" if lo_open else f">= {lo}"
-    if lo is None:
-        return f"< {hi}" if hi_open else f"<= {hi}"
-    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-
-
-def _in_range(v, lo, hi, lo_open, hi_open) -> bool:
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        return False
-    if hi is not None and (v >= hi if hi_open else v > hi):
-        return False
-    return True
-
-
-def integer(lo: int | None = 0, hi: int | None = None) -> Check:
-    def check(v):
-        if not _is_int(v) or not _in_range(v, lo, hi, False, False):
-            return f"must be an integer {_range_text(lo, hi)}"
-        return None
-
-    return check
-
-
-def real(lo=None, hi=None, *, lo_open=False, hi_open=False) -> Check:
-    """A finite number in the range (ints are numbers too)."""
-
-    def check(v):
-        ok = _is_real(v) and math.isfinite(v) and _in_range(v, lo, hi, lo_open, hi_open)
-        if not ok:
-            where = _range_text(lo, hi, lo_open, hi_open) if (lo, hi) != (None, None) else ""
-            return f"must be a finite number {where}".rstrip()
-        return None
-
-    return check
-
-
-PROBABILITY = real(0.0, 1.0)
-MOMENTUM = real(0.0, 1.0)
-POSITIVE = real(0.0, lo_open=True)
-NON_NEGATIVE = real(0.0)
-SIZE = integer(1, MAX_SIDE)
-EPOCHS = real(0.0, MAX_STEPS)
-WIDTH = integer(1, MAX_WIDTH)
-
-
-def boolean(v):
-    return None if isinstance(v, (bool, np.bool_)) else "must be True or False"
-
-
-def one_of(names: Sequence[str], what: str = "name") -> Check:
-    def check(v):
-        if not isinstance(v, str) or v not in names:
-            return f"unknown {what}; use one of {', '.join(repr(n) for n in names)}"
-        return None
-
-    return check
-
-
-def string(v):
-    return None if isinstance(v, str) else "must be a string"
-
-
-def nonempty_string(v):
-    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
-
-
-def pair(lo=0.0, hi=1.0, *, lo_open=True) -> Check:
-    """(a, b) with lo < a <= b <= hi (lo <= a when not ``lo_open``): a range such as a scale."""
-    op = "<" if lo_open else "<="
-
-    def check(v):
-        ok = (
-            isinstance(v, (tuple, list))
-            and len(v) == 2
-            and all(_is_real(x) and math.isfinite(x) for x in v)
-            and all(_in_range(x, lo, hi, lo_open, False) for x in v)
-            and v[0] <= v[1]
-        )
-        return None if ok else f"must be a pair (a, b) with {lo:g} {op} a <= b <= {hi:g}"
-
-    return check
-
-
-def numbers(check_one: Check, *, length: int | None = None, min_length: int = 0) -> Check:
-    """A tuple whose every entry passes ``check_one`` (and of the given length)."""
-
-    def check(v):
-        if not isinstance(v, (tuple, list)):
-            return "must be a tuple"
-        if length is not None and len(v) != length:
-            return f"must be a tuple of {length} entries"
-        if len(v) < min_length:
-            return (
-                f"must be a tuple of at least {min_length} entr{'y' if min_length == 1 else 'ies'}"
-            )
-        for x in v:
-            problem = check_one(x)
-            if problem is not None:
-                return f"every entry {problem}"
-        return None
-
-    return check
-
-
-def names(v):
-    ok = (
-        isinstance(v, (tuple, list))
-        and len(v) > 0
-        and all(isinstance(x, str) and x.strip() for x in v)
-    )
-    return None if ok else "must be a non-empty tuple of names, e.g. \"('backbone',)\""
-
-
 # ----------------------------------------------------------------------------- the fields
 
 
@@ -198,29 +86,15 @@ def _registries() -> dict[str, tuple[str, ...]]:
     from jssl.data import SOURCES
     from jssl.evaluation.evaluators import REPRESENTATIONS
     from jssl.methods import METHODS
-    from jssl.methods.equivariance import TRANSFORMS
-    from jssl.methods.recovery import NOISES, TARGETS
-    from jssl.methods.scan import MINE_ON
     from jssl.models import MODELS
-    from jssl.models.autoencoders import BOTTLENECKS, SPARSITY
     from jssl.models.conv import CONV_IMPLS
-    from jssl.models.decoders import UPSAMPLING
-    from jssl.models.pretext_heads import HEADS
 
     return {
         "method": tuple(sorted(METHODS)),
         "model": tuple(sorted(MODELS)),
         "source": tuple(sorted(SOURCES)),
         "representation": tuple(REPRESENTATIONS),
-        "transforms": tuple(sorted(TRANSFORMS)),
-        "noise": tuple(NOISES),
-        "target": tuple(TARGETS),
-        "mine_on": tuple(MINE_ON),
-        "bottleneck": tuple(BOTTLENECKS),
-        "sparsity": tuple(SPARSITY),
         "conv_impl": tuple(CONV_IMPLS),
-        "upsample": tuple(UPSAMPLING),
-        "rotation_head": tuple(HEADS),
     }
 
 
@@ -278,7 +152,7 @@ BASE_FIELDS: dict[str, Check] = {
     "eval.representation": _registry("representation", "eval.representation"),
 }
 
-# Checked wherever the config has them (a method's own block, DINO's augment fields, ...).
+# Checked wherever the config has them, as is every method's fields (``Method.fields``).
 OPTIONAL_FIELDS: dict[str, Check] = {
     # how streamed data is read (optional: runs saved before these fields reopen)
     "data.stream": boolean,
@@ -297,291 +171,28 @@ OPTIONAL_FIELDS: dict[str, Check] = {
     "data.val_fraction": real(0.0, 1.0, hi_open=True),
     "data.val_seed": integer(0, MAX_SEED),
     "optim.weight_decay_end": NON_NEGATIVE,
-    # the SimCLR augmentation policy (simclr, sela, scan, selflabel, equivariance)
-    "augment.crop_size": SIZE,
-    "augment.scale": pair(),
-    "augment.strength": real(0.0, 2.5),  # hue jitter 0.2 * strength must stay <= 0.5
-    "augment.jitter_p": PROBABILITY,
-    "augment.gray_p": PROBABILITY,
-    "augment.blur_p": PROBABILITY,
-    "augment.flip": boolean,
-    # DINO's multi-crop
-    "augment.num_global_crops": integer(1, 64),
-    "augment.num_local_crops": integer(0, 64),
-    "augment.local_crop_size": SIZE,
-    "augment.local_scale": pair(),
-    "augment.jitter": lambda v: _jitter(v),
-    "augment.global_blur_p": numbers(PROBABILITY, min_length=1),
-    "augment.global_solarize_p": numbers(PROBABILITY, min_length=1),
-    "augment.local_blur_p": PROBABILITY,
-    "augment.blur_sigma": pair(0.0, 100.0),
-    # method blocks
-    "simclr.temperature": POSITIVE,
-    "simclr.proj_dim": WIDTH,
-    "simclr.proj_hidden_dims": numbers(WIDTH),
-    "simclr.proj_use_bn": boolean,
-    "dino.out_dim": WIDTH,
-    "dino.hidden_dim": WIDTH,
-    "dino.bottleneck_dim": WIDTH,
-    "dino.num_layers": integer(1, 64),
-    "dino.head_use_bn": boolean,
-    "dino.norm_last_layer": boolean,
-    "dino.freeze_last_layer_epochs": EPOCHS,
-    "dino.student_temp": POSITIVE,
-    "dino.warmup_teacher_temp": POSITIVE,
-    "dino.teacher_temp": POSITIVE,
-    "dino.warmup_teacher_temp_epochs": EPOCHS,
-    "dino.center_momentum": MOMENTUM,
-    "dino.teacher_momentum": MOMENTUM,
-    "dino.teacher_momentum_end": MOMENTUM,
-    "sela.num_heads": integer(1, 1024),
-    "sela.num_clusters": integer(2, MAX_WIDTH),
-    "sela.lam": POSITIVE,
-    "sela.sinkhorn_iters": integer(1, 10**6),
-    "sela.sinkhorn_tol": NON_NEGATIVE,
-    "sela.num_label_updates": integer(1, MAX_STEPS),
-    "sela.label_schedule_power": POSITIVE,
-    "sela.label_mode": one_of(("hard", "soft"), "sela.label_mode"),
-    "sela.balanced_labels": boolean,
-    "sela.class_weights": numbers(POSITIVE),
-    "sela.head_loss_momentum": MOMENTUM,
-    "sela.max_cluster_share": real(0.0, 1.0, lo_open=True),
-    "scan.num_heads": integer(1, 1024),
-    "scan.num_clusters": integer(2, MAX_WIDTH),
-    "scan.entropy_weight": NON_NEGATIVE,
-    "scan.num_neighbors": integer(1),
-    "scan.mine_on": _registry("mine_on", "scan.mine_on"),
-    "scan.head_loss_momentum": MOMENTUM,
-    "scan.max_cluster_share": real(0.0, 1.0, lo_open=True),
-    "selflabel.num_clusters": integer(2, MAX_WIDTH),
-    "selflabel.threshold": real(0.0, 1.0, hi_open=True),
-    "selflabel.class_balance": boolean,
-    "selflabel.weak_scale": pair(),
-    "selflabel.head_loss_momentum": MOMENTUM,
-    "selflabel.max_cluster_share": real(0.0, 1.0, lo_open=True),
-    "rotation.head": _registry("rotation_head", "rotation.head"),
-    "rotation.hidden_dim": integer(0, MAX_WIDTH),
-    "jigsaw.grid": integer(2, 3),
-    "jigsaw.num_permutations": integer(1),
-    "jigsaw.perm_seed": integer(0, 2**32 - 1),
-    "jigsaw.image_size": SIZE,
-    "jigsaw.tile_size": SIZE,
-    "jigsaw.scale": pair(),
-    "jigsaw.jitter": boolean,
-    "jigsaw.gray_p": PROBABILITY,
-    "jigsaw.standardize": boolean,
-    "jigsaw.tile_dim": WIDTH,
-    "jigsaw.hidden_dim": WIDTH,
-    "context.image_size": SIZE,
-    "context.patch_size": SIZE,
-    "context.gap": integer(0, MAX_SIDE),
-    "context.jitter": integer(0, MAX_SIDE),
-    "context.scale": pair(),
-    "context.colour_drop_p": PROBABILITY,
-    "context.gray_p": PROBABILITY,
-    "context.standardize": boolean,
-    "context.patch_dim": WIDTH,
-    "context.hidden_dim": WIDTH,
-    "decoder.upsample": _registry("upsample", "decoder.upsample"),
-    "decoder.widths": numbers(WIDTH),
-    "decoder.min_width": WIDTH,
-    "decoder.use_bn": boolean,
-    "denoising.noise": _registry("noise", "denoising.noise"),
-    "denoising.std": NON_NEGATIVE,
-    "denoising.amount": PROBABILITY,
-    "inpainting.mask": one_of(("center", "random"), "inpainting.mask"),
-    "inpainting.area": real(0.0, 1.0, lo_open=True, hi_open=True),
-    "inpainting.num_blocks": integer(1, 1024),
-    "inpainting.fill": PROBABILITY,
-    "inpainting.unmasked_weight": NON_NEGATIVE,
-    "colorization.target": _registry("target", "colorization.target"),
-    "colorization.bin_size": integer(1, 100),
-    "colorization.soft_sigma": POSITIVE,
-    "colorization.rebalance": boolean,
-    "colorization.rebalance_mix": PROBABILITY,
-    "colorization.prior_momentum": MOMENTUM,
-    "colorization.decode_temperature": POSITIVE,
-    "autoencoder.bottleneck": _registry("bottleneck", "autoencoder.bottleneck"),
-    "autoencoder.code_dim": WIDTH,
-    "autoencoder.sparse_dim": WIDTH,
-    "autoencoder.sparsity": _registry("sparsity", "autoencoder.sparsity"),
-    "autoencoder.top_k": WIDTH,
-    "autoencoder.l1_weight": NON_NEGATIVE,
-    "autoencoder.num_codes": WIDTH,
-    "autoencoder.code_channels": WIDTH,
-    "autoencoder.commitment": NON_NEGATIVE,
-    "autoencoder.normalize_codes": boolean,
-    "autoencoder.usage_momentum": MOMENTUM,
-    "autoencoder.dead_threshold": NON_NEGATIVE,
-    "equivariance.transforms": _registry("transforms", "equivariance.transforms"),
-    "equivariance.weight": NON_NEGATIVE,
-    "equivariance.contrastive_weight": NON_NEGATIVE,
-    "vae.latent_dim": WIDTH,
-    "vae.seed_shape": numbers(integer(1, MAX_SIDE), length=3),
-    "vae.beta": NON_NEGATIVE,
-    "vae.scale": one_of(("optimal", "learned"), "vae.scale"),
-    # DINOv2's options of DINO
-    "dino.koleo_weight": NON_NEGATIVE,
-    "dino.ibot_weight": NON_NEGATIVE,
-    "dino.ibot_mask_probability": PROBABILITY,
-    "dino.ibot_mask_ratio": pair(0.0, 1.0, lo_open=False),
-    "dino.ibot_separate_head": boolean,
-    "dino.ibot_out_dim": WIDTH,
-    "dino.ibot_hidden_dim": WIDTH,
-    "dino.ibot_bottleneck_dim": WIDTH,
-    "dino.ibot_num_layers": integer(1, 64),
-    # the second wave (issue 14)
-    "byol.proj_dim": WIDTH,
-    "byol.proj_hidden_dims": numbers(WIDTH),
-    "byol.pred_hidden_dims": numbers(WIDTH),
-    "byol.target_momentum": MOMENTUM,
-    "byol.target_momentum_end": MOMENTUM,
-    "byol.use_bn": boolean,
-    "simsiam.proj_dim": WIDTH,
-    "simsiam.proj_hidden_dims": numbers(WIDTH),
-    "simsiam.pred_hidden_dims": numbers(WIDTH),
-    "barlow_twins.lambda_": NON_NEGATIVE,
-    "barlow_twins.scale_loss": POSITIVE,
-    "barlow_twins.proj_dim": WIDTH,
-    "barlow_twins.proj_hidden_dims": numbers(WIDTH),
-    "vicreg.sim_coeff": NON_NEGATIVE,
-    "vicreg.std_coeff": NON_NEGATIVE,
-    "vicreg.cov_coeff": NON_NEGATIVE,
-    "vicreg.proj_dim": WIDTH,
-    "vicreg.proj_hidden_dims": numbers(WIDTH),
-    "mocov2.temperature": POSITIVE,
-    "mocov2.momentum": MOMENTUM,
-    "mocov2.momentum_end": MOMENTUM,
-    "mocov2.queue_size": integer(1, MAX_WIDTH),
-    "mocov2.symmetric": boolean,
-    "mocov2.proj_dim": WIDTH,
-    "mocov2.proj_hidden_dims": numbers(WIDTH),
-    "mocov3.temperature": POSITIVE,
-    "mocov3.momentum": MOMENTUM,
-    "mocov3.momentum_end": MOMENTUM,
-    "mocov3.proj_dim": WIDTH,
-    "mocov3.proj_hidden_dims": numbers(WIDTH),
-    "mocov3.pred_hidden_dims": numbers(WIDTH),
-    "mocov3.last_bn": boolean,
-    "mocov3.last_bn_scale": boolean,
-    "mocov3.pred_last_bn": boolean,
-    "nnclr.temperature": POSITIVE,
-    "nnclr.queue_size": integer(1, MAX_WIDTH),
-    "nnclr.proj_dim": WIDTH,
-    "nnclr.proj_hidden_dims": numbers(WIDTH),
-    "nnclr.pred_hidden_dims": numbers(WIDTH),
-    "nnclr.last_bn": boolean,
-    "nnclr.last_bn_scale": boolean,
-    "nnclr.pred_last_bn": boolean,
-    "swav.temperature": POSITIVE,
-    "swav.epsilon": POSITIVE,
-    "swav.sinkhorn_iters": integer(1, 10**6),
-    "swav.num_prototypes": integer(2, MAX_WIDTH),
-    "swav.freeze_prototypes_epochs": EPOCHS,
-    "swav.queue_size": integer(0, MAX_WIDTH),
-    "swav.queue_start_epochs": EPOCHS,
-    "swav.proj_dim": WIDTH,
-    "swav.proj_hidden_dims": numbers(WIDTH),
-    "mae.mask_ratio": real(0.0, 1.0, hi_open=True),
-    "mae.norm_pix": boolean,
-    "mae.decoder_hidden": WIDTH,
-    "mae.decoder_depth": integer(1, 256),
-    "mae.decoder_num_heads": integer(1, 1024),
-    "mae.decoder_mlp_dim": WIDTH,
 }
 
 
-def _jitter(v):
-    """DINO's colour jitter (brightness, contrast, saturation, hue)."""
-    ok = (
-        isinstance(v, (tuple, list))
-        and len(v) == 4
-        and all(_is_real(x) and math.isfinite(x) and x >= 0 for x in v)
-        and v[3] <= 0.5
-    )
-    return None if ok else "must be (brightness, contrast, saturation, hue), each >= 0, hue <= 0.5"
+@functools.cache
+def _method_fields() -> dict[str, dict[str, Check]]:
+    """Each registered method's declared fields (``Method.fields``; the methods import JAX)."""
+    from jssl.methods import METHODS
+
+    return {name: dict(m.fields) for name, m in METHODS.items()}
 
 
-_SIMCLR_VIEWS = tuple(
-    f"augment.{f}" for f in ("crop_size", "scale", "strength", "jitter_p", "gray_p", "blur_p")
-) + ("augment.flip",)
-_CROP_FLIP = ("augment.crop_size", "augment.scale", "augment.flip")
-_MULTI_CROP = ("augment.crop_size", "augment.scale", "augment.flip") + tuple(
-    f"augment.{f}"
-    for f in (
-        "num_global_crops",
-        "num_local_crops",
-        "local_crop_size",
-        "local_scale",
-        "jitter",
-        "jitter_p",
-        "gray_p",
-        "global_blur_p",
-        "global_solarize_p",
-        "local_blur_p",
-        "blur_sigma",
-    )
-)
-# BYOL's two asymmetric views (multi-crop without locals), also Barlow Twins', VICReg's,
-# MoCo v3's and NNCLR's
-_ASYMMETRIC = ("augment.crop_size", "augment.scale", "augment.flip") + tuple(
-    f"augment.{f}"
-    for f in ("jitter", "jitter_p", "gray_p", "global_blur_p", "global_solarize_p", "blur_sigma")
-)
-# method -> (its config blocks, the augment fields its views read)
-METHOD_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "simclr": (("simclr",), _SIMCLR_VIEWS),
-    "equivariance": (("simclr", "equivariance"), _SIMCLR_VIEWS),
-    "dino": (("dino",), _MULTI_CROP),
-    "sela": (("sela",), _SIMCLR_VIEWS),
-    "scan": (("scan",), _SIMCLR_VIEWS),
-    "selflabel": (("selflabel",), _SIMCLR_VIEWS),
-    "rotation": (("rotation",), _CROP_FLIP),
-    "jigsaw": (("jigsaw",), ("augment.crop_size",)),
-    "context": (("context",), ("augment.crop_size",)),
-    "denoising": (("denoising", "decoder"), _CROP_FLIP),
-    "inpainting": (("inpainting", "decoder"), _CROP_FLIP),
-    "colorization": (("colorization", "decoder"), _CROP_FLIP),
-    "autoencoder": (("autoencoder", "decoder"), _CROP_FLIP),
-    "vae": (("vae", "decoder"), _CROP_FLIP),
-    "byol": (("byol",), _ASYMMETRIC),
-    "simsiam": (("simsiam",), _SIMCLR_VIEWS),
-    "barlow_twins": (("barlow_twins",), _ASYMMETRIC),
-    "vicreg": (("vicreg",), _ASYMMETRIC),
-    "mocov2": (("mocov2",), _SIMCLR_VIEWS),
-    "mocov3": (("mocov3",), _ASYMMETRIC),
-    "nnclr": (("nnclr",), _ASYMMETRIC),
-    "swav": (("swav",), _MULTI_CROP),
-    "mae": (("mae",), _CROP_FLIP),
-}
-
-
-def by_name(field: str) -> Check | None:
-    """The check a field of an unlisted method block gets from its name (methods added
-    after this module: list their fields in OPTIONAL_FIELDS and METHOD_FIELDS)."""
-    leaf = field.rsplit(".", 1)[-1]
-    if leaf.endswith("epochs"):
-        return EPOCHS
-    if leaf.endswith("_dims"):
-        return numbers(WIDTH)
-    if leaf.endswith("_dim"):
-        return WIDTH
-    if "temperature" in leaf or leaf.endswith("_temp"):
-        return POSITIVE
-    if "momentum" in leaf:
-        return MOMENTUM
-    if leaf.endswith("_p"):
-        return PROBABILITY
-    if "coeff" in leaf or "weight" in leaf or leaf.startswith(("lambda", "scale_loss")):
-        return NON_NEGATIVE
-    return None
+def optional_fields() -> dict[str, Check]:
+    """OPTIONAL_FIELDS and every method's fields: each is checked wherever a config has it."""
+    out = dict(OPTIONAL_FIELDS)
+    for fields in _method_fields().values():
+        out.update(fields)
+    return out
 
 
 def method_fields(method: str) -> tuple[str, ...]:
-    """The fields method ``method`` reads beyond BASE_FIELDS."""
-    blocks, views = METHOD_FIELDS.get(method, ((), ()))
-    own = tuple(f for f in OPTIONAL_FIELDS if f.split(".", 1)[0] in blocks)
-    return own + views
+    """The fields method ``method`` reads beyond BASE_FIELDS (``Method.fields``)."""
+    return tuple(_method_fields().get(method, {}))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -663,7 +274,7 @@ def config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> list
         missing = []
     method = ok.get("method")
     needed = set(method_fields(method)) if method else set()
-    for field, checker in OPTIONAL_FIELDS.items():
+    for field, checker in optional_fields().items():
         check(field, checker, required=field in needed)
     if missing:
         out.append(
@@ -671,18 +282,6 @@ def config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> list
             f"({_fields_text(missing)}); use --config=configs/{method}.py"
         )
         missing = []
-    if method is not None and method not in METHOD_FIELDS:
-        block = _get(config, method)
-        if not hasattr(block, "keys"):
-            out.append(
-                f"{prefix}method={method!r}: the config has no {method} block, which the method "
-                f"reads; use --config=configs/{method}.py"
-            )
-        else:
-            for key in block.keys():
-                checker = by_name(f"{method}.{key}")
-                if checker is not None:
-                    check(f"{method}.{key}", checker, required=False)
     if ok.get("optim.name") == "dino_adamw" and _get(config, "optim.weight_decay_end") is _MISSING:
         out.append(
             f"{prefix}optim.name='dino_adamw': reads optim.weight_decay_end, which {where} "
@@ -804,31 +403,31 @@ def _vit_problems(config, kw: dict, prefix: str, cls) -> list[str]:
         attr("patch_size"),
         attr("image_size"),
     )
-    if _is_int(hidden) and _is_int(heads) and hidden % heads:
+    if is_int(hidden) and is_int(heads) and hidden % heads:
         out.append(
             f"{prefix}model.kwargs.num_heads={heads}: the ViT width hidden={hidden} is not "
             f"divisible by it; use a divisor of {hidden}"
         )
-    if attr("pos_embedding") == "sincos" and _is_int(hidden) and hidden % 4:
+    if attr("pos_embedding") == "sincos" and is_int(hidden) and hidden % 4:
         out.append(
             f"{prefix}model.kwargs.hidden={hidden}: sine-cosine position embeddings "
             "(pos_embedding='sincos') need a width divisible by 4; use a multiple of 4"
         )
-    if not _is_int(patch):
+    if not is_int(patch):
         return out
-    if _is_int(size) and size < patch:
+    if is_int(size) and size < patch:
         out.append(
             f"{prefix}model.kwargs.image_size={size}: smaller than patch_size={patch}; use at "
             f"least {patch}"
         )
     crops = [("augment.crop_size", _get(config, "augment.crop_size"))]
-    if _get(config, "method") in ("dino", "swav") and _is_int(
+    if _get(config, "method") in ("dino", "swav") and is_int(
         _get(config, "augment.num_local_crops")
     ):
         if _get(config, "augment.num_local_crops") > 0:
             crops.append(("augment.local_crop_size", _get(config, "augment.local_crop_size")))
     for field, crop in crops:
-        if _is_int(crop) and 1 <= crop < patch:
+        if is_int(crop) and 1 <= crop < patch:
             out.append(
                 f"{prefix}{field}={crop}: smaller than the ViT's patch_size={patch}; use a crop "
                 f"of at least {patch} px or a smaller --config.model.kwargs.patch_size"
@@ -934,7 +533,7 @@ def _vit_patch(config, ok: dict) -> tuple[bool, int | None]:
     patch = _get(config, "model.kwargs.patch_size")
     if patch is _MISSING:
         patch = defaults.get("patch_size", cls.patch_size)
-    return True, (patch if _is_int(patch) and patch >= 1 else None)
+    return True, (patch if is_int(patch) and patch >= 1 else None)
 
 
 def _second_wave_problems(config, ok: dict, method: str | None, prefix: str) -> list[str]:
@@ -1226,7 +825,7 @@ def device_problems(
     config, device_count: int | None, process_count: int | None = None, prefix: str = ""
 ) -> list[str]:
     batch = _get(config, "batch_size")
-    if not _is_int(batch) or batch < 1:
+    if not is_int(batch) or batch < 1:
         return []  # reported by config_problems
     out = []
     if device_count and batch % device_count:
@@ -1360,7 +959,7 @@ def data_problems(config: ml_collections.ConfigDict, dataset) -> list[str]:
         block = config.get(config.method)
         for key in block.keys() if hasattr(block, "keys") else ():
             value = block[key]
-            if key.endswith("epochs") and _is_real(value) and round(value * spe) > MAX_STEPS:
+            if key.endswith("epochs") and is_real(value) and round(value * spe) > MAX_STEPS:
                 out.append(
                     f"{config.method}.{key}={show(value)}: {round(value * spe)} steps at {spe} "
                     f"per epoch is more than the {MAX_STEPS} a run can count; use fewer"

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
+from jssl.checks import MOMENTUM, NON_NEGATIVE, WIDTH, boolean, one_of
 from jssl.errors import UserError
 from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
@@ -128,4 +129,20 @@ AUTOENCODER = Method(
     make_loss=make_loss,
     init_method_state=init_method_state,
     collapse_warnings=collapse_warnings,
+    fields={
+        **parts.CROP_FLIP_FIELDS,
+        **parts.DECODER_FIELDS,
+        "autoencoder.bottleneck": one_of(tuple(BOTTLENECKS), "autoencoder.bottleneck"),
+        "autoencoder.code_dim": WIDTH,
+        "autoencoder.sparse_dim": WIDTH,
+        "autoencoder.sparsity": one_of(tuple(SPARSITY), "autoencoder.sparsity"),
+        "autoencoder.top_k": WIDTH,
+        "autoencoder.l1_weight": NON_NEGATIVE,
+        "autoencoder.num_codes": WIDTH,
+        "autoencoder.code_channels": WIDTH,
+        "autoencoder.commitment": NON_NEGATIVE,
+        "autoencoder.normalize_codes": boolean,
+        "autoencoder.usage_momentum": MOMENTUM,
+        "autoencoder.dead_threshold": NON_NEGATIVE,
+    },
 )

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
+from jssl.checks import NON_NEGATIVE, POSITIVE
 from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
 from jssl.models import EncoderWithHead
@@ -58,4 +59,10 @@ BARLOW_TWINS = Method(
     make_views=parts.asymmetric_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
+    fields={
+        **parts.ASYMMETRIC_VIEW_FIELDS,
+        **parts.projection_fields("barlow_twins"),
+        "barlow_twins.lambda_": NON_NEGATIVE,
+        "barlow_twins.scale_loss": POSITIVE,
+    },
 )

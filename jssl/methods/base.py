@@ -92,6 +92,10 @@ class Method:
         checked at every logging interval.
       evaluators: names in ``jssl.evaluation.EVALUATORS`` run at evaluation,
         e.g. ("knn", "linear_probe", "kmeans", "cluster_heads").
+      fields: {dotted config path: check} of every config field the method reads
+        beyond the base config (its own block, the augment fields of its views),
+        each check from ``jssl.checks``; ``jssl.validation`` requires them when the
+        method runs and checks them wherever a config has them.
       teacher: the method-state entry holding an EMA copy of the network
         (``jssl.ema.EmaTeacherState``), which evaluation, pictures and export can
         use as the "teacher" network (``jssl.evaluation.network_variables``): DINO's
@@ -116,6 +120,7 @@ class Method:
     adapt_init: Callable[[PyTree, PyTree, ml_collections.ConfigDict], PyTree] | None = None
     collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None
     evaluators: tuple[str, ...] = ("knn", "linear_probe", "kmeans")
+    fields: dict[str, Callable[[Any], str | None]] = dataclasses.field(default_factory=dict)
     teacher: str | None = None
     renamed: Callable[[ml_collections.ConfigDict], dict[str, str]] | None = None
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
+from jssl.checks import MOMENTUM, boolean
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
 from jssl.models import EncoderWithHead, MLPHead
@@ -123,4 +124,11 @@ BYOL = Method(
     after_update=after_update,
     collapse_warnings=collapse_warnings,
     teacher="target",
+    fields={
+        **parts.ASYMMETRIC_VIEW_FIELDS,
+        **parts.projection_fields("byol", predictor=True),
+        "byol.target_momentum": MOMENTUM,
+        "byol.target_momentum_end": MOMENTUM,
+        "byol.use_bn": boolean,
+    },
 )

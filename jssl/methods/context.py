@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import pretext
+from jssl.checks import MAX_SIDE, PROBABILITY, SIZE, WIDTH, boolean, integer, pair
 from jssl.errors import UserError
 from jssl.methods.base import Method, classification_loss
 from jssl.models import PartsClassifier, create_model
@@ -64,5 +65,21 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
 
 
 CONTEXT = Method(
-    name="context", build_model=build_model, make_views=make_views, make_loss=make_loss
+    name="context",
+    build_model=build_model,
+    make_views=make_views,
+    make_loss=make_loss,
+    fields={
+        "augment.crop_size": SIZE,
+        "context.image_size": SIZE,
+        "context.patch_size": SIZE,
+        "context.gap": integer(0, MAX_SIDE),
+        "context.jitter": integer(0, MAX_SIDE),
+        "context.scale": pair(),
+        "context.colour_drop_p": PROBABILITY,
+        "context.gray_p": PROBABILITY,
+        "context.standardize": boolean,
+        "context.patch_dim": WIDTH,
+        "context.hidden_dim": WIDTH,
+    },
 )

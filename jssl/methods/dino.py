@@ -59,6 +59,18 @@ import ml_collections
 import optax
 
 from jssl import ema, losses, schedules
+from jssl.checks import (
+    EPOCHS,
+    MOMENTUM,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    WIDTH,
+    Added,
+    boolean,
+    integer,
+    pair,
+)
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
 from jssl.models import DINOHead, EncoderWithHead, create_model
@@ -419,6 +431,8 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
     return out
 
 
+IBOT = "dino.ibot_weight"  # iBOT's masking and head fields change nothing while it is 0
+
 DINO = Method(
     name="dino",
     build_model=build_model,
@@ -430,4 +444,31 @@ DINO = Method(
     # DINO evaluates the teacher, usually the better network, beside the student.
     evaluators=("knn", "linear_probe", "kmeans", "teacher_knn"),
     teacher="teacher",
+    fields={
+        **parts.MULTI_CROP_FIELDS,
+        "dino.out_dim": WIDTH,
+        "dino.hidden_dim": WIDTH,
+        "dino.bottleneck_dim": WIDTH,
+        "dino.num_layers": integer(1, 64),
+        "dino.head_use_bn": boolean,
+        "dino.norm_last_layer": boolean,
+        "dino.freeze_last_layer_epochs": EPOCHS,
+        "dino.student_temp": POSITIVE,
+        "dino.warmup_teacher_temp": POSITIVE,
+        "dino.teacher_temp": POSITIVE,
+        "dino.warmup_teacher_temp_epochs": EPOCHS,
+        "dino.center_momentum": MOMENTUM,
+        "dino.teacher_momentum": MOMENTUM,
+        "dino.teacher_momentum_end": MOMENTUM,
+        # DINOv2's options, added after DINO runs were saved (off: DINO's step)
+        "dino.koleo_weight": Added(NON_NEGATIVE, before=0.0),
+        "dino.ibot_weight": Added(NON_NEGATIVE, before=0.0),
+        "dino.ibot_mask_probability": Added(PROBABILITY, inert_unless=IBOT),
+        "dino.ibot_mask_ratio": Added(pair(0.0, 1.0, lo_open=False), inert_unless=IBOT),
+        "dino.ibot_separate_head": Added(boolean, inert_unless=IBOT),
+        "dino.ibot_out_dim": Added(WIDTH, inert_unless=IBOT),
+        "dino.ibot_hidden_dim": Added(WIDTH, inert_unless=IBOT),
+        "dino.ibot_bottleneck_dim": Added(WIDTH, inert_unless=IBOT),
+        "dino.ibot_num_layers": Added(integer(1, 64), inert_unless=IBOT),
+    },
 )

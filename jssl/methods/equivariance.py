@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses, pretext
+from jssl.checks import NON_NEGATIVE, one_of
 from jssl.errors import UserError
 from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
@@ -107,4 +108,11 @@ EQUIVARIANCE = Method(
     make_views=make_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
+    fields={
+        **parts.SIMCLR_VIEW_FIELDS,
+        **parts.SIMCLR_FIELDS,
+        "equivariance.transforms": one_of(tuple(sorted(TRANSFORMS)), "equivariance.transforms"),
+        "equivariance.weight": NON_NEGATIVE,
+        "equivariance.contrastive_weight": NON_NEGATIVE,
+    },
 )

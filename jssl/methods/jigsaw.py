@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import pretext
+from jssl.checks import PROBABILITY, SIZE, WIDTH, boolean, integer, pair
 from jssl.methods.base import Method, classification_loss
 from jssl.models import PartsClassifier, create_model
 
@@ -61,4 +62,23 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
     return classification_loss(model, "permutation_acc")
 
 
-JIGSAW = Method(name="jigsaw", build_model=build_model, make_views=make_views, make_loss=make_loss)
+JIGSAW = Method(
+    name="jigsaw",
+    build_model=build_model,
+    make_views=make_views,
+    make_loss=make_loss,
+    fields={
+        "augment.crop_size": SIZE,
+        "jigsaw.grid": integer(2, 3),
+        "jigsaw.num_permutations": integer(1),
+        "jigsaw.perm_seed": integer(0, 2**32 - 1),
+        "jigsaw.image_size": SIZE,
+        "jigsaw.tile_size": SIZE,
+        "jigsaw.scale": pair(),
+        "jigsaw.jitter": boolean,
+        "jigsaw.gray_p": PROBABILITY,
+        "jigsaw.standardize": boolean,
+        "jigsaw.tile_dim": WIDTH,
+        "jigsaw.hidden_dim": WIDTH,
+    },
+)

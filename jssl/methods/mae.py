@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses, pretext
+from jssl.checks import WIDTH, boolean, integer, real
+from jssl.methods import parts
 from jssl.methods.base import Method
 from jssl.models import create_model
 from jssl.models.mae import MAEDecoder, MaskedAutoencoder
@@ -107,7 +109,21 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
     return loss_fn
 
 
-MAE = Method(name="mae", build_model=build_model, make_views=make_views, make_loss=make_loss)
+MAE = Method(
+    name="mae",
+    build_model=build_model,
+    make_views=make_views,
+    make_loss=make_loss,
+    fields={
+        **parts.CROP_FLIP_FIELDS,
+        "mae.mask_ratio": real(0.0, 1.0, hi_open=True),
+        "mae.norm_pix": boolean,
+        "mae.decoder_hidden": WIDTH,
+        "mae.decoder_depth": integer(1, 256),
+        "mae.decoder_num_heads": integer(1, 1024),
+        "mae.decoder_mlp_dim": WIDTH,
+    },
+)
 
 
 # ----------------------------------------------------------------------------- pictures

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
+from jssl.checks import MAX_WIDTH, MOMENTUM, POSITIVE, boolean, integer
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
 from jssl.models import EncoderWithHead
@@ -145,4 +146,13 @@ MOCOV2 = Method(
     # The key encoder is the whole network's EMA: its kNN is reported beside the query's.
     evaluators=("knn", "linear_probe", "kmeans", "teacher_knn"),
     teacher="teacher",
+    fields={
+        **parts.SIMCLR_VIEW_FIELDS,
+        **parts.projection_fields("mocov2"),
+        "mocov2.temperature": POSITIVE,
+        "mocov2.momentum": MOMENTUM,
+        "mocov2.momentum_end": MOMENTUM,
+        "mocov2.queue_size": integer(1, MAX_WIDTH),
+        "mocov2.symmetric": boolean,
+    },
 )

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
+from jssl.checks import MOMENTUM, POSITIVE, boolean
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
 from jssl.models import EncoderWithHead, MLPHead
@@ -132,4 +133,14 @@ MOCOV3 = Method(
     collapse_warnings=collapse_warnings,
     renamed=renamed,
     teacher="teacher",
+    fields={
+        **parts.ASYMMETRIC_VIEW_FIELDS,
+        **parts.projection_fields("mocov3", predictor=True),
+        "mocov3.temperature": POSITIVE,
+        "mocov3.momentum": MOMENTUM,
+        "mocov3.momentum_end": MOMENTUM,
+        "mocov3.last_bn": boolean,
+        "mocov3.last_bn_scale": boolean,
+        "mocov3.pred_last_bn": boolean,
+    },
 )

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
+from jssl.checks import MAX_WIDTH, POSITIVE, boolean, integer
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
 from jssl.models import EncoderWithHead, MLPHead
@@ -114,4 +115,13 @@ NNCLR = Method(
     init_method_state=init_method_state,
     collapse_warnings=collapse_warnings,
     renamed=renamed,
+    fields={
+        **parts.ASYMMETRIC_VIEW_FIELDS,
+        **parts.projection_fields("nnclr", predictor=True),
+        "nnclr.temperature": POSITIVE,
+        "nnclr.queue_size": integer(1, MAX_WIDTH),
+        "nnclr.last_bn": boolean,
+        "nnclr.last_bn_scale": boolean,
+        "nnclr.pred_last_bn": boolean,
+    },
 )

@@ -8,7 +8,9 @@
 - queues of past embeddings (MoCo v2, NNCLR, SwAV);
 - the collapse monitors;
 - the clustering methods' heads, running head losses and collapse alarm (SeLa, SCAN,
-  self-labelling).
+  self-labelling);
+- the config fields these parts read, with their checks (``Method.fields`` of the
+  methods that use them).
 """
 
 from __future__ import annotations
@@ -22,9 +24,82 @@ import ml_collections
 import optax
 
 from jssl import augment, ema, losses, pretext, schedules
+from jssl.checks import (
+    MAX_WIDTH,
+    MOMENTUM,
+    PROBABILITY,
+    SIZE,
+    WIDTH,
+    boolean,
+    integer,
+    jitter,
+    numbers,
+    one_of,
+    pair,
+    real,
+)
 from jssl.errors import UserError
 from jssl.methods.base import RunInfo
 from jssl.models import ClusterHeads, Decoder, EncoderWithHead, MLPHead, create_model
+from jssl.models.decoders import UPSAMPLING
+
+# ----------------------------------------------------------------------------- config fields
+
+# The augment fields each view family reads.
+CROP_FLIP_FIELDS = {"augment.crop_size": SIZE, "augment.scale": pair(), "augment.flip": boolean}
+SIMCLR_VIEW_FIELDS = {
+    **CROP_FLIP_FIELDS,
+    "augment.strength": real(0.0, 2.5),  # hue jitter 0.2 * strength must stay <= 0.5
+    "augment.jitter_p": PROBABILITY,
+    "augment.gray_p": PROBABILITY,
+    "augment.blur_p": PROBABILITY,
+}
+ASYMMETRIC_VIEW_FIELDS = {
+    **CROP_FLIP_FIELDS,
+    "augment.jitter": jitter,
+    "augment.jitter_p": PROBABILITY,
+    "augment.gray_p": PROBABILITY,
+    "augment.global_blur_p": numbers(PROBABILITY, min_length=1),
+    "augment.global_solarize_p": numbers(PROBABILITY, min_length=1),
+    "augment.blur_sigma": pair(0.0, 100.0),
+}
+MULTI_CROP_FIELDS = {
+    **ASYMMETRIC_VIEW_FIELDS,
+    "augment.num_global_crops": integer(1, 64),
+    "augment.num_local_crops": integer(0, 64),
+    "augment.local_crop_size": SIZE,
+    "augment.local_scale": pair(),
+    "augment.local_blur_p": PROBABILITY,
+}
+# SimCLR's projection head and loss (``config.simclr``: SimCLR and equivariance).
+SIMCLR_FIELDS = {
+    "simclr.temperature": real(0.0, lo_open=True),
+    "simclr.proj_dim": WIDTH,
+    "simclr.proj_hidden_dims": numbers(WIDTH),
+    "simclr.proj_use_bn": boolean,
+}
+DECODER_FIELDS = {
+    "decoder.upsample": one_of(tuple(UPSAMPLING), "decoder.upsample"),
+    "decoder.widths": numbers(WIDTH),
+    "decoder.min_width": WIDTH,
+    "decoder.use_bn": boolean,
+}
+
+
+def projection_fields(block: str, *, predictor: bool = False) -> dict:
+    """``<block>.proj_dim`` and ``proj_hidden_dims`` (and ``pred_hidden_dims``)."""
+    out = {f"{block}.proj_dim": WIDTH, f"{block}.proj_hidden_dims": numbers(WIDTH)}
+    return {**out, f"{block}.pred_hidden_dims": numbers(WIDTH)} if predictor else out
+
+
+def clustering_fields(block: str) -> dict:
+    """The fields every clustering method's block has."""
+    return {
+        f"{block}.num_clusters": integer(2, MAX_WIDTH),
+        f"{block}.head_loss_momentum": MOMENTUM,
+        f"{block}.max_cluster_share": real(0.0, 1.0, lo_open=True),
+    }
+
 
 # ----------------------------------------------------------------------------- networks
 

@@ -19,6 +19,16 @@ import jax
 import jax.numpy as jnp
 
 from jssl import losses, pretext
+from jssl.checks import (
+    MOMENTUM,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    boolean,
+    integer,
+    one_of,
+    real,
+)
 from jssl.errors import UserError
 from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
@@ -70,6 +80,13 @@ DENOISING = Method(
     build_model=build_image_decoder_model,
     make_views=denoising_views,
     make_loss=denoising_loss,
+    fields={
+        **parts.CROP_FLIP_FIELDS,
+        **parts.DECODER_FIELDS,
+        "denoising.noise": one_of(tuple(NOISES), "denoising.noise"),
+        "denoising.std": NON_NEGATIVE,
+        "denoising.amount": PROBABILITY,
+    },
 )
 
 # ----------------------------------------------------------------------------- inpainting
@@ -114,6 +131,15 @@ INPAINTING = Method(
     build_model=build_image_decoder_model,
     make_views=inpainting_views,
     make_loss=inpainting_loss,
+    fields={
+        **parts.CROP_FLIP_FIELDS,
+        **parts.DECODER_FIELDS,
+        "inpainting.mask": one_of(("center", "random"), "inpainting.mask"),
+        "inpainting.area": real(0.0, 1.0, lo_open=True, hi_open=True),
+        "inpainting.num_blocks": integer(1, 1024),
+        "inpainting.fill": PROBABILITY,
+        "inpainting.unmasked_weight": NON_NEGATIVE,
+    },
 )
 
 # ----------------------------------------------------------------------------- colorization
@@ -190,6 +216,17 @@ COLORIZATION = Method(
     make_views=parts.clean_views,  # RGB crops; the model takes their L channel itself
     make_loss=colorization_loss,
     init_method_state=init_colorization_state,
+    fields={
+        **parts.CROP_FLIP_FIELDS,
+        **parts.DECODER_FIELDS,
+        "colorization.target": one_of(tuple(TARGETS), "colorization.target"),
+        "colorization.bin_size": integer(1, 100),
+        "colorization.soft_sigma": POSITIVE,
+        "colorization.rebalance": boolean,
+        "colorization.rebalance_mix": PROBABILITY,
+        "colorization.prior_momentum": MOMENTUM,
+        "colorization.decode_temperature": POSITIVE,
+    },
 )
 
 

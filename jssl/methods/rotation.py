@@ -20,8 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import pretext
+from jssl.checks import MAX_WIDTH, integer, one_of
+from jssl.methods import parts
 from jssl.methods.base import Method, classification_loss
 from jssl.models import TransformClassifier, create_model
+from jssl.models.pretext_heads import HEADS
 
 
 def build_model(config: ml_collections.ConfigDict) -> TransformClassifier:
@@ -62,4 +65,9 @@ ROTATION = Method(
     make_views=make_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
+    fields={
+        **parts.CROP_FLIP_FIELDS,
+        "rotation.head": one_of(tuple(HEADS), "rotation.head"),
+        "rotation.hidden_dim": integer(0, MAX_WIDTH),
+    },
 )

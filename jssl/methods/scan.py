@@ -36,6 +36,7 @@ import numpy as np
 from absl import logging
 
 from jssl import distributed, evaluation, losses, sharding
+from jssl.checks import NON_NEGATIVE, integer, one_of
 from jssl.errors import UserError
 from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
@@ -322,4 +323,12 @@ SCAN = Method(
     prepare=prepare,
     collapse_warnings=parts.cluster_collapse_warnings("scan"),
     evaluators=parts.CLUSTERING_EVALUATORS,
+    fields={
+        **parts.SIMCLR_VIEW_FIELDS,
+        **parts.clustering_fields("scan"),
+        "scan.num_heads": integer(1, 1024),
+        "scan.entropy_weight": NON_NEGATIVE,
+        "scan.num_neighbors": integer(1),
+        "scan.mine_on": one_of(MINE_ON, "scan.mine_on"),
+    },
 )

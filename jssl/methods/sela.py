@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 
 from jssl import evaluation, losses, sharding
+from jssl.checks import MAX_STEPS, NON_NEGATIVE, POSITIVE, boolean, integer, numbers, one_of
 from jssl.errors import UserError
 from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
@@ -225,4 +226,17 @@ SELA = Method(
     prepare=prepare,
     collapse_warnings=parts.cluster_collapse_warnings("sela"),
     evaluators=parts.CLUSTERING_EVALUATORS,
+    fields={
+        **parts.SIMCLR_VIEW_FIELDS,
+        **parts.clustering_fields("sela"),
+        "sela.num_heads": integer(1, 1024),
+        "sela.lam": POSITIVE,
+        "sela.sinkhorn_iters": integer(1, 10**6),
+        "sela.sinkhorn_tol": NON_NEGATIVE,
+        "sela.num_label_updates": integer(1, MAX_STEPS),
+        "sela.label_schedule_power": POSITIVE,
+        "sela.label_mode": one_of(("hard", "soft"), "sela.label_mode"),
+        "sela.balanced_labels": boolean,
+        "sela.class_weights": numbers(POSITIVE),
+    },
 )

@@ -16,6 +16,7 @@ import numpy as np
 from absl import logging
 
 from jssl import losses
+from jssl.checks import boolean, pair, real
 from jssl.errors import UserError
 from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
@@ -101,4 +102,11 @@ SELFLABEL = Method(
     adapt_init=adapt_init,
     collapse_warnings=parts.cluster_collapse_warnings("selflabel"),
     evaluators=parts.CLUSTERING_EVALUATORS,
+    fields={
+        **parts.SIMCLR_VIEW_FIELDS,
+        **parts.clustering_fields("selflabel"),
+        "selflabel.threshold": real(0.0, 1.0, hi_open=True),
+        "selflabel.class_balance": boolean,
+        "selflabel.weak_scale": pair(),
+    },
 )

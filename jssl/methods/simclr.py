@@ -48,4 +48,5 @@ SIMCLR = Method(
     make_views=parts.two_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
+    fields={**parts.SIMCLR_VIEW_FIELDS, **parts.SIMCLR_FIELDS},
 )

@@ -77,4 +77,8 @@ SIMSIAM = Method(
     make_views=parts.two_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
+    fields={
+        **parts.SIMCLR_VIEW_FIELDS,
+        **parts.projection_fields("simsiam", predictor=True),
+    },
 )

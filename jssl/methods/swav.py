@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses, sharding
+from jssl.checks import EPOCHS, MAX_WIDTH, POSITIVE, integer
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
 from jssl.models import MLPHead, PrototypeNet
@@ -222,4 +223,15 @@ SWAV = Method(
     init_method_state=init_method_state,
     prepare=prepare,
     collapse_warnings=collapse_warnings,
+    fields={
+        **parts.MULTI_CROP_FIELDS,
+        **parts.projection_fields("swav"),
+        "swav.temperature": POSITIVE,
+        "swav.epsilon": POSITIVE,
+        "swav.sinkhorn_iters": integer(1, 10**6),
+        "swav.num_prototypes": integer(2, MAX_WIDTH),
+        "swav.freeze_prototypes_epochs": EPOCHS,
+        "swav.queue_size": integer(0, MAX_WIDTH),
+        "swav.queue_start_epochs": EPOCHS,
+    },
 )

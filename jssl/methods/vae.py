@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from jssl import losses
+from jssl.checks import MAX_SIDE, NON_NEGATIVE, WIDTH, integer, numbers, one_of
 from jssl.errors import UserError
 from jssl.methods import parts
 from jssl.methods.base import Method
@@ -110,4 +111,12 @@ VAE_METHOD = Method(
     make_views=parts.clean_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
+    fields={
+        **parts.CROP_FLIP_FIELDS,
+        **parts.DECODER_FIELDS,
+        "vae.latent_dim": WIDTH,
+        "vae.seed_shape": numbers(integer(1, MAX_SIDE), length=3),
+        "vae.beta": NON_NEGATIVE,
+        "vae.scale": one_of(("optimal", "learned"), "vae.scale"),
+    },
 )

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses
+from jssl.checks import NON_NEGATIVE
 from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
 from jssl.models import EncoderWithHead
@@ -78,4 +79,11 @@ VICREG = Method(
     make_views=parts.asymmetric_views,
     make_loss=make_loss,
     collapse_warnings=collapse_warnings,
+    fields={
+        **parts.ASYMMETRIC_VIEW_FIELDS,
+        **parts.projection_fields("vicreg"),
+        "vicreg.sim_coeff": NON_NEGATIVE,
+        "vicreg.std_coeff": NON_NEGATIVE,
+        "vicreg.cov_coeff": NON_NEGATIVE,
+    },
 )
