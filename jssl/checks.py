@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import ml_collections
 import numpy as np
 
 MAX_STEPS = 2**31 - 1  # TrainState.step is int32
@@ -157,6 +158,18 @@ def jitter(v):
         and v[3] <= 0.5
     )
     return None if ok else "must be (brightness, contrast, saturation, hue), each >= 0, hue <= 0.5"
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value as the command line would spell it, shortened."""
+    if isinstance(value, ml_collections.ConfigDict):
+        text = "{" + ", ".join(sorted(value.keys())) + "}"
+    elif isinstance(value, (str, tuple, list)):
+        text = repr(value)
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclasses.dataclass(frozen=True)

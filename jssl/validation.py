@@ -60,6 +60,7 @@ from jssl.checks import (  # noqa: F401  (the checks are part of this module's A
     one_of,
     pair,
     real,
+    show,
     string,
 )
 from jssl.errors import UserError
@@ -210,18 +211,6 @@ def _get(config, path: str):
         except Exception:
             return _MISSING
     return node
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """A value as the command line would spell it, shortened."""
-    if isinstance(value, ml_collections.ConfigDict):
-        text = "{" + ", ".join(sorted(value.keys())) + "}"
-    elif isinstance(value, (str, tuple, list)):
-        text = repr(value)
-    else:
-        text = str(value)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fields_text(fields: Sequence[str], most: int = 6) -> str:
@@ -421,11 +410,11 @@ def _vit_problems(config, kw: dict, prefix: str, cls) -> list[str]:
             f"least {patch}"
         )
     crops = [("augment.crop_size", _get(config, "augment.crop_size"))]
-    if _get(config, "method") in ("dino", "swav") and is_int(
-        _get(config, "augment.num_local_crops")
-    ):
-        if _get(config, "augment.num_local_crops") > 0:
-            crops.append(("augment.local_crop_size", _get(config, "augment.local_crop_size")))
+    method = _get(config, "method")
+    reads_locals = "augment.local_crop_size" in _method_fields().get(method, {})
+    local = _get(config, "augment.num_local_crops")
+    if reads_locals and is_int(local) and local > 0:
+        crops.append(("augment.local_crop_size", _get(config, "augment.local_crop_size")))
     for field, crop in crops:
         if is_int(crop) and 1 <= crop < patch:
             out.append(
@@ -453,66 +442,15 @@ def _combination_problems(config, ok: dict, method: str | None, prefix: str) -> 
             f"{prefix}eval.knn_k={k}: more neighbours than the {cap} training examples "
             f"eval.max_train_examples keeps; use at most {cap}"
         )
-    weights, clusters = ok.get("sela.class_weights"), ok.get("sela.num_clusters")
-    if method == "sela" and weights and clusters is not None and len(weights) != clusters:
-        out.append(
-            f"{prefix}sela.class_weights={show(weights)}: {len(weights)} weights for "
-            f"num_clusters={clusters}; give one per cluster, or () for equal sizes"
-        )
-    if method in ("dino", "swav"):
-        g, n_local = ok.get("augment.num_global_crops"), ok.get("augment.num_local_crops")
-        if g is not None and n_local is not None and g + n_local < 2:
-            who = {"dino": "DINO", "swav": "SwAV"}[method]
-            out.append(
-                f"{prefix}augment.num_global_crops={g}: {who} compares pairs of different crops "
-                f"and num_local_crops={n_local}; use at least 2 crops in all"
-            )
-    out += _second_wave_problems(config, ok, method, prefix)
     out += _blur_problems(ok, prefix)
-    if method == "jigsaw":
-        grid, size, tile = (
-            ok.get("jigsaw.grid"),
-            ok.get("jigsaw.image_size"),
-            ok.get("jigsaw.tile_size"),
-        )
-        if grid and size is not None and tile is not None and tile > size // grid:
-            out.append(
-                f"{prefix}jigsaw.tile_size={tile}: larger than a cell of the {size} px image "
-                f"({grid}x{grid} cells of {size // grid} px); use at most {size // grid}, or "
-                "raise jigsaw.image_size"
-            )
-        perms = ok.get("jigsaw.num_permutations")
-        if grid and perms is not None and perms > math.factorial(grid * grid):
-            most = math.factorial(grid * grid)
-            out.append(
-                f"{prefix}jigsaw.num_permutations={perms}: a {grid}x{grid} grid has only "
-                f"{most} permutations; use at most {most}"
-            )
-    if method == "context":
-        size = ok.get("context.image_size")
-        patch, gap, jit = (ok.get(f"context.{f}") for f in ("patch_size", "gap", "jitter"))
-        if None not in (size, patch, gap, jit) and 3 * patch + 2 * gap + 2 * jit > size:
-            need = 3 * patch + 2 * gap + 2 * jit
-            out.append(
-                f"{prefix}context.image_size={size}: cannot hold 3 patches of {patch} px with "
-                f"gap {gap} and jitter {jit} (needs {need}); raise image_size to {need} or "
-                "lower patch_size, gap or jitter"
-            )
-    if method == "autoencoder":
-        top_k, dim = ok.get("autoencoder.top_k"), ok.get("autoencoder.sparse_dim")
-        sparse_topk = (
-            ok.get("autoencoder.bottleneck") == "sparse"
-            and ok.get("autoencoder.sparsity") == "topk"
-        )
-        if sparse_topk and top_k is not None and dim is not None and top_k > dim:
-            out.append(
-                f"{prefix}autoencoder.top_k={top_k}: more active units than "
-                f"sparse_dim={dim}; use at most {dim}"
-            )
     if method is not None:
         from jssl.evaluation import EVALUATORS
         from jssl.methods import METHODS
 
+        if METHODS[method].check is not None:
+            is_vit, patch = _vit_patch(config, ok)
+            values = {**ok, "model.patch_size": patch if is_vit else None}
+            out += [prefix + problem for problem in METHODS[method].check(values)]
         unknown = [e for e in METHODS[method].evaluators if e not in EVALUATORS]
         if unknown:
             out.append(
@@ -534,98 +472,6 @@ def _vit_patch(config, ok: dict) -> tuple[bool, int | None]:
     if patch is _MISSING:
         patch = defaults.get("patch_size", cls.patch_size)
     return True, (patch if is_int(patch) and patch >= 1 else None)
-
-
-def _second_wave_problems(config, ok: dict, method: str | None, prefix: str) -> list[str]:
-    """Combinations that cannot work in MAE, DINOv2's options, the queues and VICReg."""
-    out = []
-    model = ok.get("model.name")
-    is_vit, patch = _vit_patch(config, ok)
-    if method == "mae":
-        if model is not None and not is_vit:
-            out.append(
-                f"{prefix}model.name={model!r}: MAE's encoder runs on the visible patch tokens; "
-                "use a ViT (vit_tiny, vit_small, vit_base), as configs/mae.py does"
-            )
-        crop, ratio = ok.get("augment.crop_size"), ok.get("mae.mask_ratio")
-        if patch is not None and crop is not None and crop >= patch:
-            if crop % patch:
-                out.append(
-                    f"{prefix}augment.crop_size={crop}: not a multiple of the ViT's "
-                    f"patch_size={patch}, and MAE reconstructs whole patches; use a multiple of "
-                    f"{patch}"
-                )
-            elif ratio is not None:
-                num = (crop // patch) ** 2
-                kept = int(num * (1 - ratio))  # jssl.methods.mae.num_kept
-                if kept < 1:
-                    out.append(
-                        f"{prefix}mae.mask_ratio={show(ratio)}: masks all {num} patches of a "
-                        f"{crop} px crop and the encoder needs one to see; use a smaller ratio"
-                    )
-                elif kept == num:
-                    out.append(
-                        f"{prefix}mae.mask_ratio={show(ratio)}: masks none of the {num} patches "
-                        "of a crop and the loss scores masked patches only; use a larger ratio"
-                    )
-        hidden, heads = ok.get("mae.decoder_hidden"), ok.get("mae.decoder_num_heads")
-        if hidden is not None and heads is not None and hidden % heads:
-            out.append(
-                f"{prefix}mae.decoder_num_heads={heads}: the decoder width decoder_hidden="
-                f"{hidden} is not divisible by it; use a divisor of {hidden}"
-            )
-        if hidden is not None and hidden % 4:
-            out.append(
-                f"{prefix}mae.decoder_hidden={hidden}: the decoder's sine-cosine position "
-                "embeddings need a width divisible by 4; use a multiple of 4"
-            )
-    if method == "dino" and (ok.get("dino.ibot_weight") or 0) > 0:
-        weight = show(ok["dino.ibot_weight"])
-        if model is not None and not is_vit:
-            out.append(
-                f"{prefix}dino.ibot_weight={weight}: iBOT's loss is on patch tokens and needs a "
-                f"ViT backbone, not model.name={model!r}; use e.g. configs/dino.py:digits,dinov2 "
-                "or dino.ibot_weight=0"
-            )
-        if ok.get("dino.ibot_mask_probability") == 0:
-            out.append(
-                f"{prefix}dino.ibot_mask_probability=0: with dino.ibot_weight={weight} no crop is "
-                "ever masked; use a probability > 0 (DINOv2: 0.5)"
-            )
-        ratio, crop = ok.get("dino.ibot_mask_ratio"), ok.get("augment.crop_size")
-        if ratio is not None and patch is not None and crop is not None and crop >= patch:
-            num = (crop // patch) ** 2
-            if math.floor(num * ratio[1]) < 1:
-                out.append(
-                    f"{prefix}dino.ibot_mask_ratio={show(ratio)}: masks no patch of the {num} "
-                    f"of a {crop} px crop (floor({num} x {ratio[1]:g}) = 0); raise the ratio "
-                    "range (DINOv2: (0.1, 0.5))"
-                )
-    batch = ok.get("batch_size")
-    if method == "dino" and (ok.get("dino.koleo_weight") or 0) > 0 and batch is not None:
-        if batch < 2:
-            out.append(
-                f"{prefix}batch_size={batch}: KoLeo (dino.koleo_weight="
-                f"{show(ok['dino.koleo_weight'])}) needs a nearest neighbour in the batch; use "
-                "at least 2"
-            )
-    if method in ("mocov2", "nnclr", "swav"):
-        queue = ok.get(f"{method}.queue_size")
-        if queue and batch is not None and queue < batch:
-            out.append(
-                f"{prefix}{method}.queue_size={queue}: smaller than batch_size={batch}, and the "
-                f"queue takes the whole global batch every step; use at least {batch} (a "
-                "multiple keeps the FIFO aligned)"
-                + (", or 0 for no queue" if method == "swav" else "")
-            )
-    if method == "vicreg":
-        coeffs = [ok.get(f"vicreg.{k}_coeff") for k in ("sim", "std", "cov")]
-        if None not in coeffs and not any(coeffs):
-            out.append(
-                f"{prefix}vicreg.sim_coeff=0: with std_coeff and cov_coeff 0 too the loss is 0 "
-                "and nothing is learned; use VICReg's 25, 25, 1"
-            )
-    return out
 
 
 def _blur_problems(ok: dict, prefix: str) -> list[str]:
@@ -931,18 +777,18 @@ def validate(
 
 # SeLa's soft label table [heads, N, K] is method state: split by example over the
 # devices when N is a multiple of their count, else replicated on every device.
-SELA_SOFT_LABELS_GIB = 4  # per device
-
-
 def data_problems(config: ml_collections.ConfigDict, dataset) -> list[str]:
     """What cannot work with the loaded ``dataset``: the batch, kNN k, clusters and
     neighbours against its number of examples, the run length against int32 steps."""
     from jssl.methods import METHODS
+    from jssl.methods.base import DataInfo
 
     n, n_test = len(dataset.train), len(dataset.test)
     name = dataset.name
+    method = METHODS[config.method]
     out = []
     batch = config.batch_size
+    steps = None  # the run's length, where the batch fits the data
     if batch > n:
         out.append(
             f"batch_size={batch} is larger than the {n} training examples of {name}; set "
@@ -964,12 +810,10 @@ def data_problems(config: ml_collections.ConfigDict, dataset) -> list[str]:
                     f"{config.method}.{key}={show(value)}: {round(value * spe)} steps at {spe} "
                     f"per epoch is more than the {MAX_STEPS} a run can count; use fewer"
                 )
-        if config.method == "sela" and config.sela.num_label_updates > steps:
-            out.append(
-                f"sela.num_label_updates={config.sela.num_label_updates}: more labelling steps "
-                f"than the run's {steps} steps; use at most {steps}"
-            )
-    method = METHODS[config.method]
+    if method.data_problems is not None:
+        shape = dataset.train.image_shape
+        info = DataInfo(name=name, num_examples=n, image_shape=shape, total_steps=steps)
+        out += method.data_problems(config, info)
     if {"knn", "teacher_knn"} & set(method.evaluators):
         cap = config.eval.max_train_examples
         n_eval = min(n, cap) if cap else n
@@ -991,35 +835,6 @@ def data_problems(config: ml_collections.ConfigDict, dataset) -> list[str]:
         out.append(
             f"{config.method}.num_clusters={clusters}: more clusters than the {n} training "
             f"examples of {name}; use at most {n}"
-        )
-    if config.method == "mae" and config.mae.norm_pix:
-        p = _vit_patch(config, {"model.name": config.model.name})[1]
-        channels = dataset.train.image_shape[-1]
-        if p is not None and p * p * channels < 2:
-            out.append(
-                f"mae.norm_pix=True: patches of {p}x{p} px with {channels} channel hold one "
-                f"value, which cannot be normalised by its own mean and variance; use "
-                "--config.model.kwargs.patch_size=2 or more, or --config.mae.norm_pix=False"
-            )
-    if config.method == "sela" and config.sela.label_mode == "soft":
-        import jax
-
-        s = config.sela
-        devices = jax.device_count()
-        split = devices if n % devices == 0 else 1
-        gib = s.num_heads * n * s.num_clusters * 4 / 2**30 / split
-        if gib > SELA_SOFT_LABELS_GIB:
-            where = f"split over {devices} devices" if split > 1 else "on every device"
-            out.append(
-                f"sela.label_mode='soft': {s.num_heads} heads x {n} examples x {s.num_clusters} "
-                f"clusters of float32 labels are {gib:.1f} GiB per device ({where}; more than "
-                f"{SELA_SOFT_LABELS_GIB} GiB); use --config.sela.label_mode=hard "
-                f"({s.num_heads * n * 4 / 2**30 / split:.2f} GiB of int32 labels per device)"
-            )
-    if config.method == "scan" and config.scan.num_neighbors >= n:
-        out.append(
-            f"scan.num_neighbors={config.scan.num_neighbors}: needs more than that many training "
-            f"examples ({name} has {n}); use at most {n - 1}"
         )
     return out
 

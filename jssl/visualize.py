@@ -8,12 +8,10 @@ Both restore the latest checkpoint of a run (``jssl.experiment.restore_run``).
 ``attention`` needs a ViT backbone and writes DINO's picture: each row is one
 test image followed by one map per head of the [CLS] token's self-attention
 over the patches in the last block
-(of the EMA teacher for DINO runs, else of the trained network).
-``reconstructions`` draws a decoder method's rows: for vae, test images, their
-reconstructions and samples from the prior; for autoencoder, images and
-reconstructions; for denoising / inpainting / colorization, the corrupted
-input, the output and the original; for mae, the image, its visible patches, the
-prediction and the prediction pasted among the visible patches.
+(of the method's default network, ``Method.default_network``).
+``reconstructions`` draws the rows a method supplies (``Method.picture_rows``): a
+decoder's inputs and outputs (VAE samples from the prior too, MAE's visible patches
+and predictions).
 """
 
 from __future__ import annotations
@@ -146,41 +144,22 @@ def image_grid(rows: list[np.ndarray], *, gap: int = 1) -> np.ndarray:
 
 
 def picture_rows(exp, state, *, num: int = 10, seed: int = 0) -> list[np.ndarray]:
-    """The rows of the ``reconstructions`` picture of a trained decoder method."""
-    from jssl.methods.recovery import colorize
-    from jssl.models import VAE
+    """The rows of the ``reconstructions`` picture of a trained method
+    (``Method.picture_rows``: a decoder's inputs and outputs)."""
+    from jssl.methods import METHODS
 
     config, model = exp.config, exp.model
+    rows_of = exp.method.picture_rows
+    if rows_of is None:
+        drawn = ", ".join(sorted(name for name, m in METHODS.items() if m.picture_rows))
+        raise UserError(f"No picture for method {config.method!r}; supported: {drawn}.")
     variables = {"params": state.params}
     if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
     size = config.augment.crop_size
     images = exp.dataset.test.get(np.arange(min(num, len(exp.dataset.test))))
     x = augment.eval_view(jnp.asarray(images), size=(size, size))
-    key = jax.random.PRNGKey(seed)
-    method = config.method
-    if method == "vae":
-        recon, _ = model.apply(variables, x, train=False)
-        z = jax.random.normal(key, (2 * num, config.vae.latent_dim))
-        samples = model.apply(variables, z, out_shape=x.shape[1:], train=False, method=VAE.decode)
-        return [x, recon, samples[:num], samples[num:]]
-    if method == "autoencoder":
-        return [x, model.apply(variables, x, train=False)[0]]
-    if method == "colorization":
-        gray = jnp.broadcast_to(augment.rgb_to_grayscale(x), x.shape)
-        return [gray, colorize(model, variables, x, config), x]
-    if method in ("denoising", "inpainting"):
-        views = exp.method.make_views(key, {"image": jnp.asarray(images)}, config)
-        corrupted = views[0]
-        return [corrupted, model.apply(variables, corrupted, train=False)[0], views[1]]
-    if method == "mae":
-        from jssl.methods.mae import reconstruction_rows
-
-        return reconstruction_rows(model, variables, x, key, config)
-    raise UserError(
-        f"No picture for method {method!r}; supported: vae, autoencoder, colorization, "
-        "denoising, inpainting, mae."
-    )
+    return rows_of(model, variables, images, x, jax.random.PRNGKey(seed), config)
 
 
 def save_reconstructions_png(workdir: str, out: str, *, num: int = 10, scale: int = 4) -> str:

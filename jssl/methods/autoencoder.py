@@ -122,6 +122,24 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
     return []
 
 
+def check(values: dict) -> list[str]:
+    top_k, dim = values.get("autoencoder.top_k"), values.get("autoencoder.sparse_dim")
+    sparse_topk = (
+        values.get("autoencoder.bottleneck") == "sparse"
+        and values.get("autoencoder.sparsity") == "topk"
+    )
+    if sparse_topk and top_k is not None and dim is not None and top_k > dim:
+        return [
+            f"autoencoder.top_k={top_k}: more active units than sparse_dim={dim}; use at most {dim}"
+        ]
+    return []
+
+
+def picture_rows(model, variables, images, x, key, config) -> list:
+    """Test images and their reconstructions."""
+    return [x, model.apply(variables, x, train=False)[0]]
+
+
 AUTOENCODER = Method(
     name="autoencoder",
     build_model=build_model,
@@ -145,4 +163,6 @@ AUTOENCODER = Method(
         "autoencoder.usage_momentum": MOMENTUM,
         "autoencoder.dead_threshold": NON_NEGATIVE,
     },
+    check=check,
+    picture_rows=picture_rows,
 )

@@ -32,6 +32,16 @@ class RunInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a method's ``data_problems`` may know of the loaded training data."""
+
+    name: str  # the data set's
+    num_examples: int
+    image_shape: tuple[int, int, int]  # (H, W, C)
+    total_steps: int | None  # updates the run applies (None: the batch does not fit)
+
+
+@dataclasses.dataclass(frozen=True)
 class HostContext:
     """What a method's ``prepare`` hook may use on the host, built by the trainer.
 
@@ -90,12 +100,23 @@ class Method:
         keeps the SCAN run's lowest-loss head).
       collapse_warnings: optional (logged metrics, config) -> warning strings,
         checked at every logging interval.
+      picture_rows: optional (model, variables, images uint8 [N, H, W, C], their eval
+        views x float32 [N, S, S, C], key, config) -> rows of [N, h, w, C] images in
+        [0, 1]: the method's inputs and outputs, drawn by ``python -m jssl.visualize
+        reconstructions`` and the report (a decoder's reconstructions, MAE's patches).
       evaluators: names in ``jssl.evaluation.EVALUATORS`` run at evaluation,
         e.g. ("knn", "linear_probe", "kmeans", "cluster_heads").
       fields: {dotted config path: check} of every config field the method reads
         beyond the base config (its own block, the augment fields of its views),
         each check from ``jssl.checks``; ``jssl.validation`` requires them when the
         method runs and checks them wherever a config has them.
+      check: optional values -> problems: the combinations of the method's fields
+        that cannot work. ``values`` maps dotted paths to the values that passed
+        their checks, plus ``"model.patch_size"`` (the ViT's patch, None for other
+        backbones); each problem starts with the field it names ("mae.mask_ratio=1.0:
+        masks all ...; use ...").
+      data_problems: optional (config, DataInfo) -> problems that show once the data
+        is loaded (more neighbours than examples, a label table too large).
       teacher: the method-state entry holding an EMA copy of the network
         (``jssl.ema.EmaTeacherState``), which evaluation, pictures and export can
         use as the "teacher" network (``jssl.evaluation.network_variables``): DINO's
@@ -119,8 +140,11 @@ class Method:
     prepare: Callable[[ml_collections.ConfigDict, RunInfo, HostContext], Any] | None = None
     adapt_init: Callable[[PyTree, PyTree, ml_collections.ConfigDict], PyTree] | None = None
     collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None
+    picture_rows: Callable[..., list] | None = None
     evaluators: tuple[str, ...] = ("knn", "linear_probe", "kmeans")
     fields: dict[str, Callable[[Any], str | None]] = dataclasses.field(default_factory=dict)
+    check: Callable[[dict], list[str]] | None = None
+    data_problems: Callable[[ml_collections.ConfigDict, DataInfo], list[str]] | None = None
     teacher: str | None = None
     renamed: Callable[[ml_collections.ConfigDict], dict[str, str]] | None = None
 

@@ -64,6 +64,19 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
     return classification_loss(model, "position_acc")
 
 
+def check(values: dict) -> list[str]:
+    size = values.get("context.image_size")
+    patch, gap, jit = (values.get(f"context.{f}") for f in ("patch_size", "gap", "jitter"))
+    if None not in (size, patch, gap, jit) and 3 * patch + 2 * gap + 2 * jit > size:
+        need = 3 * patch + 2 * gap + 2 * jit
+        return [
+            f"context.image_size={size}: cannot hold 3 patches of {patch} px with "
+            f"gap {gap} and jitter {jit} (needs {need}); raise image_size to {need} or "
+            "lower patch_size, gap or jitter"
+        ]
+    return []
+
+
 CONTEXT = Method(
     name="context",
     build_model=build_model,
@@ -82,4 +95,5 @@ CONTEXT = Method(
         "context.patch_dim": WIDTH,
         "context.hidden_dim": WIDTH,
     },
+    check=check,
 )

@@ -70,6 +70,7 @@ from jssl.checks import (
     boolean,
     integer,
     pair,
+    show,
 )
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
@@ -431,6 +432,42 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
     return out
 
 
+def check(values: dict) -> list[str]:
+    """Combinations of DINO's fields (and its DINOv2 options) that cannot work."""
+    out = parts.multi_crop_problems(values, "DINO")
+    model, patch = values.get("model.name"), values.get("model.patch_size")
+    if (values.get("dino.ibot_weight") or 0) > 0:
+        weight = show(values["dino.ibot_weight"])
+        if model is not None and patch is None:
+            out.append(
+                f"dino.ibot_weight={weight}: iBOT's loss is on patch tokens and needs a "
+                f"ViT backbone, not model.name={model!r}; use e.g. configs/dino.py:digits,dinov2 "
+                "or dino.ibot_weight=0"
+            )
+        if values.get("dino.ibot_mask_probability") == 0:
+            out.append(
+                f"dino.ibot_mask_probability=0: with dino.ibot_weight={weight} no crop is "
+                "ever masked; use a probability > 0 (DINOv2: 0.5)"
+            )
+        ratio, crop = values.get("dino.ibot_mask_ratio"), values.get("augment.crop_size")
+        if ratio is not None and patch is not None and crop is not None and crop >= patch:
+            num = (crop // patch) ** 2
+            if math.floor(num * ratio[1]) < 1:
+                out.append(
+                    f"dino.ibot_mask_ratio={show(ratio)}: masks no patch of the {num} "
+                    f"of a {crop} px crop (floor({num} x {ratio[1]:g}) = 0); raise the ratio "
+                    "range (DINOv2: (0.1, 0.5))"
+                )
+    batch = values.get("batch_size")
+    if (values.get("dino.koleo_weight") or 0) > 0 and batch is not None and batch < 2:
+        out.append(
+            f"batch_size={batch}: KoLeo (dino.koleo_weight="
+            f"{show(values['dino.koleo_weight'])}) needs a nearest neighbour in the batch; use "
+            "at least 2"
+        )
+    return out
+
+
 IBOT = "dino.ibot_weight"  # iBOT's masking and head fields change nothing while it is 0
 
 DINO = Method(
@@ -471,4 +508,5 @@ DINO = Method(
         "dino.ibot_bottleneck_dim": Added(WIDTH, inert_unless=IBOT),
         "dino.ibot_num_layers": Added(integer(1, 64), inert_unless=IBOT),
     },
+    check=check,
 )

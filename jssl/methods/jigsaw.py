@@ -16,6 +16,8 @@ statistics, so BatchNorm's running averages fit both.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -62,6 +64,26 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
     return classification_loss(model, "permutation_acc")
 
 
+def check(values: dict) -> list[str]:
+    out = []
+    grid, size = values.get("jigsaw.grid"), values.get("jigsaw.image_size")
+    tile = values.get("jigsaw.tile_size")
+    if grid and size is not None and tile is not None and tile > size // grid:
+        out.append(
+            f"jigsaw.tile_size={tile}: larger than a cell of the {size} px image "
+            f"({grid}x{grid} cells of {size // grid} px); use at most {size // grid}, or "
+            "raise jigsaw.image_size"
+        )
+    perms = values.get("jigsaw.num_permutations")
+    if grid and perms is not None and perms > math.factorial(grid * grid):
+        most = math.factorial(grid * grid)
+        out.append(
+            f"jigsaw.num_permutations={perms}: a {grid}x{grid} grid has only "
+            f"{most} permutations; use at most {most}"
+        )
+    return out
+
+
 JIGSAW = Method(
     name="jigsaw",
     build_model=build_model,
@@ -81,4 +103,5 @@ JIGSAW = Method(
         "jigsaw.tile_dim": WIDTH,
         "jigsaw.hidden_dim": WIDTH,
     },
+    check=check,
 )

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from jssl import losses, pretext
-from jssl.checks import WIDTH, boolean, integer, real
+from jssl.checks import WIDTH, boolean, integer, real, show
 from jssl.methods import parts
-from jssl.methods.base import Method
+from jssl.methods.base import DataInfo, Method
 from jssl.models import create_model
 from jssl.models.mae import MAEDecoder, MaskedAutoencoder
 
@@ -109,21 +109,61 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
     return loss_fn
 
 
-MAE = Method(
-    name="mae",
-    build_model=build_model,
-    make_views=make_views,
-    make_loss=make_loss,
-    fields={
-        **parts.CROP_FLIP_FIELDS,
-        "mae.mask_ratio": real(0.0, 1.0, hi_open=True),
-        "mae.norm_pix": boolean,
-        "mae.decoder_hidden": WIDTH,
-        "mae.decoder_depth": integer(1, 256),
-        "mae.decoder_num_heads": integer(1, 1024),
-        "mae.decoder_mlp_dim": WIDTH,
-    },
-)
+def check(values: dict) -> list[str]:
+    out = []
+    model, patch = values.get("model.name"), values.get("model.patch_size")
+    if model is not None and patch is None:
+        out.append(
+            f"model.name={model!r}: MAE's encoder runs on the visible patch tokens; "
+            "use a ViT (vit_tiny, vit_small, vit_base), as configs/mae.py does"
+        )
+    crop, ratio = values.get("augment.crop_size"), values.get("mae.mask_ratio")
+    if patch is not None and crop is not None and crop >= patch:
+        if crop % patch:
+            out.append(
+                f"augment.crop_size={crop}: not a multiple of the ViT's "
+                f"patch_size={patch}, and MAE reconstructs whole patches; use a multiple of "
+                f"{patch}"
+            )
+        elif ratio is not None:
+            num = (crop // patch) ** 2
+            kept = num_kept(num, ratio)
+            if kept < 1:
+                out.append(
+                    f"mae.mask_ratio={show(ratio)}: masks all {num} patches of a "
+                    f"{crop} px crop and the encoder needs one to see; use a smaller ratio"
+                )
+            elif kept == num:
+                out.append(
+                    f"mae.mask_ratio={show(ratio)}: masks none of the {num} patches "
+                    "of a crop and the loss scores masked patches only; use a larger ratio"
+                )
+    hidden, heads = values.get("mae.decoder_hidden"), values.get("mae.decoder_num_heads")
+    if hidden is not None and heads is not None and hidden % heads:
+        out.append(
+            f"mae.decoder_num_heads={heads}: the decoder width decoder_hidden="
+            f"{hidden} is not divisible by it; use a divisor of {hidden}"
+        )
+    if hidden is not None and hidden % 4:
+        out.append(
+            f"mae.decoder_hidden={hidden}: the decoder's sine-cosine position "
+            "embeddings need a width divisible by 4; use a multiple of 4"
+        )
+    return out
+
+
+def data_problems(config: ml_collections.ConfigDict, data: DataInfo) -> list[str]:
+    if not config.mae.norm_pix:
+        return []
+    p = create_model(config.model.name, **config.model.kwargs).patch_size
+    channels = data.image_shape[-1]
+    if p * p * channels < 2:
+        return [
+            f"mae.norm_pix=True: patches of {p}x{p} px with {channels} channel hold one "
+            f"value, which cannot be normalised by its own mean and variance; use "
+            "--config.model.kwargs.patch_size=2 or more, or --config.mae.norm_pix=False"
+        ]
+    return []
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -138,7 +178,7 @@ def unpatchify(patches: jax.Array, patch_size: int, grid: tuple[int, int]) -> ja
     return jnp.transpose(x, (0, 1, 3, 2, 4, 5)).reshape(n, grid[0] * p, grid[1] * p, c)
 
 
-def reconstruction_rows(model, variables, x: jax.Array, key: jax.Array, config) -> list:
+def picture_rows(model, variables, images, x: jax.Array, key: jax.Array, config) -> list:
     """The picture rows of a trained MAE for images x [N, S, S, C] in [0, 1]: the image, its
     visible patches (masked ones grey), the prediction of every patch, and the prediction
     of the masked patches pasted among the visible ones (MAE's figure 2).
@@ -160,3 +200,23 @@ def reconstruction_rows(model, variables, x: jax.Array, key: jax.Array, config) 
     recon = unpatchify(pred, p, grid)
     pasted = unpatchify(jnp.where(m > 0, pred, target), p, grid)
     return [x, visible, recon, pasted]
+
+
+MAE = Method(
+    name="mae",
+    build_model=build_model,
+    make_views=make_views,
+    make_loss=make_loss,
+    fields={
+        **parts.CROP_FLIP_FIELDS,
+        "mae.mask_ratio": real(0.0, 1.0, hi_open=True),
+        "mae.norm_pix": boolean,
+        "mae.decoder_hidden": WIDTH,
+        "mae.decoder_depth": integer(1, 256),
+        "mae.decoder_num_heads": integer(1, 1024),
+        "mae.decoder_mlp_dim": WIDTH,
+    },
+    check=check,
+    data_problems=data_problems,
+    picture_rows=picture_rows,
+)

@@ -155,4 +155,5 @@ MOCOV2 = Method(
         "mocov2.queue_size": integer(1, MAX_WIDTH),
         "mocov2.symmetric": boolean,
     },
+    check=lambda values: parts.queue_problems(values, "mocov2"),
 )

@@ -124,4 +124,5 @@ NNCLR = Method(
         "nnclr.last_bn_scale": boolean,
         "nnclr.pred_last_bn": boolean,
     },
+    check=lambda values: parts.queue_problems(values, "nnclr"),
 )

@@ -101,6 +101,29 @@ def clustering_fields(block: str) -> dict:
     }
 
 
+def multi_crop_problems(values: dict, who: str) -> list[str]:
+    """A multi-crop method compares pairs of different crops: at least 2 in all."""
+    g, n_local = values.get("augment.num_global_crops"), values.get("augment.num_local_crops")
+    if g is not None and n_local is not None and g + n_local < 2:
+        return [
+            f"augment.num_global_crops={g}: {who} compares pairs of different crops "
+            f"and num_local_crops={n_local}; use at least 2 crops in all"
+        ]
+    return []
+
+
+def queue_problems(values: dict, block: str, *, optional: bool = False) -> list[str]:
+    """A queue takes the whole global batch every step: Q >= B (``optional``: 0 is none)."""
+    queue, batch = values.get(f"{block}.queue_size"), values.get("batch_size")
+    if queue and batch is not None and queue < batch:
+        return [
+            f"{block}.queue_size={queue}: smaller than batch_size={batch}, and the "
+            f"queue takes the whole global batch every step; use at least {batch} (a "
+            "multiple keeps the FIFO aligned)" + (", or 0 for no queue" if optional else "")
+        ]
+    return []
+
+
 # ----------------------------------------------------------------------------- networks
 
 

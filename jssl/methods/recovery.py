@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jssl import losses, pretext
+from jssl import augment, losses, pretext
 from jssl.checks import (
     MOMENTUM,
     NON_NEGATIVE,
@@ -35,6 +35,16 @@ from jssl.methods.base import Method, apply_train
 from jssl.models import EncoderDecoder
 
 AB_SCALE = 110.0  # |a|, |b| of sRGB colours stay below ~110 (regression targets ab / 110)
+
+
+def corruption_rows(make_views):
+    """picture_rows of a method that undoes a corruption: corrupted, output, original."""
+
+    def picture_rows(model, variables, images, x, key, config) -> list:
+        corrupted, clean = make_views(key, {"image": jnp.asarray(images)}, config)
+        return [corrupted, model.apply(variables, corrupted, train=False)[0], clean]
+
+    return picture_rows
 
 
 # ----------------------------------------------------------------------------- denoising
@@ -87,6 +97,7 @@ DENOISING = Method(
         "denoising.std": NON_NEGATIVE,
         "denoising.amount": PROBABILITY,
     },
+    picture_rows=corruption_rows(denoising_views),
 )
 
 # ----------------------------------------------------------------------------- inpainting
@@ -140,6 +151,7 @@ INPAINTING = Method(
         "inpainting.fill": PROBABILITY,
         "inpainting.unmasked_weight": NON_NEGATIVE,
     },
+    picture_rows=corruption_rows(inpainting_views),
 )
 
 # ----------------------------------------------------------------------------- colorization
@@ -210,6 +222,12 @@ def colorization_loss(model, config, run=None):
     return loss_fn
 
 
+def colorization_rows(model, variables, images, x, key, config) -> list:
+    """The grey input, the colourised output, the original."""
+    gray = jnp.broadcast_to(augment.rgb_to_grayscale(x), x.shape)
+    return [gray, colorize(model, variables, x, config), x]
+
+
 COLORIZATION = Method(
     name="colorization",
     build_model=build_colorization_model,
@@ -227,6 +245,7 @@ COLORIZATION = Method(
         "colorization.prior_momentum": MOMENTUM,
         "colorization.decode_temperature": POSITIVE,
     },
+    picture_rows=colorization_rows,
 )
 
 

@@ -39,7 +39,7 @@ from jssl import distributed, evaluation, losses, sharding
 from jssl.checks import NON_NEGATIVE, integer, one_of
 from jssl.errors import UserError
 from jssl.methods import parts
-from jssl.methods.base import Method, apply_train
+from jssl.methods.base import DataInfo, Method, apply_train
 from jssl.models import EncoderWithHead
 
 NEIGHBORS_FILE = "neighbors.npz"
@@ -314,6 +314,16 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
     return scan_loss_fn
 
 
+def data_problems(config: ml_collections.ConfigDict, data: DataInfo) -> list[str]:
+    k, n = config.scan.num_neighbors, data.num_examples
+    if k >= n:
+        return [
+            f"scan.num_neighbors={k}: needs more than that many training "
+            f"examples ({data.name} has {n}); use at most {n - 1}"
+        ]
+    return []
+
+
 SCAN = Method(
     name="scan",
     build_model=build_model,
@@ -331,4 +341,5 @@ SCAN = Method(
         "scan.num_neighbors": integer(1),
         "scan.mine_on": one_of(MINE_ON, "scan.mine_on"),
     },
+    data_problems=data_problems,
 )

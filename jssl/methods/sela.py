@@ -43,10 +43,10 @@ import ml_collections
 import numpy as np
 
 from jssl import evaluation, losses, sharding
-from jssl.checks import MAX_STEPS, NON_NEGATIVE, POSITIVE, boolean, integer, numbers, one_of
+from jssl.checks import MAX_STEPS, NON_NEGATIVE, POSITIVE, boolean, integer, numbers, one_of, show
 from jssl.errors import UserError
 from jssl.methods import parts
-from jssl.methods.base import Method, apply_train
+from jssl.methods.base import DataInfo, Method, apply_train
 from jssl.models import EncoderWithHead
 from jssl.sinkhorn import balanced_assignment, sinkhorn_knopp
 
@@ -216,6 +216,41 @@ def prepare(config: ml_collections.ConfigDict, run, ctx) -> SelaLabelling:
     return SelaLabelling(config, run, ctx)
 
 
+SOFT_LABELS_GIB = 4  # the most soft labels per device
+
+
+def check(values: dict) -> list[str]:
+    weights, clusters = values.get("sela.class_weights"), values.get("sela.num_clusters")
+    if weights and clusters is not None and len(weights) != clusters:
+        return [
+            f"sela.class_weights={show(weights)}: {len(weights)} weights for "
+            f"num_clusters={clusters}; give one per cluster, or () for equal sizes"
+        ]
+    return []
+
+
+def data_problems(config: ml_collections.ConfigDict, data: DataInfo) -> list[str]:
+    s, n, out = config.sela, data.num_examples, []
+    if data.total_steps is not None and s.num_label_updates > data.total_steps:
+        out.append(
+            f"sela.num_label_updates={s.num_label_updates}: more labelling steps "
+            f"than the run's {data.total_steps} steps; use at most {data.total_steps}"
+        )
+    if s.label_mode == "soft":
+        devices = jax.device_count()
+        split = devices if n % devices == 0 else 1
+        gib = s.num_heads * n * s.num_clusters * 4 / 2**30 / split
+        if gib > SOFT_LABELS_GIB:
+            where = f"split over {devices} devices" if split > 1 else "on every device"
+            out.append(
+                f"sela.label_mode='soft': {s.num_heads} heads x {n} examples x {s.num_clusters} "
+                f"clusters of float32 labels are {gib:.1f} GiB per device ({where}; more than "
+                f"{SOFT_LABELS_GIB} GiB); use --config.sela.label_mode=hard "
+                f"({s.num_heads * n * 4 / 2**30 / split:.2f} GiB of int32 labels per device)"
+            )
+    return out
+
+
 SELA = Method(
     name="sela",
     build_model=build_model,
@@ -239,4 +274,6 @@ SELA = Method(
         "sela.balanced_labels": boolean,
         "sela.class_weights": numbers(POSITIVE),
     },
+    check=check,
+    data_problems=data_problems,
 )

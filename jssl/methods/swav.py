@@ -215,6 +215,12 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
     return out + parts.std_warnings(metrics, {"z_std": config.swav.proj_dim})
 
 
+def check(values: dict) -> list[str]:
+    return parts.multi_crop_problems(values, "SwAV") + parts.queue_problems(
+        values, "swav", optional=True
+    )
+
+
 SWAV = Method(
     name="swav",
     build_model=build_model,
@@ -234,4 +240,5 @@ SWAV = Method(
         "swav.queue_size": integer(0, MAX_WIDTH),
         "swav.queue_start_epochs": EPOCHS,
     },
+    check=check,
 )

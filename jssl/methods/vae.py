@@ -105,6 +105,15 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
     return []
 
 
+def picture_rows(model, variables, images, x, key, config) -> list:
+    """Test images, their reconstructions, and two rows of samples from the prior."""
+    num = x.shape[0]
+    recon, _ = model.apply(variables, x, train=False)
+    z = jax.random.normal(key, (2 * num, config.vae.latent_dim))
+    samples = model.apply(variables, z, out_shape=x.shape[1:], train=False, method=VAE.decode)
+    return [x, recon, samples[:num], samples[num:]]
+
+
 VAE_METHOD = Method(
     name="vae",
     build_model=build_model,
@@ -119,4 +128,5 @@ VAE_METHOD = Method(
         "vae.beta": NON_NEGATIVE,
         "vae.scale": one_of(("optimal", "learned"), "vae.scale"),
     },
+    picture_rows=picture_rows,
 )

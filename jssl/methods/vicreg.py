@@ -73,6 +73,16 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
     return loss_fn
 
 
+def check(values: dict) -> list[str]:
+    coeffs = [values.get(f"vicreg.{k}_coeff") for k in ("sim", "std", "cov")]
+    if None not in coeffs and not any(coeffs):
+        return [
+            "vicreg.sim_coeff=0: with std_coeff and cov_coeff 0 too the loss is 0 "
+            "and nothing is learned; use VICReg's 25, 25, 1"
+        ]
+    return []
+
+
 VICREG = Method(
     name="vicreg",
     build_model=build_model,
@@ -86,4 +96,5 @@ VICREG = Method(
         "vicreg.std_coeff": NON_NEGATIVE,
         "vicreg.cov_coeff": NON_NEGATIVE,
     },
+    check=check,
 )
