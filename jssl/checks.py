@@ -179,7 +179,7 @@ class Added:
     A saved run whose config lacks the field resumes while the field keeps ``before``
     (the value that does what the run did), or, with ``inert_unless``, while that other
     field keeps its own ``before`` (the field changes nothing then: iBOT's sizes without
-    iBOT's loss). ``jssl.trainer.config_differences`` reads these.
+    iBOT's loss). ``jssl.resume.config_differences`` reads these.
     """
 
     check: Check

@@ -1,17 +1,21 @@
-"""metrics.jsonl on resume: the records of steps after the checkpoint a run resumes from go.
+"""The run's metric log: metrics.jsonl and TensorBoard events (``MetricWriter``).
 
-A run killed (kill -9, a lost machine) after logging step s but before its
-next checkpoint resumes from an earlier step and logs the steps after it again;
-``drop_after`` removes the earlier records of those steps first, so that the
-file holds each (kind, step) once, from the trajectory the checkpoints continue.
+On resume, the records of steps after the checkpoint the run resumes from go: a run
+killed (kill -9, a lost machine) after logging step s but before its next checkpoint
+resumes from an earlier step and logs the steps after it again; ``drop_after``
+removes the earlier records of those steps first, so that the file holds each (kind,
+step) once, from the trajectory the checkpoints continue.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import jax
+
+from jssl import distributed
 
 FILE = "metrics.jsonl"
 
@@ -43,3 +47,55 @@ def drop_after(workdir: str, step: int) -> int:
         f.writelines(keep)
         f.truncate()
     return len(lines) - len(keep)
+
+
+class MetricWriter:
+    """metrics.jsonl (one JSON object per line) and TensorBoard events, from process 0 only
+    (the others' writes do nothing).
+
+    ``resume(step)`` before the first write of a run resumed from checkpoint ``step``:
+    the records of later steps (logged before a kill, run again now) leave
+    metrics.jsonl, and the new TensorBoard file starts with a purge marker at
+    ``step + 1`` (tensorboardX's ``purge_step``), so TensorBoard drops the earlier
+    files' events of those steps and shows each step once.
+    """
+
+    def __init__(self, workdir: str):
+        self.enabled = distributed.is_primary()
+        self.workdir = workdir
+        self._tb = None
+        self._purge_step: int | None = None
+        if self.enabled:
+            self.jsonl = open(os.path.join(workdir, FILE), "a")
+
+    def resume(self, step: int) -> None:
+        drop_after(self.workdir, step)
+        self._purge_step = step + 1 if step > 0 else None
+
+    @property
+    def tb(self):
+        if self._tb is None:
+            from tensorboardX import SummaryWriter
+
+            path = os.path.join(self.workdir, "tensorboard")
+            # tensorboardX names a file by the second: a restart within the same second
+            # would truncate the last file instead of starting its own.
+            suffix = f".{os.getpid()}.{time.time_ns()}"
+            self._tb = SummaryWriter(path, purge_step=self._purge_step, filename_suffix=suffix)
+        return self._tb
+
+    def write(self, step: int, metrics: dict[str, float], *, kind: str = "train") -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, "kind": kind, **metrics}) + "\n")
+        self.jsonl.flush()
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)):
+                self.tb.add_scalar(f"{kind}/{k}", v, step)
+        self.tb.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            if self._tb is not None:
+                self._tb.close()

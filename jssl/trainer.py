@@ -23,9 +23,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import distributed, evaluation, metrics_log, run_info, validation
-from jssl.checkpoint import Checkpointer, load_saved_config, save_config
-from jssl.checks import Added
+from jssl import distributed, evaluation, run_info, validation
+from jssl.checkpoint import Checkpointer, save_config
 from jssl.errors import UserError
 from jssl.experiment import (
     Experiment,
@@ -36,7 +35,8 @@ from jssl.experiment import (
     same_data,
     saved_config,
 )
-from jssl.methods import METHODS
+from jssl.metrics_log import MetricWriter
+from jssl.resume import ConfigMismatchError, check_resumable
 
 __all__ = [
     "ConfigMismatchError",
@@ -51,173 +51,15 @@ __all__ = [
     "train_and_evaluate",
 ]
 
-# Fields that may differ between a saved run and its resumption.
-RESUMABLE_FIELDS = (
-    "num_epochs",
-    "num_steps",
-    "log_every",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "async_checkpoints",
-    "allow_config_change",
-    "max_nonfinite_steps",
-    "max_train_seconds",
-    "eval.",
-    "data.cache_dir",
-    "data.data_dir",
-    "data.path",
-    # how the examples are read, not which: the batches stay the same
-    "data.stream",
-    "data.num_threads",
-    "data.prefetch",
-    "data.num_workers",
-)
-
-# Base fields added after runs were first saved, each with the value that does what a
-# run saved without it did: such a run resumes while the field keeps that value. A
-# method's added fields are declared with its fields (``jssl.checks.Added``).
-BASE_ADDED_FIELDS = {
-    "data.val_fraction": 0.0,
-    "data.val_seed": 0,
-    "init_from.workdir": "",
-    "init_from.params": ["backbone"],
-    "init_from.weights": "",
-    "init_from.prefix": "",
-    "init_from.input_norm": "auto",
-    "optim.weight_decay_end": 0.4,  # DINO's schedule, fixed in its code before
-}
-
-
-def _added_fields() -> tuple[dict[str, Any], dict[str, str]]:
-    """({field: value before it existed}, {field: the field it is inert without})."""
-    before, inert = dict(BASE_ADDED_FIELDS), {}
-    for method in METHODS.values():
-        for field, check in method.fields.items():
-            if isinstance(check, Added) and check.inert_unless:
-                inert[field] = check.inert_unless
-            elif isinstance(check, Added):
-                before[field] = check.before
-    return before, inert
-
-
-ADDED_FIELDS, ADDED_INERT_UNLESS = _added_fields()
-
 STAGE_PREFIX = "stage:"
 LABELS_FILE = "metric_labels.json"  # [metric, label] rows of the summary table, in order
-
-
-class ConfigMismatchError(UserError):
-    """The workdir holds a run with another config."""
 
 
 class NonFiniteError(FloatingPointError):
     """Training produced a non-finite loss or gradient."""
 
 
-# ----------------------------------------------------------------------------- config checks
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _as_before_it_existed(key: str, current: dict) -> bool:
-    """Whether the field ``key``, absent from a saved run's config, has (in the flattened
-    ``current`` config) the value that does what that run did (``ADDED_FIELDS``), or is
-    inert because the field it depends on has (``ADDED_INERT_UNLESS``)."""
-    if key in ADDED_INERT_UNLESS:
-        gate = ADDED_INERT_UNLESS[key]
-        return current.get(gate) == ADDED_FIELDS[gate]
-    return key in ADDED_FIELDS and current[key] == ADDED_FIELDS[key]
-
-
-def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
-    """Non-resumable fields whose values differ between a saved run and ``config``."""
-    current = _flatten(json.loads(config.to_json_best_effort()))
-    saved = _flatten(saved)
-    diffs = []
-    for key in sorted(set(saved) | set(current)):
-        if any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUMABLE_FIELDS):
-            continue
-        if key not in saved and _as_before_it_existed(key, current):
-            continue
-        before, now = saved.get(key, "<missing>"), current.get(key, "<missing>")
-        if before != now:
-            diffs.append(f"{key}: saved {before!r}, now {now!r}")
-    return diffs
-
-
-def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
-    saved = load_saved_config(workdir)
-    if saved is None or config.allow_config_change:
-        return
-    diffs = config_differences(saved, config)
-    if diffs:
-        raise ConfigMismatchError(
-            f"{workdir} holds a run with a different config ({'; '.join(diffs)}). "
-            "Use a new --workdir, or pass --config.allow_config_change=True to resume anyway."
-        )
-
-
 # ----------------------------------------------------------------------------- logging
-
-
-class MetricWriter:
-    """metrics.jsonl (one JSON object per line) and TensorBoard events, from process 0 only
-    (the others' writes do nothing).
-
-    ``resume(step)`` before the first write of a run resumed from checkpoint ``step``:
-    the records of later steps (logged before a kill, run again now) leave
-    metrics.jsonl, and the new TensorBoard file starts with a purge marker at
-    ``step + 1`` (tensorboardX's ``purge_step``), so TensorBoard drops the earlier
-    files' events of those steps and shows each step once.
-    """
-
-    def __init__(self, workdir: str):
-        self.enabled = distributed.is_primary()
-        self.workdir = workdir
-        self._tb = None
-        self._purge_step: int | None = None
-        if self.enabled:
-            self.jsonl = open(os.path.join(workdir, metrics_log.FILE), "a")
-
-    def resume(self, step: int) -> None:
-        metrics_log.drop_after(self.workdir, step)
-        self._purge_step = step + 1 if step > 0 else None
-
-    @property
-    def tb(self):
-        if self._tb is None:
-            from tensorboardX import SummaryWriter
-
-            path = os.path.join(self.workdir, "tensorboard")
-            # tensorboardX names a file by the second: a restart within the same second
-            # would truncate the last file instead of starting its own.
-            suffix = f".{os.getpid()}.{time.time_ns()}"
-            self._tb = SummaryWriter(path, purge_step=self._purge_step, filename_suffix=suffix)
-        return self._tb
-
-    def write(self, step: int, metrics: dict[str, float], *, kind: str = "train") -> None:
-        if not self.enabled:
-            return
-        self.jsonl.write(json.dumps({"step": step, "kind": kind, **metrics}) + "\n")
-        self.jsonl.flush()
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)):
-                self.tb.add_scalar(f"{kind}/{k}", v, step)
-        self.tb.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.jsonl.close()
-            if self._tb is not None:
-                self._tb.close()
 
 
 def summary_table(
@@ -326,6 +168,18 @@ def _resolve_init_from(
     return restore_run(ref, devices=devices, dataset=reuse)
 
 
+def _open_workdir(config, workdir: str, *, devices, mode: str = "train", create: bool = True):
+    """The entry points' prelude: every config and workdir problem at once
+    (``jssl.validation``), the folder (``create``), and the saved run's config against
+    this one (``jssl.resume``); returns the absolute workdir."""
+    workdir = os.path.abspath(workdir)
+    validation.validate(config, workdir, mode=mode, devices=devices)
+    if create:
+        os.makedirs(workdir, exist_ok=True)
+    check_resumable(config, workdir)
+    return workdir
+
+
 def open_run(
     config: ml_collections.ConfigDict, workdir: str, *, devices=None, train_stages: bool = True
 ) -> tuple[Experiment, RestoredRun | None]:
@@ -365,10 +219,7 @@ def train_and_evaluate(
     The config and workdir are checked first (``jssl.validation``): every problem is
     raised together, as one ConfigError, before any data or device work.
     """
-    workdir = os.path.abspath(workdir)
-    validation.validate(config, workdir, devices=devices)
-    os.makedirs(workdir, exist_ok=True)
-    check_resumable(config, workdir)
+    workdir = _open_workdir(config, workdir, devices=devices)
     exp, init_run = open_run(config, workdir, devices=devices)
     save_config(config, workdir)
     ckpt = Checkpointer(
@@ -533,9 +384,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, devi
     (with ``config.init_from.weights``: evaluates that file instead, ``evaluate_weights``)."""
     if config.init_from.get("weights"):
         return evaluate_weights(config, workdir, devices=devices)
-    workdir = os.path.abspath(workdir)
-    validation.validate(config, workdir, mode="eval", devices=devices)
-    check_resumable(config, workdir)
+    workdir = _open_workdir(config, workdir, devices=devices, mode="eval", create=False)
     dataset = load_data(config)
     validation.check_data(config, dataset)
     run = restore_run(workdir, devices=devices, config=config, dataset=dataset)
@@ -564,10 +413,7 @@ def evaluate_weights(config: ml_collections.ConfigDict, workdir: str, *, devices
     (``eval_untrained.json`` for the random initialisation when ``config.eval.untrained``),
     metrics.jsonl and the printed summary table.
     """
-    workdir = os.path.abspath(workdir)
-    validation.validate(config, workdir, mode="eval", devices=devices)
-    os.makedirs(workdir, exist_ok=True)
-    check_resumable(config, workdir)
+    workdir = _open_workdir(config, workdir, devices=devices, mode="eval")
     exp, _ = open_run(config, workdir, devices=devices, train_stages=False)
     save_config(config, workdir)
     writer = MetricWriter(workdir)

@@ -269,35 +269,6 @@ def test_nmi_ari_identical_labelings_are_one():
 # --------------------------------------------------------------------- features, summary
 
 
-def test_extract_features_pads_once_and_drops_padding():
-    images = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
-    traces = []
-
-    @jax.jit
-    def apply_fn(x):
-        traces.append(x.shape)
-        return x.reshape(x.shape[0], -1).astype(jnp.float32)[:, :5] / 255.0
-
-    want = images.reshape(10, -1)[:, :5] / 255.0
-    got = evaluation.extract_features(apply_fn, images, batch_size=4)  # 4 + 4 + 2 (padded)
-    assert got.dtype == np.float32
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-    assert traces == [(4, 4, 4, 3)]
-    got = evaluation.extract_features(apply_fn, images[:3], batch_size=4)  # fewer than a batch
-    np.testing.assert_allclose(got, want[:3], rtol=1e-6)
-
-
-def test_evaluate_features_on_blobs():
-    x, y = _blobs(400, 4, 16, seed=4, spread=0.05)
-    got = evaluation.evaluate_features(
-        x[:300], y[:300], x[300:], y[300:], num_classes=4, probe_epochs=20
-    )
-    assert set(got) == {"knn_top1", "linear_top1", "cluster_acc", "nmi", "ari"}
-    for name, value in got.items():
-        assert type(value) is float, name
-        assert value == pytest.approx(1.0, abs=1e-5), name
-
-
 class _Flatten(nn.Module):
     """(out, aux) like jssl's models: a dense map of the flattened image; features = out."""
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jssl import checkpoint, trainer
+from jssl import checkpoint, metrics_log, trainer
 from tests.helpers import (
     TrainPy,
     leaves_equal,
@@ -164,12 +164,12 @@ def test_resumed_writer_purges_the_steps_logged_after_the_checkpoint(tmp_path):
     for resume, want in ((True, [1, 2, 3, 4, 5, 6]), (False, [1, 2, 3, 4, 5, 4, 5, 6])):
         workdir = tmp_path / str(resume)
         workdir.mkdir()
-        first = trainer.MetricWriter(str(workdir))
+        first = metrics_log.MetricWriter(str(workdir))
         for step in range(1, 6):
             first.write(step, {"loss": 1.0 / step})
         first.close()
         time.sleep(0.01)  # the second file's mtime is later (same second, same process)
-        second = trainer.MetricWriter(str(workdir))
+        second = metrics_log.MetricWriter(str(workdir))
         if resume:
             second.resume(3)
         for step in range(4, 7):

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from jssl import trainer
+from jssl import resume, trainer
 from jssl.methods import METHODS
 from tests.helpers import ONE_STAGE, assert_fell, leaves_equal, records, tiny_config
 
@@ -130,7 +130,7 @@ def test_runs_saved_before_a_field_existed_resume_while_it_keeps_their_value():
     """A config.json written before data.val_fraction, init_from and DINO's KoLeo/iBOT
     fields existed: no difference while those keep the values that did what the run
     did; a difference once one of them changes how the run trains."""
-    added = [*trainer.ADDED_FIELDS, "dino.ibot_out_dim", "dino.ibot_mask_ratio"]
+    added = [*resume.ADDED_FIELDS, "dino.ibot_out_dim", "dino.ibot_mask_ratio"]
 
     def saved_before(config):
         saved = json.loads(config.to_json_best_effort())
@@ -144,15 +144,15 @@ def test_runs_saved_before_a_field_existed_resume_while_it_keeps_their_value():
 
     for method in ("simclr", "dino"):
         config = tiny_config(method)
-        assert trainer.config_differences(saved_before(config), config) == []
+        assert resume.config_differences(saved_before(config), config) == []
     simclr = tiny_config("simclr")
     carved = tiny_config("simclr", **{"data.val_fraction": 0.1})
-    assert trainer.config_differences(saved_before(simclr), carved) == [
+    assert resume.config_differences(saved_before(simclr), carved) == [
         "data.val_fraction: saved '<missing>', now 0.1"
     ]
     dino = tiny_config("dino")
     ibot = tiny_config("dino", **{"dino.ibot_weight": 1.0})
-    diffs = trainer.config_differences(saved_before(dino), ibot)
+    diffs = resume.config_differences(saved_before(dino), ibot)
     assert "dino.ibot_weight: saved '<missing>', now 1.0" in diffs
     assert any(d.startswith("dino.ibot_out_dim:") for d in diffs)
 

@@ -9,7 +9,6 @@ from jssl.evaluation.clustering import (
     nmi,
 )
 from jssl.evaluation.during import DuringTraining
-from jssl.evaluation.evaluate import evaluate_features
 from jssl.evaluation.evaluators import (
     DEFAULT_EVALUATORS,
     EVALUATORS,
@@ -17,7 +16,6 @@ from jssl.evaluation.evaluators import (
     Metric,
     run_evaluators,
 )
-from jssl.evaluation.features import extract_features
 from jssl.evaluation.knn import knn_accuracy, l2_normalize
 from jssl.evaluation.linear_probe import linear_probe, standardize
 from jssl.evaluation.plots import (
@@ -45,8 +43,6 @@ __all__ = [
     "cluster_size_summary",
     "cluster_sizes",
     "contingency_matrix",
-    "evaluate_features",
-    "extract_features",
     "histogram_text",
     "kmeans",
     "knn_accuracy",

@@ -14,11 +14,10 @@ from __future__ import annotations
 import dataclasses
 
 import ml_collections
-import numpy as np
 
 from jssl.data.core import ImageSource, take_subset
-from jssl.evaluation.knn import knn_accuracy
-from jssl.evaluation.predict import Predictor, network_variables
+from jssl.evaluation.evaluators import EvalContext, knn, teacher_knn
+from jssl.evaluation.predict import Predictor
 
 KIND = "eval_during"  # the metrics.jsonl kind of these records
 
@@ -63,21 +62,21 @@ class DuringTraining:
         )
 
     def __call__(self, state) -> dict[str, float]:
-        """{"knn_top1"[, "teacher_knn_top1"]} of ``state`` (read only)."""
-        config = self.config
-        representation = config.eval.get("representation", "features")
-        k = min(config.eval.knn_k, len(self.train))
-        out = {}
-        for network in self.networks:
-            variables = network_variables(state, network, teacher=self.teacher)
-            acc = knn_accuracy(
-                self.predict(variables, self.train, representation),
-                np.asarray(self.train.labels),
-                self.predict(variables, self.test, representation),
-                np.asarray(self.test.labels),
-                num_classes=self.num_classes,
-                k=k,
-                temperature=config.eval.knn_temperature,
-            )
-            out["knn_top1" if network == "student" else "teacher_knn_top1"] = float(acc)
-        return out
+        """{"knn_top1"[, "teacher_knn_top1"]} of ``state`` (read only): the ``knn`` and
+        ``teacher_knn`` evaluators on the subsets."""
+        ctx = EvalContext(
+            config=self.config,
+            predict=self.predict,
+            state=state,
+            train=self.train,
+            test=self.test,
+            num_classes=self.num_classes,
+            class_names=(),
+            teacher=self.teacher,
+        )
+        evaluators = {"student": knn, "teacher": teacher_knn}
+        return {
+            key: metric.value
+            for network in self.networks
+            for key, metric in evaluators[network](ctx).items()
+        }

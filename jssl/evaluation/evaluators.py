@@ -99,7 +99,7 @@ def _knn(ctx: EvalContext, network: str) -> float:
             ctx.features("test", network),
             ctx.test.labels,
             num_classes=ctx.num_classes,
-            k=ctx.config.eval.knn_k,
+            k=min(ctx.config.eval.knn_k, len(ctx.train)),  # a small subset during training
             temperature=ctx.config.eval.knn_temperature,
         )
     )
