@@ -79,7 +79,7 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if method.after_update is not None:
-        method_state = method.after_update(
+        params, method_state = method.after_update(
             params, batch_stats, method_state, state.step, config, run
         )
 

@@ -75,8 +75,9 @@ class Method:
         saved in every checkpoint (DINO's teacher and centre, SeLa's [H, N]
         label table, the clustering heads' running losses); ``{}`` by default.
       after_update: optional (new params, new batch_stats, method_state, step,
-        config, run) -> method_state, inside the step after the optimiser (the EMA
-        teacher of DINO and the momentum-encoder methods).
+        config, run) -> (params, method_state), inside the step after the optimiser:
+        the EMA teacher of DINO and the momentum-encoder methods, SwAV's prototypes
+        put back on the unit sphere.
       method_state_specs: optional (config, run, mesh) -> {key: PartitionSpec} for
         top-level method-state entries split over the mesh's "data" axis instead
         of replicated (SeLa's label table, split by example); the rest is

@@ -85,7 +85,7 @@ def after_update(params, batch_stats, method_state, step, config, run: RunInfo):
     target = parts.update_momentum_encoder(
         params, batch_stats, method_state["target"], target_momentum_schedule(config, run)
     )
-    return {**method_state, "target": target}
+    return params, {**method_state, "target": target}
 
 
 # ----------------------------------------------------------------------------- loss

@@ -400,7 +400,7 @@ def after_update(params, batch_stats, method_state, step, config, run: RunInfo):
     teacher = ema.ema_teacher(teacher_momentum_schedule(config, run)).update(
         params, method_state["teacher"], batch_stats if batch_stats else None
     )
-    return {**method_state, "teacher": teacher}
+    return params, {**method_state, "teacher": teacher}
 
 
 # ----------------------------------------------------------------------------- monitor

@@ -116,7 +116,7 @@ def after_update(params, batch_stats, method_state, step, config, run: RunInfo):
     teacher = parts.update_momentum_encoder(
         params, batch_stats, method_state["teacher"], momentum_schedule(config, run)
     )
-    return {**method_state, "teacher": teacher}
+    return params, {**method_state, "teacher": teacher}
 
 
 def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:

@@ -4,11 +4,8 @@
   128) -> L2 normalise -> K prototypes, a bias-free linear layer
   (``jssl.models.PrototypeNet``; scores = z . c_k);
 - prototypes: unit-norm columns at initialisation and L2-normalised again
-  after every update, as SwAV normalises them at every iteration. The Method
-  contract's ``after_update`` returns only the method state, so this is done
-  by the method's host object (``prepare`` -> ``PrototypeNormalizer.update``,
-  which the trainer calls after every update, before any checkpoint: resume
-  stays exact); the prototypes are frozen (exactly zero gradient: their
+  after every update inside the step (``after_update``), as SwAV normalises
+  them at every iteration; the prototypes are frozen (exactly zero gradient: their
   leaves behind ``stop_gradient`` under the traced condition step < F) for the
   first F = ``swav.freeze_prototypes_epochs`` epochs;
 - views: multi-crop (``augment.multi_crop`` as DINO): G global and L local
@@ -39,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jssl import losses, sharding
+from jssl import losses
 from jssl.checks import EPOCHS, MAX_WIDTH, POSITIVE, integer
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
@@ -88,27 +85,11 @@ def freeze_prototypes(params, frozen: jax.Array):
     return {**params, "prototypes": protos}
 
 
-class PrototypeNormalizer:
-    """SwAV's host object: L2-normalises the prototypes after every update.
-
-    ``update(state, step)`` replaces ``params["prototypes"]["kernel"]`` by its
-    column-normalised value (one small jitted function, replicated over the
-    mesh); the trainer calls it after every update, before logging and saving.
-    """
-
-    def __init__(self, mesh):
-        rep = sharding.replicated(mesh)
-        self._normalize = jax.jit(normalize_prototypes, out_shardings=rep)
-
-    def update(self, state, step: int):
-        del step
-        protos = state.params["prototypes"]
-        protos = {**protos, "kernel": self._normalize(protos["kernel"])}
-        return state.replace(params={**state.params, "prototypes": protos})
-
-
-def prepare(config: ml_collections.ConfigDict, run: RunInfo, ctx) -> PrototypeNormalizer:
-    return PrototypeNormalizer(ctx.mesh)
+def after_update(params, batch_stats, method_state, step, config, run: RunInfo):
+    """The prototypes back to unit-norm columns after every update, as SwAV does."""
+    protos = params["prototypes"]
+    protos = {**protos, "kernel": normalize_prototypes(protos["kernel"])}
+    return {**params, "prototypes": protos}, method_state
 
 
 # ----------------------------------------------------------------------------- loss
@@ -227,7 +208,7 @@ SWAV = Method(
     make_views=parts.multi_crop_views,
     make_loss=make_loss,
     init_method_state=init_method_state,
-    prepare=prepare,
+    after_update=after_update,
     collapse_warnings=collapse_warnings,
     fields={
         **parts.MULTI_CROP_FIELDS,
