@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +22,7 @@ from jssl import data, evaluation, optim, sharding
 from jssl.checkpoint import Checkpointer, load_saved_config
 from jssl.errors import UserError
 from jssl.methods import HostContext, RunInfo, get_method
+from jssl.methods.base import NO_HOST, HostObject
 from jssl.models import convert
 from jssl.train_step import TrainState, train_step
 
@@ -134,7 +134,7 @@ class Experiment:
             out_shardings=(self.state_sharding, rep),
             donate_argnums=(0,),
         )
-        self.host: Any = None  # the method's host object, once ``prepare_host`` ran
+        self.host: HostObject | None = None  # the method's, once ``prepare_host`` ran
         self._during: evaluation.DuringTraining | None = None  # built at its first use
 
     @property
@@ -304,11 +304,10 @@ class Experiment:
             prefetch=d.get("prefetch", 2),
             num_workers=d.get("num_workers", 0),
         )
-        extras = getattr(self.host, "batch_extras", None)
+        host = self.host or NO_HOST
         for step, idx, images in stream:
             batch = {"image": images, "index": idx.astype(np.int32)}
-            if extras is not None:
-                batch.update(extras(idx, step))
+            batch.update(host.batch_extras(idx, step))
             yield sharding.put_global_batch(batch, self.mesh)
 
     def evaluate(self, state: TrainState) -> dict[str, evaluation.Metric]:
@@ -330,9 +329,7 @@ class Experiment:
             teacher=self.method.teacher,
         )
         results = evaluation.run_evaluators(self.method.evaluators, ctx)
-        metrics = getattr(self.host, "metrics", None)
-        if metrics is not None:
-            results.update(metrics())
+        results.update((self.host or NO_HOST).metrics())
         return results
 
     def evaluate_during(self, state: TrainState) -> dict[str, float]:

@@ -35,6 +35,7 @@ from jssl.experiment import (
     same_data,
     saved_config,
 )
+from jssl.methods.base import NO_HOST
 from jssl.metrics_log import MetricWriter
 from jssl.resume import ConfigMismatchError, check_resumable
 
@@ -269,7 +270,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     from tqdm import tqdm
 
     config = exp.config
-    host_update = getattr(exp.host, "update", None)
+    host = exp.host or NO_HOST
     eval_every = config.eval.get("every_steps", 0)  # evaluation during training; 0: none
     history: list[dict[str, jax.Array]] = []
     bar = tqdm(
@@ -290,8 +291,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     with _Preemption() as preemption:
         for step, batch in zip(range(start, exp.total_steps), exp.batches(start), strict=False):
             state, metrics = exp.train_step(state, batch)
-            if host_update is not None:
-                state = host_update(state, step + 1)
+            state = host.update(state, step + 1)
             history.append(metrics)
             steps_in_interval += 1
             bar.update(1)

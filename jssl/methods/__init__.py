@@ -3,7 +3,7 @@
 from jssl.errors import UserError
 from jssl.methods.autoencoder import AUTOENCODER
 from jssl.methods.barlow_twins import BARLOW_TWINS
-from jssl.methods.base import HostContext, Method, RunInfo, apply_train
+from jssl.methods.base import HostContext, HostObject, Method, RunInfo, apply_train
 from jssl.methods.byol import BYOL
 from jssl.methods.context import CONTEXT
 from jssl.methods.dino import DINO
@@ -62,6 +62,7 @@ __all__ = [
     "METHODS",
     "EncoderWithHead",
     "HostContext",
+    "HostObject",
     "Method",
     "RunInfo",
     "apply_train",

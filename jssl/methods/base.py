@@ -57,6 +57,28 @@ class HostContext:
     init_run: Any = None
 
 
+class HostObject:
+    """A method's host-side state, which its ``prepare`` hook returns (SCAN's neighbour
+    table, SeLa's compiled relabelling). The trainer calls these three; each does
+    nothing here, and a method's host object overrides what it needs.
+    """
+
+    def batch_extras(self, indices, step: int) -> dict:
+        """Extra per-example arrays for the batch of ``indices`` [b] at ``step``."""
+        return {}
+
+    def update(self, state, step: int):
+        """The TrainState after the update that made ``step`` updates in all."""
+        return state
+
+    def metrics(self) -> dict:
+        """Extra evaluation figures ({name: jssl.evaluation.Metric})."""
+        return {}
+
+
+NO_HOST = HostObject()  # the host object of a method without ``prepare``
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """A self-supervised method as data: no method owns a train loop or sees the trainer.
@@ -85,10 +107,10 @@ class Method:
 
     Host side, outside the step:
 
-      prepare: optional (config, run, HostContext) -> host object, called once
+      prepare: optional (config, run, HostContext) -> ``HostObject``, called once
         when a run is built (fresh or resumed). The object is the method's
         host-side state (SCAN's neighbour table, SeLa's compiled relabelling);
-        the trainer calls whichever of these it defines:
+        the trainer calls its three methods:
           ``batch_extras(indices [b], step) -> dict`` of extra per-example
           arrays for the batch (SCAN's neighbour images, drawn from (seed, step));
           ``update(state, step) -> state`` after every update, ``step`` being the
@@ -138,7 +160,7 @@ class Method:
     init_method_state: Callable[..., PyTree] = lambda params, batch_stats, config, run: {}
     after_update: Callable[..., PyTree] | None = None
     method_state_specs: Callable[..., dict] | None = None
-    prepare: Callable[[ml_collections.ConfigDict, RunInfo, HostContext], Any] | None = None
+    prepare: Callable[[ml_collections.ConfigDict, RunInfo, HostContext], HostObject] | None = None
     adapt_init: Callable[[PyTree, PyTree, ml_collections.ConfigDict], PyTree] | None = None
     collapse_warnings: Callable[[dict, ml_collections.ConfigDict], list[str]] | None = None
     picture_rows: Callable[..., list] | None = None

@@ -39,7 +39,7 @@ from jssl import distributed, evaluation, losses, sharding
 from jssl.checks import NON_NEGATIVE, integer, one_of
 from jssl.errors import UserError
 from jssl.methods import parts
-from jssl.methods.base import DataInfo, Method, apply_train
+from jssl.methods.base import DataInfo, HostObject, Method, apply_train
 from jssl.models import EncoderWithHead
 
 NEIGHBORS_FILE = "neighbors.npz"
@@ -200,7 +200,7 @@ def load_or_mine(config, run, ctx) -> np.ndarray:
     return neighbors
 
 
-class ScanNeighbors:
+class ScanNeighbors(HostObject):
     """SCAN's host-side state: the mined neighbour table of the training set.
 
     ``batch_extras`` adds one random mined neighbour image per example, drawn

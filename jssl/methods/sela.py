@@ -46,7 +46,7 @@ from jssl import evaluation, losses, sharding
 from jssl.checks import MAX_STEPS, NON_NEGATIVE, POSITIVE, boolean, integer, numbers, one_of, show
 from jssl.errors import UserError
 from jssl.methods import parts
-from jssl.methods.base import DataInfo, Method, apply_train
+from jssl.methods.base import DataInfo, HostObject, Method, apply_train
 from jssl.models import EncoderWithHead
 from jssl.sinkhorn import balanced_assignment, sinkhorn_knopp
 
@@ -135,7 +135,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
     return loss_fn
 
 
-class SelaLabelling:
+class SelaLabelling(HostObject):
     """SeLa's host-side state: the relabelling schedule and the compiled Sinkhorn labelling.
 
     ``update(state, step)`` relabels after the updates ``label_update_steps``
