@@ -31,7 +31,7 @@ metrics log (the seconds of each logged interval of 10 steps).
 Writes one JSON per run under benchmarks/results/ (command, framework,
 machine, load average before and after, CPU time other processes took during
 training, date, versions, curve, final figures); benchmarks/render_results.py
-turns them into the README table and plot.
+turns them into the table and plot of docs/results.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every method's digits config through train.py, and the README table made from the results.
+"""Every method's digits config through train.py, and the docs/results.md table of them.
 
     python -m benchmarks.digits_results --methods rotation,jigsaw   # train + record
     python -m benchmarks.digits_results --render                     # markdown table

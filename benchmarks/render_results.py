@@ -1,4 +1,4 @@
-"""The README's budget table and kNN-against-minutes plot, from benchmarks/results/budget_*.json.
+"""The budget table and kNN-against-minutes plot of docs/results.md, from budget_*.json.
 
     python benchmarks/render_results.py            # table to stdout, docs/images/budget_knn.svg
 

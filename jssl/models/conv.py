@@ -5,7 +5,7 @@ faster as the k*k shifted windows gathered into one [N, H', W', k*k*C] array
 times the reshaped kernel, while stride-1 convolutions are as fast or faster
 in XLA's own kernel (benchmarks/conv_impl.py, every convolution of the width-16
 CPU ResNet); the SimCLR step of that network ran 14-23% faster with
-``im2col_strided`` (README, "jssl against a PyTorch reference"). Flax's
+``im2col_strided`` (docs/results.md, "jssl against a PyTorch reference"). Flax's
 ``nn.Conv(conv_general_dilated=...)`` takes the function, so parameters, their
 names and checkpoints are unchanged. On accelerators keep XLA's convolutions
 (the default).
