@@ -1,4 +1,4 @@
-"""Streamed training in bounded memory, killed and resumed bit-exact (issue 13's acceptance run).
+"""Streamed training in bounded memory, killed and resumed bit-exact.
 
     python benchmarks/stream_resume.py [--data DIR|ARCHIVE] [--image_size 224] [--steps 300]
 

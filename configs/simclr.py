@@ -25,7 +25,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         common.digits_schedule(c)
         c.simclr.proj_hidden_dims = (128,)
     elif preset in ("cifar10", "cifar10_folder"):
-        # Official SimCLR CIFAR-10 recipe (REFERENCE.md): LARS lr 1.0, wd 1e-6, t=0.5.
+        # SimCLR's CIFAR-10 recipe (google-research/simclr, appendix B.9 of Chen et al.,
+        # 2020): LARS lr 1.0, wd 1e-6, t=0.5.
         c.num_epochs = 1000.0
         c.optim.name = "lars"
         c.optim.learning_rate = 1.0

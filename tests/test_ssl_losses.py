@@ -1,6 +1,7 @@
-"""The second wave's losses (BYOL, SimSiam, Barlow Twins, VICReg, SwAV, MoCo v2/v3, NNCLR,
-MAE, KoLeo, iBOT): golden values by hand, float64 numpy references written from the authors'
-code, batch-permutation invariance, stop-gradients, and 8 devices equal to 1."""
+"""The siamese, redundancy-reduction, prototype and queue methods' losses (BYOL, SimSiam,
+Barlow Twins, VICReg, SwAV, MoCo v2/v3, NNCLR, MAE, KoLeo, iBOT): golden values by hand,
+float64 numpy references written from the authors' code, batch-permutation invariance,
+stop-gradients, and 8 devices equal to 1."""
 
 import functools
 import math

@@ -26,7 +26,9 @@ METHOD_CONFIGS = (
     "inpainting", "colorization", "autoencoder", "equivariance", "vae",
     "byol", "simsiam", "barlow_twins", "vicreg", "mocov2", "mocov3", "nnclr", "swav", "mae",
 )  # fmt: skip
-SECOND_WAVE = ("byol", "simsiam", "barlow_twins", "vicreg", "mocov2", "mocov3", "nnclr", "swav")
+TWO_VIEW_METHODS = (
+    "byol", "simsiam", "barlow_twins", "vicreg", "mocov2", "mocov3", "nnclr", "swav",
+)  # fmt: skip
 PRESETS = ("digits", "cifar10", "cifar10_folder", "stl10", "imagenet")
 
 
@@ -257,7 +259,7 @@ def test_every_method_declares_a_check_for_every_field_of_its_blocks():
 
 
 def test_another_methods_config_lacks_the_new_methods_fields():
-    for name in (*SECOND_WAVE, "mae"):
+    for name in (*TWO_VIEW_METHODS, "mae"):
         found = problems_of(config_of("simclr", method=name))
         lacking = [p for p in found if f"method={name!r}: the config lacks fields" in p]
         assert len(lacking) == 1 and f"{name}." in lacking[0], (name, found)

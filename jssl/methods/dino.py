@@ -407,7 +407,8 @@ def after_update(params, batch_stats, method_state, step, config, run: RunInfo):
 
 
 def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:
-    """DINO's collapse signatures (REFERENCE.md): loss or teacher entropy at ln K, or entropy ~0."""
+    """DINO's collapse signatures (Caron et al., 2021, section 5.3): loss or teacher entropy at
+    ln K, or entropy ~0."""
     log_k = math.log(config.dino.out_dim)
     out = []
     loss = metrics.get("dino_loss", metrics.get("loss"))  # DINO's term alone with DINOv2's

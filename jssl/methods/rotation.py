@@ -9,7 +9,8 @@ backbone's feature map into a linear layer and ``head="attention"`` pools it
 with a learned query over position-embedded locations: both see *where* things
 are. ``head="gap"`` classifies the globally average-pooled features, which
 have thrown the layout away, so rotation must be read from orientation-
-selective channels alone: the "GAP trap" (REFERENCE.md). Evaluation always uses
+selective channels alone (Gidaris et al., 2018, compare their spatial heads with
+pooled ones). Evaluation always uses
 the backbone's pooled features ``aux["features"]``, whatever the head.
 """
 
