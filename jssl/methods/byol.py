@@ -40,24 +40,15 @@ from jssl import losses
 from jssl.checks import MOMENTUM, boolean
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
-from jssl.models import EncoderWithHead, MLPHead
+from jssl.models import EncoderWithHead
 
 # ----------------------------------------------------------------------------- model
 
 
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
-    b = config.byol
     # deepmind-research/byol: both MLPs are Linear-BN-ReLU-Linear, the last without bias.
-    predictor = MLPHead(
-        hidden_dims=tuple(b.pred_hidden_dims),
-        out_dim=b.proj_dim,
-        use_bn=b.use_bn,
-        last_bias=False,
-        dtype=jnp.dtype(config.model.dtype),
-    )
-    return parts.projection_network(
-        config, b, predictor=predictor, use_bn=b.use_bn, last_bias=False
-    )
+    mlp = dict(use_bn=config.byol.use_bn, last_bias=False)
+    return parts.projection_network(config, config.byol, predictor=mlp, **mlp)
 
 
 def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:

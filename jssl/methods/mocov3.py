@@ -39,35 +39,13 @@ from jssl import losses
 from jssl.checks import MOMENTUM, POSITIVE, boolean
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
-from jssl.models import EncoderWithHead, MLPHead
+from jssl.models import EncoderWithHead
 
 # ----------------------------------------------------------------------------- model
 
 
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
-    m = config.mocov3
-    predictor = MLPHead(
-        hidden_dims=tuple(m.pred_hidden_dims),
-        out_dim=m.proj_dim,
-        out_bn=m.pred_last_bn,
-        out_bn_scale=m.last_bn_scale,
-        dtype=jnp.dtype(config.model.dtype),
-    )
-    return parts.projection_network(
-        config, m, predictor=predictor, out_bn=m.last_bn, out_bn_scale=m.last_bn_scale
-    )
-
-
-def renamed(config: ml_collections.ConfigDict) -> dict[str, str]:
-    """Parameter paths before the projection MLPs were merged -> today's."""
-    m = config.mocov3
-    return {
-        "projector": "head",
-        **parts.output_bn_renames("projector", "head", len(m.proj_hidden_dims), m.last_bn),
-        **parts.output_bn_renames(
-            "predictor", "predictor", len(m.pred_hidden_dims), m.pred_last_bn
-        ),
-    }
+    return parts.output_bn_network(config, config.mocov3)
 
 
 def momentum_schedule(config: ml_collections.ConfigDict, run: RunInfo):
@@ -131,7 +109,7 @@ MOCOV3 = Method(
     init_method_state=init_method_state,
     after_update=after_update,
     collapse_warnings=collapse_warnings,
-    renamed=renamed,
+    renamed=lambda config: parts.output_bn_renames(config.mocov3),
     teacher="teacher",
     fields={
         **parts.ASYMMETRIC_VIEW_FIELDS,

@@ -34,34 +34,12 @@ from jssl import losses
 from jssl.checks import MAX_WIDTH, POSITIVE, boolean, integer
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo, apply_train
-from jssl.models import EncoderWithHead, MLPHead
+from jssl.models import EncoderWithHead
 
 
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
-    c = config.nnclr
-    parts.check_queue("nnclr", c.queue_size, config.batch_size)
-    predictor = MLPHead(
-        hidden_dims=tuple(c.pred_hidden_dims),
-        out_dim=c.proj_dim,
-        out_bn=c.pred_last_bn,
-        out_bn_scale=c.last_bn_scale,
-        dtype=jnp.dtype(config.model.dtype),
-    )
-    return parts.projection_network(
-        config, c, predictor=predictor, out_bn=c.last_bn, out_bn_scale=c.last_bn_scale
-    )
-
-
-def renamed(config: ml_collections.ConfigDict) -> dict[str, str]:
-    """Parameter paths before the projection MLPs were merged -> today's."""
-    c = config.nnclr
-    return {
-        "projector": "head",
-        **parts.output_bn_renames("projector", "head", len(c.proj_hidden_dims), c.last_bn),
-        **parts.output_bn_renames(
-            "predictor", "predictor", len(c.pred_hidden_dims), c.pred_last_bn
-        ),
-    }
+    parts.check_queue("nnclr", config.nnclr.queue_size, config.batch_size)
+    return parts.output_bn_network(config, config.nnclr)
 
 
 def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, run) -> dict:
@@ -114,7 +92,7 @@ NNCLR = Method(
     make_loss=make_loss,
     init_method_state=init_method_state,
     collapse_warnings=collapse_warnings,
-    renamed=renamed,
+    renamed=lambda config: parts.output_bn_renames(config.nnclr),
     fields={
         **parts.ASYMMETRIC_VIEW_FIELDS,
         **parts.projection_fields("nnclr", predictor=True),

@@ -138,18 +138,40 @@ def projection_network(
     config: ml_collections.ConfigDict,
     block: ml_collections.ConfigDict,
     *,
-    predictor: nn.Module | None = None,
+    predictor: dict | None = None,
     **head_options,
 ) -> EncoderWithHead:
     """backbone -> ``MLPHead(block.proj_hidden_dims, block.proj_dim, **head_options)`` ->
-    ``predictor`` (optional)."""
-    head = MLPHead(
-        hidden_dims=tuple(block.proj_hidden_dims),
-        out_dim=block.proj_dim,
-        dtype=jnp.dtype(config.model.dtype),
-        **head_options,
-    )
+    with ``predictor`` (its options), ``MLPHead(block.pred_hidden_dims, block.proj_dim)``."""
+    dtype = jnp.dtype(config.model.dtype)
+    head = MLPHead(tuple(block.proj_hidden_dims), block.proj_dim, dtype=dtype, **head_options)
+    if predictor is not None:
+        predictor = MLPHead(tuple(block.pred_hidden_dims), block.proj_dim, dtype=dtype, **predictor)
     return EncoderWithHead(backbone=backbone(config), head=head, predictor=predictor)
+
+
+def output_bn_network(config: ml_collections.ConfigDict, block) -> EncoderWithHead:
+    """MoCo v3's and NNCLR's network: projector and predictor ending in a BatchNorm without
+    shift when ``block.last_bn`` / ``block.pred_last_bn`` (its scale: ``last_bn_scale``)."""
+    scale = block.last_bn_scale
+    predictor = dict(out_bn=block.pred_last_bn, out_bn_scale=scale)
+    return projection_network(
+        config, block, predictor=predictor, out_bn=block.last_bn, out_bn_scale=scale
+    )
+
+
+def output_bn_renames(block) -> dict[str, str]:
+    """``output_bn_network``'s variable paths before the projection MLPs were merged (the
+    projector named ``projector``, an output BatchNorm auto-named ``BatchNorm_<n>`` after
+    the n hidden layers' BNs) -> today's."""
+    out = {"projector": "head"}
+    for old, new, hidden, on in (
+        ("projector", "head", block.proj_hidden_dims, block.last_bn),
+        ("predictor", "predictor", block.pred_hidden_dims, block.pred_last_bn),
+    ):
+        if on:
+            out[f"{old}/BatchNorm_{len(hidden)}"] = f"{new}/output_bn"
+    return out
 
 
 def build_decoder(config: ml_collections.ConfigDict) -> Decoder:
@@ -264,12 +286,6 @@ def flatten_crops(x: jax.Array) -> jax.Array:
 def crops_first(z: jax.Array, batch: int) -> jax.Array:
     """[B * n, ...] (batch-major) -> [n, B, ...]."""
     return jnp.swapaxes(z.reshape(batch, -1, *z.shape[1:]), 0, 1)
-
-
-def output_bn_renames(old: str, new: str, num_hidden: int, out_bn: bool) -> dict[str, str]:
-    """The path of an output BatchNorm before the projection MLPs were merged (auto-named
-    ``BatchNorm_<num_hidden>`` after the hidden layers' BNs) -> today's ``output_bn``."""
-    return {f"{old}/BatchNorm_{num_hidden}": f"{new}/output_bn"} if out_bn else {}
 
 
 # ----------------------------------------------------------------------------- momentum encoder

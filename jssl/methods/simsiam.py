@@ -34,18 +34,11 @@ import ml_collections
 from jssl import losses
 from jssl.methods import parts
 from jssl.methods.base import Method, apply_train
-from jssl.models import EncoderWithHead, MLPHead
+from jssl.models import EncoderWithHead
 
 
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead:
-    s = config.simsiam
-    predictor = MLPHead(
-        hidden_dims=tuple(s.pred_hidden_dims),
-        out_dim=s.proj_dim,
-        use_bn=True,
-        dtype=jnp.dtype(config.model.dtype),
-    )
-    return parts.projection_network(config, s, predictor=predictor, out_bn=True)
+    return parts.projection_network(config, config.simsiam, predictor={}, out_bn=True)
 
 
 def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:
