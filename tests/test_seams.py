@@ -21,7 +21,7 @@ from configs import simclr as simclr_config
 from jssl import data, evaluation, trainer
 from jssl.experiment import Experiment
 from jssl.methods import METHODS, Method
-from tests.test_pretext_utils import set_fields
+from tests.helpers import set_fields
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"augment.crop_size": 8, "model.kwargs.widths": (8,), "eval.probe_epochs": 2}
