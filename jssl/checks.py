@@ -172,6 +172,29 @@ def show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# ----------------------------------------------------------------------------- config paths
+
+MISSING = object()  # what ``get`` returns for a path the config does not have
+
+
+def get(config, path: str):
+    """The value at dotted ``path`` of a (nested) config, or MISSING."""
+    node = config
+    for part in path.split("."):
+        try:
+            if not hasattr(node, "keys") or part not in node:
+                return MISSING
+            node = node[part]
+        except Exception:
+            return MISSING
+    return node
+
+
+def problem_text(field: str, value: Any, what: str) -> str:
+    """One problem's text: ``field=value: what would work``."""
+    return f"{field}={show(value)}: {what}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Added:
     """The check of a field added after runs were first saved, and what such a run did.

@@ -1,32 +1,33 @@
-"""The resolved config checked whole, before any data or device work.
+"""The resolved config checked whole, before any data or device work: the engine.
 
 ``validate(config, workdir)`` (the trainer calls it first) raises one
 ``ConfigError`` listing every problem it finds, joined with "; ", each naming
 the field, its value and what would work:
 
-- every numeric field's type and range (batch size, length, intervals, image
-  and crop sizes, learning rates, temperatures, momenta in [0, 1], eval
-  settings, and the method blocks: ``dino.*``, ``sela.*``, ``scan.*``, ...);
+- every base field's type and range (batch size, length, intervals, learning
+  rates, eval settings; ``BASE_FIELDS``, ``OPTIONAL_FIELDS``), and the fields
+  each method declares beside the code that reads them (``Method.fields``, with
+  the checks of ``jssl.checks``): required when the method runs, checked
+  wherever a config has them;
 - every name that picks from a registry (method, model, optimiser, data
   source, evaluators, and enum-like strings such as ``data.on_bad_image``);
 - the fields the method reads (a ``--config.method`` override on another
   method's config file) and the model's keyword arguments;
-- combinations that cannot work (a jigsaw tile larger than its cell, context
-  patches that do not fit, a ViT patch larger than the crop, kNN k above the
-  capped training set, a batch that does not split over the devices or
-  processes);
+- combinations that cannot work: the generic ones here (a ViT patch larger
+  than the crop, kNN k above the capped training set, a blurred crop of one
+  pixel, a batch that does not split over the devices or processes) and the
+  method's own (``Method.check``);
 - the workdir (creatable, writable, not a file, not another method's run) and
   ``config.init_from``; in eval mode, that a checkpoint exists.
 
 ``config_problems(config)`` is the part that needs neither the file system nor
 devices (fast enough to fuzz). ``check_data(config, dataset)`` runs once the
-data is loaded: batch, kNN k, clusters and neighbours against the number of
-examples.
+data is loaded: batch, kNN k, clusters against the number of examples, and the
+method's ``Method.data_problems``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -37,28 +38,25 @@ from typing import Any
 
 import ml_collections
 
-from jssl.checks import (  # noqa: F401  (the checks are part of this module's API)
+from jssl.checks import (
     EPOCHS,
     MAX_SEED,
     MAX_SIDE,
     MAX_STEPS,
-    MAX_WIDTH,
+    MISSING,
     MOMENTUM,
     NON_NEGATIVE,
     POSITIVE,
-    PROBABILITY,
-    SIZE,
-    WIDTH,
     Check,
     boolean,
+    get,
     integer,
     is_int,
     is_real,
     names,
     nonempty_string,
-    numbers,
     one_of,
-    pair,
+    problem_text,
     real,
     show,
     string,
@@ -88,14 +86,12 @@ def _registries() -> dict[str, tuple[str, ...]]:
     from jssl.evaluation.evaluators import REPRESENTATIONS
     from jssl.methods import METHODS
     from jssl.models import MODELS
-    from jssl.models.conv import CONV_IMPLS
 
     return {
         "method": tuple(sorted(METHODS)),
         "model": tuple(sorted(MODELS)),
         "source": tuple(sorted(SOURCES)),
         "representation": tuple(REPRESENTATIONS),
-        "conv_impl": tuple(CONV_IMPLS),
     }
 
 
@@ -198,30 +194,12 @@ def method_fields(method: str) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- helpers
 
-_MISSING = object()
-
-
-def _get(config, path: str):
-    node = config
-    for part in path.split("."):
-        try:
-            if not hasattr(node, "keys") or part not in node:
-                return _MISSING
-            node = node[part]
-        except Exception:
-            return _MISSING
-    return node
-
 
 def _fields_text(fields: Sequence[str], most: int = 6) -> str:
     """'a.x, a.y and 3 more' for a list of dotted names."""
     fields = list(fields)
     shown = ", ".join(fields[:most])
     return shown if len(fields) <= most else f"{shown} and {len(fields) - most} more"
-
-
-def _problem(field: str, value: Any, what: str) -> str:
-    return f"{field}={show(value)}: {what}"
 
 
 # ----------------------------------------------------------------------------- config checks
@@ -238,8 +216,8 @@ def config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> list
     missing: list[str] = []  # required fields the config does not have
 
     def check(field: str, checker: Check, required: bool) -> None:
-        value = _get(config, field)
-        if value is _MISSING:
+        value = get(config, field)
+        if value is MISSING:
             if required:
                 missing.append(field)
             return
@@ -250,7 +228,7 @@ def config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> list
         if problem is None:
             ok[field] = value
         else:
-            out.append(_problem(prefix + field, value, problem))
+            out.append(problem_text(prefix + field, value, problem))
 
     for field, checker in BASE_FIELDS.items():
         check(field, checker, required=True)
@@ -271,157 +249,31 @@ def config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> list
             f"({_fields_text(missing)}); use --config=configs/{method}.py"
         )
         missing = []
-    if ok.get("optim.name") == "dino_adamw" and _get(config, "optim.weight_decay_end") is _MISSING:
+    if ok.get("optim.name") == "dino_adamw" and get(config, "optim.weight_decay_end") is MISSING:
         out.append(
             f"{prefix}optim.name='dino_adamw': reads optim.weight_decay_end, which {where} "
             "lacks; use another optimiser or configs/dino.py"
         )
-    out += _data_source_problems(config, prefix)
-    out += _model_problems(config, ok, prefix)
+    from jssl.data import checks as data_checks  # the data sources import JAX
+
+    out += data_checks.source_problems(config, prefix)
+    from jssl.models import checks as model_checks  # the models import JAX
+
+    out += model_checks.model_problems(config, ok, prefix, _crops(config))
     out += _combination_problems(config, ok, method, prefix)
     out += _stage_problems(config, prefix)
     return list(dict.fromkeys(out))  # each problem once, in the order found
 
 
-def _data_source_problems(config, prefix: str) -> list[str]:
-    from jssl.data import SOURCES
-
-    name = _get(config, "data.name")
-    if name is _MISSING:
-        return []
-    if not isinstance(name, str) or name not in SOURCES:
-        # the loader's wording: "unknown dataset source 'x'; known sources: [...]"
-        return [
-            f"{prefix}data.name={show(name)}: unknown dataset source {name!r}; known sources: "
-            f"{sorted(SOURCES)}"
-        ]
-    out = []
-    if name == "image_folder" and _get(config, "data.path") in ("", _MISSING):
-        out.append(
-            f"{prefix}data.path='': the image_folder source needs --config.data.path=DIR "
-            "(DIR/train/<class>/*, DIR/test/<class>/*)"
-        )
-    if name == "arrayrecord" and _get(config, "data.path") in ("", _MISSING):
-        out.append(
-            f"{prefix}data.path='': the arrayrecord source needs --config.data.path=OUT, a "
-            "folder made by python -m jssl.data.prepare --source=DIR --out=OUT"
-        )
-    if name == "tfds" and _get(config, "data.tfds_name") in ("", _MISSING):
-        out.append(
-            f"{prefix}data.tfds_name='': the tfds source needs a dataset name, e.g. "
-            "--config.data.tfds_name=cifar10"
-        )
-    return out
-
-
-def _model_class(name: str):
-    from jssl.models import MODELS
-
-    factory = MODELS[name]
-    cls = factory.func if isinstance(factory, functools.partial) else factory
-    return cls, dict(getattr(factory, "keywords", {}))
-
-
-# keyword argument -> check, for the backbones' attributes (unknown ones are errors too)
-MODEL_KWARGS: dict[str, Check] = {
-    "widths": numbers(WIDTH, min_length=1),
-    "convs_per_stage": integer(1, 64),
-    "stage_sizes": numbers(integer(1, 64), min_length=1),
-    "block": one_of(("basic", "bottleneck"), "ResNet block"),
-    "width": WIDTH,
-    "stem": one_of(("cifar", "imagenet"), "ResNet stem"),
-    "zero_init_residual": boolean,
-    "conv_impl": _registry("conv_impl", "conv_impl"),
-    "patch_size": SIZE,
-    "hidden": WIDTH,
-    "depth": integer(1, 256),
-    "num_heads": integer(1, 1024),
-    "mlp_dim": WIDTH,
-    "image_size": SIZE,
-    "return_attention": boolean,
-    "pos_embedding": one_of(("learned", "sincos"), "ViT pos_embedding"),
-    "mask_token": boolean,
-}
-
-
-def _model_problems(config, ok: dict, prefix: str) -> list[str]:
-    name = ok.get("model.name")
-    kwargs = _get(config, "model.kwargs")
-    if kwargs is _MISSING or not hasattr(kwargs, "keys"):
-        return []  # reported with the trainer's fields
-    if name is None:
-        return []
-    cls, defaults = _model_class(name)
-    fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name", "dtype")]
-    out = []
-    unknown = sorted(k for k in kwargs.keys() if k not in fields)
-    if unknown:
-        out.append(
-            f"{prefix}model.name={name!r} takes no argument {', '.join(unknown)} (model.kwargs "
-            f"has {', '.join(sorted(kwargs.keys()))}; {name} takes {', '.join(fields)}): use a "
-            "config file whose preset builds this model, or a model of the same family"
-        )
-    values = {**defaults, **{k: kwargs[k] for k in kwargs.keys() if k in fields}}
-    good = {}
-    for key, value in values.items():
-        if key not in kwargs.keys():
-            good[key] = value
-            continue
-        checker = MODEL_KWARGS.get(key)
-        problem = checker(value) if checker is not None else None
-        if problem is None:
-            good[key] = value
-        else:
-            out.append(_problem(f"{prefix}model.kwargs.{key}", value, problem))
-    if cls.__name__ == "ViT":
-        out += _vit_problems(config, good, prefix, cls)
-    return out
-
-
-def _vit_problems(config, kw: dict, prefix: str, cls) -> list[str]:
-    def attr(key):  # None for an argument given a bad value (reported already)
-        if key in kw:
-            return kw[key]
-        given = _get(config, f"model.kwargs.{key}")
-        return getattr(cls, key, None) if given is _MISSING else None
-
-    out = []
-    hidden, heads, patch, size = (
-        attr("hidden"),
-        attr("num_heads"),
-        attr("patch_size"),
-        attr("image_size"),
-    )
-    if is_int(hidden) and is_int(heads) and hidden % heads:
-        out.append(
-            f"{prefix}model.kwargs.num_heads={heads}: the ViT width hidden={hidden} is not "
-            f"divisible by it; use a divisor of {hidden}"
-        )
-    if attr("pos_embedding") == "sincos" and is_int(hidden) and hidden % 4:
-        out.append(
-            f"{prefix}model.kwargs.hidden={hidden}: sine-cosine position embeddings "
-            "(pos_embedding='sincos') need a width divisible by 4; use a multiple of 4"
-        )
-    if not is_int(patch):
-        return out
-    if is_int(size) and size < patch:
-        out.append(
-            f"{prefix}model.kwargs.image_size={size}: smaller than patch_size={patch}; use at "
-            f"least {patch}"
-        )
-    crops = [("augment.crop_size", _get(config, "augment.crop_size"))]
-    method = _get(config, "method")
-    reads_locals = "augment.local_crop_size" in _method_fields().get(method, {})
-    local = _get(config, "augment.num_local_crops")
+def _crops(config) -> list[tuple[str, object]]:
+    """(field, size) of the crops the method's views make: the global crop, and the local
+    ones where the method reads them."""
+    crops = [("augment.crop_size", get(config, "augment.crop_size"))]
+    reads_locals = "augment.local_crop_size" in _method_fields().get(get(config, "method"), {})
+    local = get(config, "augment.num_local_crops")
     if reads_locals and is_int(local) and local > 0:
-        crops.append(("augment.local_crop_size", _get(config, "augment.local_crop_size")))
-    for field, crop in crops:
-        if is_int(crop) and 1 <= crop < patch:
-            out.append(
-                f"{prefix}{field}={crop}: smaller than the ViT's patch_size={patch}; use a crop "
-                f"of at least {patch} px or a smaller --config.model.kwargs.patch_size"
-            )
-    return out
+        crops.append(("augment.local_crop_size", get(config, "augment.local_crop_size")))
+    return crops
 
 
 def _combination_problems(config, ok: dict, method: str | None, prefix: str) -> list[str]:
@@ -431,7 +283,7 @@ def _combination_problems(config, ok: dict, method: str | None, prefix: str) -> 
             f"{prefix}num_epochs={show(ok['num_epochs'])}: must be > 0 (or set "
             "--config.num_steps=N > 0)"
         )
-    if ok.get("eval.split") == "val" and _get(config, "data.val_fraction") in (0, _MISSING):
+    if ok.get("eval.split") == "val" and get(config, "data.val_fraction") in (0, MISSING):
         out.append(
             f"{prefix}eval.split='val': there is no validation split; set "
             "--config.data.val_fraction (e.g. 0.1) to carve one from the training set"
@@ -448,7 +300,9 @@ def _combination_problems(config, ok: dict, method: str | None, prefix: str) -> 
         from jssl.methods import METHODS
 
         if METHODS[method].check is not None:
-            is_vit, patch = _vit_patch(config, ok)
+            from jssl.models.checks import vit_patch
+
+            is_vit, patch = vit_patch(config, ok)
             values = {**ok, "model.patch_size": patch if is_vit else None}
             out += [prefix + problem for problem in METHODS[method].check(values)]
         unknown = [e for e in METHODS[method].evaluators if e not in EVALUATORS]
@@ -458,20 +312,6 @@ def _combination_problems(config, ok: dict, method: str | None, prefix: str) -> 
                 f"jssl.evaluation.EVALUATORS ({', '.join(sorted(EVALUATORS))})"
             )
     return out
-
-
-def _vit_patch(config, ok: dict) -> tuple[bool, int | None]:
-    """(whether model.name is a ViT, its patch size when valid)."""
-    name = ok.get("model.name")
-    if name is None:
-        return False, None
-    cls, defaults = _model_class(name)
-    if cls.__name__ != "ViT":
-        return False, None
-    patch = _get(config, "model.kwargs.patch_size")
-    if patch is _MISSING:
-        patch = defaults.get("patch_size", cls.patch_size)
-    return True, (patch if is_int(patch) and patch >= 1 else None)
 
 
 def _blur_problems(ok: dict, prefix: str) -> list[str]:
@@ -493,19 +333,19 @@ def _blur_problems(ok: dict, prefix: str) -> list[str]:
 
 
 def _stage_problems(config, prefix: str) -> list[str]:
-    stages = _get(config, "stages")
+    stages = get(config, "stages")
     out = []
-    if stages is not _MISSING and hasattr(stages, "keys"):
+    if stages is not MISSING and hasattr(stages, "keys"):
         for name in stages.keys():
             stage = stages[name]
             if isinstance(stage, ml_collections.ConfigDict):
                 out += config_problems(stage, f"{prefix}stages.{name}.")
             else:
-                out.append(_problem(f"{prefix}stages.{name}", stage, "must be a config"))
-    ref = _get(config, "init_from.workdir")
+                out.append(problem_text(f"{prefix}stages.{name}", stage, "must be a config"))
+    ref = get(config, "init_from.workdir")
     if isinstance(ref, str) and ref.startswith(STAGE_PREFIX):
         name = ref[len(STAGE_PREFIX) :]
-        have = sorted(stages.keys()) if stages is not _MISSING and hasattr(stages, "keys") else []
+        have = sorted(stages.keys()) if stages is not MISSING and hasattr(stages, "keys") else []
         if name not in have:
             out.append(
                 f"{prefix}init_from.workdir={ref!r}: names no stage of this config (stages: "
@@ -594,7 +434,7 @@ def workdir_problems(workdir: str, method: str | None, *, mode: str = "train") -
 
 
 def _init_from_problems(config, prefix: str) -> list[str]:
-    ref = _get(config, "init_from.workdir")
+    ref = get(config, "init_from.workdir")
     if not isinstance(ref, str) or not ref or ref.startswith(STAGE_PREFIX):
         return []
     path = os.path.abspath(os.path.expanduser(ref))
@@ -619,7 +459,7 @@ def _input_norm_check() -> Check:
 
 def _weights(config) -> str:
     """config.init_from.weights, or "" without one."""
-    weights = _get(config, "init_from.weights")
+    weights = get(config, "init_from.weights")
     return weights if isinstance(weights, str) else ""
 
 
@@ -631,7 +471,7 @@ def _weights_problems(config, prefix: str) -> list[str]:
 
     field = f"{prefix}init_from.weights={weights!r}"
     out = []
-    ref = _get(config, "init_from.workdir")
+    ref = get(config, "init_from.workdir")
     if isinstance(ref, str) and ref:
         out.append(f"{field}: set either it or init_from.workdir={ref!r}, not both")
     path = os.path.expanduser(weights)
@@ -642,35 +482,10 @@ def _weights_problems(config, prefix: str) -> list[str]:
     return out
 
 
-def _data_path_problems(config, prefix: str) -> list[str]:
-    name = _get(config, "data.name")
-    if name not in ("image_folder", "arrayrecord"):
-        return []
-    path = _get(config, "data.path")
-    if not isinstance(path, str) or not path:
-        return []  # reported by config_problems
-    if name == "arrayrecord":
-        from jssl.data.arrayrecord import META
-
-        if not os.path.exists(os.path.join(os.path.expanduser(path), META)):
-            return [
-                f"{prefix}data.path={path!r}: holds no finished prepared data (no {META}); make "
-                f"it (or finish it: it resumes) with python -m jssl.data.prepare --source=DIR "
-                f"--out={path}"
-            ]
-        return []
-    if not os.path.isdir(os.path.expanduser(path)):
-        return [
-            f"{prefix}data.path={path!r}: image folder {path} does not exist or is not a "
-            "directory; give DIR holding DIR/train/<class>/* and DIR/test/<class>/*"
-        ]
-    return []
-
-
 def device_problems(
     config, device_count: int | None, process_count: int | None = None, prefix: str = ""
 ) -> list[str]:
-    batch = _get(config, "batch_size")
+    batch = get(config, "batch_size")
     if not is_int(batch) or batch < 1:
         return []  # reported by config_problems
     out = []
@@ -702,31 +517,33 @@ def problems(
     device ones. The stage named by ``init_from.workdir="stage:NAME"`` is
     checked as a run in ``workdir/NAME``.
     """
+    from jssl.data import checks as data_checks
+
     out = config_problems(config)
-    out += _data_path_problems(config, "")
+    out += data_checks.path_problems(config, "")
     out += _init_from_problems(config, "")
     out += _weights_problems(config, "")
     out += device_problems(config, device_count, process_count)
-    method = _get(config, "method")
+    method = get(config, "method")
     method = method if isinstance(method, str) else None
     if workdir is not None:
         # Evaluating a weights file needs no checkpoint: the workdir is checked as a new run's.
         wmode = "train" if mode == "eval" and _weights(config) else mode
         out += workdir_problems(workdir, method, mode=wmode)
-    stages = _get(config, "stages")
-    if stages is not _MISSING and hasattr(stages, "keys"):
+    stages = get(config, "stages")
+    if stages is not MISSING and hasattr(stages, "keys"):
         for name in stages.keys():
             stage = stages[name]
             if not isinstance(stage, ml_collections.ConfigDict):
                 continue
             prefix = f"stages.{name}."
-            out += _data_path_problems(stage, prefix)
+            out += data_checks.path_problems(stage, prefix)
             out += _init_from_problems(stage, prefix)
             out += _weights_problems(stage, prefix)
             out += device_problems(stage, device_count, process_count, prefix)
-            ref = _get(config, "init_from.workdir")
+            ref = get(config, "init_from.workdir")
             if workdir is not None and mode == "train" and ref == STAGE_PREFIX + name:
-                stage_method = _get(stage, "method")
+                stage_method = get(stage, "method")
                 out += [
                     f"the {name} stage's {p}"
                     for p in workdir_problems(
@@ -873,7 +690,7 @@ def validate_saved_run(workdir: str) -> ml_collections.ConfigDict:
     config = saved_config(path)  # UserError when there is no config.json
     found = [f"{config_path}: {p}" for p in config_problems(config)]
     found += device_problems(config, jax.device_count(), jax.process_count())
-    method = _get(config, "method")
+    method = get(config, "method")
     found += workdir_problems(workdir, method if isinstance(method, str) else None, mode="eval")
     if found:
         raise ConfigError(message(found))
