@@ -191,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = sub.add_parser(
         "reconstructions",
         parents=[common],
-        help="inputs, outputs (and prior samples) of a decoder method: vae, autoencoder, "
-        "denoising, inpainting, colorization, mae",
+        help="the rows a method draws (Method.picture_rows): a decoder's inputs and outputs",
     )
     for p, default in ((att, "attention.png"), (rec, "reconstructions.png")):
         p.add_argument("--workdir", required=True, help="run folder (config.json, checkpoints/)")

@@ -173,7 +173,8 @@ class Method:
 
     @property
     def default_network(self) -> str:
-        """ "teacher" when the method evaluates its EMA copy (DINO, MoCo v2), else "student"."""
+        """The network pictures and export use by default: "teacher" when the method
+        evaluates its EMA copy (DINO, MoCo v2), else "student"."""
         return "teacher" if self.teacher and "teacher_knn" in self.evaluators else "student"
 
 
