@@ -12,6 +12,7 @@ from jssl.losses.contrastive import *  # noqa: F403
 from jssl.losses.distillation import *  # noqa: F403
 from jssl.losses.infonce import *  # noqa: F403
 from jssl.losses.koleo import *  # noqa: F403
+from jssl.losses.lejepa import *  # noqa: F403
 from jssl.losses.masked import *  # noqa: F403
 from jssl.losses.pretext import *  # noqa: F403
 from jssl.losses.prototypes import *  # noqa: F403
