@@ -9,6 +9,7 @@ One module per family; each defines ``__all__`` and is re-exported here.
 
 from jssl.losses.clustering import *  # noqa: F403
 from jssl.losses.contrastive import *  # noqa: F403
+from jssl.losses.dinov3 import *  # noqa: F403
 from jssl.losses.distillation import *  # noqa: F403
 from jssl.losses.infonce import *  # noqa: F403
 from jssl.losses.koleo import *  # noqa: F403
