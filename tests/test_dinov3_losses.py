@@ -9,21 +9,14 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jssl import losses, sharding
+from tests.test_ssl_losses import np_sinkhorn
 
 
 def _sk_np(logits, temp, iters=3):
-    """dinov2's sinkhorn_knopp_teacher in float64 (the exp domain, as the authors wrote it)."""
+    """dinov2's sinkhorn_knopp_teacher in float64, the exp domain as the authors wrote it: the
+    algorithm of SwAV's codes (its float64 reference) on the flattened rows."""
     x = np.asarray(logits, np.float64)
-    shape = x.shape
-    q = np.exp(x.reshape(-1, shape[-1]) / temp).T  # [K, B]
-    k, b = q.shape
-    q /= q.sum()
-    for _ in range(iters):
-        q /= q.sum(axis=1, keepdims=True)
-        q /= k
-        q /= q.sum(axis=0, keepdims=True)
-        q /= b
-    return (q * b).T.reshape(shape)
+    return np_sinkhorn(x.reshape(-1, x.shape[-1]), temp, iters).reshape(x.shape)
 
 
 def _gram_np(s, t, img_level=True, normalize=True, remove_neg=False, only_teacher=False):
