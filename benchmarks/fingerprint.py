@@ -77,8 +77,7 @@ def fingerprint(name: str, steps: int, start_from=None) -> dict[str, np.ndarray]
     metrics = {}
     for step, batch in zip(range(steps), exp.batches(0, steps), strict=True):
         state, metrics = exp.train_step(state, batch)
-        if exp.host is not None and hasattr(exp.host, "update"):
-            state = exp.host.update(state, step + 1)
+        state = exp.host.update(state, step + 1)
     state = _old_names(exp, state)
     return {**init, **_flat(state, f"{name}|state"), **_flat(metrics, f"{name}|metrics")}
 

@@ -134,7 +134,7 @@ class Experiment:
             out_shardings=(self.state_sharding, rep),
             donate_argnums=(0,),
         )
-        self.host: HostObject | None = None  # the method's, once ``prepare_host`` ran
+        self.host: HostObject = NO_HOST  # the method's own, once ``prepare_host`` ran
         self._during: evaluation.DuringTraining | None = None  # built at its first use
 
     @property
@@ -304,7 +304,7 @@ class Experiment:
             prefetch=d.get("prefetch", 2),
             num_workers=d.get("num_workers", 0),
         )
-        host = self.host or NO_HOST
+        host = self.host
         for step, idx, images in stream:
             batch = {"image": images, "index": idx.astype(np.int32)}
             batch.update(host.batch_extras(idx, step))
@@ -329,7 +329,7 @@ class Experiment:
             teacher=self.method.teacher,
         )
         results = evaluation.run_evaluators(self.method.evaluators, ctx)
-        results.update((self.host or NO_HOST).metrics())
+        results.update(self.host.metrics())
         return results
 
     def evaluate_during(self, state: TrainState) -> dict[str, float]:

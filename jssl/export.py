@@ -26,10 +26,6 @@ def backbone_variables(run, network: str) -> dict:
     from jssl.errors import UserError
     from jssl.evaluation import network_variables
 
-    if network == "teacher" and not run.experiment.method.teacher:
-        raise UserError(
-            f"the {run.config.method} run in {run.workdir} has no teacher; use --network student"
-        )
     variables = network_variables(run.state, network, teacher=run.experiment.method.teacher)
     params, stats = variables["params"], variables.get("batch_stats")
     if "backbone" not in params:

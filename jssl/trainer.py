@@ -35,7 +35,6 @@ from jssl.experiment import (
     same_data,
     saved_config,
 )
-from jssl.methods.base import NO_HOST
 from jssl.metrics_log import MetricWriter
 from jssl.resume import ConfigMismatchError, check_resumable
 
@@ -270,7 +269,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     from tqdm import tqdm
 
     config = exp.config
-    host = exp.host or NO_HOST
+    host = exp.host
     eval_every = config.eval.get("every_steps", 0)  # evaluation during training; 0: none
     history: list[dict[str, jax.Array]] = []
     bar = tqdm(

@@ -179,6 +179,7 @@ def _method_fields() -> dict[str, dict[str, Check]]:
     return {name: dict(m.fields) for name, m in METHODS.items()}
 
 
+@functools.cache
 def optional_fields() -> dict[str, Check]:
     """OPTIONAL_FIELDS and every method's fields: each is checked wherever a config has it."""
     out = dict(OPTIONAL_FIELDS)
@@ -211,6 +212,9 @@ def config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> list
     ``prefix`` names where the config sits ("stages.pretext." for an embedded
     stage); the stages of ``config`` are checked too.
     """
+    from jssl.data import checks as data_checks  # the data sources and models import JAX
+    from jssl.models import checks as model_checks
+
     out: list[str] = []
     ok: dict[str, Any] = {}  # fields whose values passed their check
     missing: list[str] = []  # required fields the config does not have
@@ -254,11 +258,7 @@ def config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> list
             f"{prefix}optim.name='dino_adamw': reads optim.weight_decay_end, which {where} "
             "lacks; use another optimiser or configs/dino.py"
         )
-    from jssl.data import checks as data_checks  # the data sources import JAX
-
     out += data_checks.source_problems(config, prefix)
-    from jssl.models import checks as model_checks  # the models import JAX
-
     out += model_checks.model_problems(config, ok, prefix, _crops(config))
     out += _combination_problems(config, ok, method, prefix)
     out += _stage_problems(config, prefix)
@@ -302,8 +302,7 @@ def _combination_problems(config, ok: dict, method: str | None, prefix: str) -> 
         if METHODS[method].check is not None:
             from jssl.models.checks import vit_patch
 
-            is_vit, patch = vit_patch(config, ok)
-            values = {**ok, "model.patch_size": patch if is_vit else None}
+            values = {**ok, "model.patch_size": vit_patch(config, ok)[1]}
             out += [prefix + problem for problem in METHODS[method].check(values)]
         unknown = [e for e in METHODS[method].evaluators if e not in EVALUATORS]
         if unknown:

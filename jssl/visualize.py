@@ -47,15 +47,6 @@ def load_run(workdir: str):
     return run.experiment, run.state
 
 
-def _network_variables(exp, state, network: str) -> dict:
-    """Host copies of the variables of the teacher (DINO) or the trained student."""
-    from jssl.evaluation import network_variables
-
-    if network == "teacher" and not exp.method.teacher:
-        raise UserError("This run has no teacher network; use --network=student.")
-    return jax.device_get(network_variables(state, network, teacher=exp.method.teacher))
-
-
 def attention_maps(exp, state, images: np.ndarray, *, network: str | None = None) -> np.ndarray:
     """Last-block [CLS] attention over patches: images uint8 [N, H, W, C] -> [N, heads, gh, gw].
 
@@ -67,7 +58,10 @@ def attention_maps(exp, state, images: np.ndarray, *, network: str | None = None
             f"Attention maps need a ViT backbone; this run's model.name is {config.model.name!r}."
         )
     size = (config.augment.crop_size, config.augment.crop_size)
-    variables = _network_variables(exp, state, network or exp.method.default_network)
+    from jssl.evaluation import network_variables
+
+    network = network or exp.method.default_network
+    variables = jax.device_get(network_variables(state, network, teacher=exp.method.teacher))
 
     @jax.jit
     def run(variables, images):

@@ -76,7 +76,9 @@ def network_variables(state, network: str = "student", *, teacher: str | None = 
     method_state = state.method_state if isinstance(state.method_state, dict) else {}
     ema = method_state.get(teacher) if teacher else None
     if ema is None:
-        raise UserError("this run has no teacher network (no EMA copy of it); use the student")
+        raise UserError(
+            "this run's method keeps no EMA copy of its network (no teacher); use --network student"
+        )
     stats = {**(state.batch_stats or {}), **(ema.batch_stats or {})}
     return model_variables({**state.params, **ema.params}, stats)
 

@@ -178,14 +178,19 @@ class Method:
         return "teacher" if self.teacher and "teacher_knn" in self.evaluators else "student"
 
 
-def apply_train(model: nn.Module, params, batch_stats, x: jax.Array):
-    """Forward pass in training mode; returns (outputs, aux, new_batch_stats)."""
+def apply_train(model: nn.Module, params, batch_stats, x: jax.Array, *, method=None):
+    """Forward pass in training mode; returns (outputs, aux, new_batch_stats).
+
+    ``method``: another method of the module than ``__call__`` (``EncoderWithHead.project``).
+    """
     variables = {"params": params}
     if batch_stats:
         variables["batch_stats"] = batch_stats
-        (out, aux), updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        (out, aux), updated = model.apply(
+            variables, x, train=True, method=method, mutable=["batch_stats"]
+        )
         return out, aux, updated["batch_stats"]
-    out, aux = model.apply(variables, x, train=True)
+    out, aux = model.apply(variables, x, train=True, method=method)
     return out, aux, batch_stats
 
 

@@ -39,7 +39,7 @@ from jssl.checks import (
     real,
 )
 from jssl.errors import UserError
-from jssl.methods.base import RunInfo
+from jssl.methods.base import RunInfo, apply_train
 from jssl.models import ClusterHeads, Decoder, EncoderWithHead, MLPHead, create_model
 from jssl.models.decoders import UPSAMPLING
 
@@ -222,15 +222,14 @@ def clean_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) 
     )
 
 
-def multi_crop_kwargs(config: ml_collections.ConfigDict, *, num_local: int | None = None) -> dict:
-    """``augment.multi_crop``'s arguments from ``config.augment`` (``num_local`` overrides
-    ``augment.num_local_crops``)."""
+def multi_crop_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """``augment.multi_crop``'s arguments from ``config.augment``."""
     a = config.augment
     return dict(
         global_size=(a.crop_size, a.crop_size),
         local_size=(a.local_crop_size, a.local_crop_size),
         num_global=a.num_global_crops,
-        num_local=a.num_local_crops if num_local is None else num_local,
+        num_local=a.num_local_crops,
         global_scale=tuple(a.scale),
         local_scale=tuple(a.local_scale),
         global_blur_p=tuple(a.global_blur_p),
@@ -329,14 +328,9 @@ def apply_momentum_encoder(
     updated running statistics dropped.
     """
     encoder = jax.lax.stop_gradient(encoder)
-    variables = {"params": encoder.params}
-    if encoder.batch_stats:
-        variables["batch_stats"] = encoder.batch_stats
-        (z, _), _ = model.apply(
-            variables, x, train=True, method=EncoderWithHead.project, mutable=["batch_stats"]
-        )
-    else:
-        z, _ = model.apply(variables, x, train=True, method=EncoderWithHead.project)
+    z, _, _ = apply_train(
+        model, encoder.params, encoder.batch_stats, x, method=EncoderWithHead.project
+    )
     return jax.lax.stop_gradient(z)
 
 

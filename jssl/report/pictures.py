@@ -17,6 +17,7 @@ import numpy as np
 
 from jssl import data, evaluation, plotting
 from jssl.errors import UserError
+from jssl.methods.base import NO_HOST
 from jssl.report.html import Section, esc, image
 
 NUM_QUERIES = 8
@@ -235,7 +236,7 @@ def _host_for_views(run) -> str | None:
     from jssl.experiment import restore_run, same_data
 
     exp = run.experiment
-    if exp.method.prepare is None or exp.host is not None:
+    if exp.method.prepare is None or exp.host is not NO_HOST:
         return None
     ref = run.config.init_from.workdir
     init_run = None
