@@ -36,7 +36,7 @@ def save(fig: Figure, path: str, *, dpi: int = 100) -> str:
     """Writes ``fig`` to ``path`` (PNG, or SVG/PDF by the extension) atomically; returns path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp{ext}"
+    tmp = f"{root}.tmp{os.getpid()}{ext}"  # writers of the same picture never share it
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight", facecolor="white")
     os.replace(tmp, path)
     return path

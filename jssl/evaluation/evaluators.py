@@ -186,7 +186,7 @@ def cluster_heads(ctx: EvalContext) -> dict[str, Metric]:
             100 * max_share,
             plots.histogram_text(sizes, max_rows=10),
         )
-    if ctx.workdir:
+    if ctx.workdir and jax.process_index() == 0:  # the run folder is written by process 0
         step = ctx.step
         plots.save_confusion_matrix(
             os.path.join(ctx.workdir, f"confusion_{step}.png"),
