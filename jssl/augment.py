@@ -620,6 +620,7 @@ def multi_crop(
     global_blur_p: float | Sequence[float] = (1.0, 0.1),
     global_solarize_p: float | Sequence[float] = (0.0, 0.2),
     local_blur_p: float = 0.5,
+    local_solarize_p: float = 0.0,
     **policy,
 ) -> tuple[Array, Array | None]:
     """DINO's multi-crop views: images [B, H, W, C] -> (globals, locals), float32.
@@ -628,9 +629,9 @@ def multi_crop(
     (None when num_local == 0). Global crop i uses ``global_blur_p[i]`` and
     ``global_solarize_p[i]`` (the last entry repeats for i beyond the list),
     so DINO's defaults give blur 1.0 on crop 1, and blur 0.1 plus
-    solarisation 0.2 on crop 2; local crops get blur ``local_blur_p`` and no
-    solarisation. ``policy`` goes to ``dino_view`` (flip, jitter,
-    jitter_p, gray_p, blur_sigma, ratio, mean, std).
+    solarisation 0.2 on crop 2; local crops get blur ``local_blur_p`` and solarisation
+    ``local_solarize_p`` (DINO: none; LeJEPA: 0.2, as its global crops). ``policy``
+    goes to ``dino_view`` (flip, jitter, jitter_p, gray_p, blur_sigma, ratio, mean, std).
 
     Example b uses ``split(split(key, B)[b], G + L)``: crops 0..G-1 global, the
     rest local, so its crops depend only on its own key.
@@ -649,6 +650,9 @@ def multi_crop(
         g = _crops(keys[:num_global], image, g_blur, g_solar, g_policy)
         if not num_local:
             return g, None
-        return g, _crops(keys[num_global:], image, float(local_blur_p), 0.0, l_policy)
+        local = _crops(
+            keys[num_global:], image, float(local_blur_p), float(local_solarize_p), l_policy
+        )
+        return g, local
 
     return jax.vmap(per_example)(crop_keys, images)

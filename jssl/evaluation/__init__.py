@@ -26,6 +26,7 @@ from jssl.evaluation.plots import (
     save_confusion_matrix,
 )
 from jssl.evaluation.predict import Predictor, model_variables, network_variables
+from jssl.evaluation.rank import lidar, rankme
 
 __all__ = [
     "DEFAULT_EVALUATORS",
@@ -46,10 +47,12 @@ __all__ = [
     "histogram_text",
     "kmeans",
     "knn_accuracy",
+    "lidar",
     "l2_normalize",
     "linear_probe",
     "matched_confusion_matrix",
     "nmi",
+    "rankme",
     "save_confusion_matrix",
     "standardize",
 ]

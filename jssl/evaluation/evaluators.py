@@ -23,7 +23,7 @@ from absl import logging
 
 from jssl.data.core import ImageSource
 from jssl.errors import UserError
-from jssl.evaluation import clustering, plots
+from jssl.evaluation import clustering, plots, rank
 from jssl.evaluation.knn import knn_accuracy
 from jssl.evaluation.linear_probe import linear_probe
 from jssl.evaluation.predict import Predictor, network_variables
@@ -135,6 +135,11 @@ def kmeans_clustering(ctx: EvalContext) -> dict[str, Metric]:
     }
 
 
+def rankme_score(ctx: EvalContext) -> dict[str, Metric]:
+    """RankMe (label-free) of the test representation: its effective rank, in [1, D]."""
+    return {"rankme": Metric(float(rank.rankme(ctx.features("test"))), "RankMe")}
+
+
 def head_logits(model, variables, x) -> jax.Array:
     """Clustering heads' logits [H, b, K] as [b, H, K] (examples first, for the Predictor)."""
     logits, _ = model.apply(variables, x, train=False)
@@ -205,6 +210,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "kmeans": kmeans_clustering,
     "cluster_heads": cluster_heads,
     "teacher_knn": teacher_knn,
+    "rankme": rankme_score,
 }
 DEFAULT_EVALUATORS = ("knn", "linear_probe", "kmeans")
 

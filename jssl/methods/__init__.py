@@ -9,6 +9,7 @@ from jssl.methods.context import CONTEXT
 from jssl.methods.dino import DINO
 from jssl.methods.equivariance import EQUIVARIANCE
 from jssl.methods.jigsaw import JIGSAW
+from jssl.methods.lejepa import LEJEPA
 from jssl.methods.mae import MAE
 from jssl.methods.mocov2 import MOCOV2
 from jssl.methods.mocov3 import MOCOV3
@@ -49,6 +50,7 @@ METHODS: dict[str, Method] = {
     "barlow_twins": BARLOW_TWINS,
     "vicreg": VICREG,
     "mae": MAE,
+    "lejepa": LEJEPA,
 }
 
 

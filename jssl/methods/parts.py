@@ -235,6 +235,7 @@ def multi_crop_kwargs(config: ml_collections.ConfigDict) -> dict:
         global_blur_p=tuple(a.global_blur_p),
         global_solarize_p=tuple(a.global_solarize_p),
         local_blur_p=a.local_blur_p,
+        local_solarize_p=a.get("local_solarize_p", 0.0),  # a field of LeJEPA's only
         flip=a.flip,
         jitter=tuple(a.jitter),
         jitter_p=a.jitter_p,

@@ -5,8 +5,11 @@
   NNCLR, Barlow Twins, VICReg). ``project`` skips the predictor: it is the target or
   momentum encoder of BYOL, MoCo v3 and NNCLR, whose variables are the
   ``{"backbone", "head"}`` subtrees of the online network's.
-- ``PrototypeNet``: SwAV's backbone -> projector -> L2 normalise -> K prototypes, over
-  one batch or a tuple of crop groups of different sizes.
+- ``PrototypeNet``: SwAV's backbone -> projector -> L2 normalise -> K prototypes.
+
+Both take one image batch or a tuple of crop groups of different sizes (multi-crop): the
+backbone runs on each group, the head once on the concatenated features, so its
+BatchNorm statistics are those of all crops together.
 
 Every ``__call__(x, *, train)`` returns ``(outputs, aux)`` with ``aux["features"]``
 the backbone's pooled output h (what evaluation uses).
@@ -23,6 +26,16 @@ from jssl.losses.contrastive import l2_normalize
 __all__ = ["EncoderWithHead", "PrototypeNet", "unit_columns"]
 
 
+def backbone_groups(backbone: nn.Module, x, *, train: bool) -> tuple[jax.Array, dict]:
+    """(h, aux): the backbone's features of ``x``, an image batch or a tuple of crop groups
+    (concatenated in order); ``aux`` is the backbone's own only for a single batch."""
+    groups = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    outs = [backbone(g, train=train) for g in groups]
+    if len(outs) == 1:
+        return outs[0]
+    return jnp.concatenate([h for h, _ in outs], axis=0), {}
+
+
 class EncoderWithHead(nn.Module):
     """backbone -> head -> predictor (optional).
 
@@ -36,12 +49,12 @@ class EncoderWithHead(nn.Module):
     head: nn.Module
     predictor: nn.Module | None = None
 
-    def project(self, x: jax.Array, *, train: bool):
-        h, aux = self.backbone(x, train=train)
+    def project(self, x, *, train: bool):
+        h, aux = backbone_groups(self.backbone, x, train=train)
         z = self.head(h, train=train)
         return z, {**aux, "features": h}
 
-    def __call__(self, x: jax.Array, *, train: bool):
+    def __call__(self, x, *, train: bool):
         z, aux = self.project(x, train=train)
         if self.predictor is None:
             return z, aux
@@ -62,10 +75,7 @@ def unit_columns(base=None):
 class PrototypeNet(nn.Module):
     """SwAV: backbone -> projector -> L2 normalise -> K prototypes (bias-free linear).
 
-    ``x`` is an image batch [B, H, W, C] or a tuple of batches (crop groups of
-    different sizes): the backbone runs on each group, the projector and the
-    prototypes once on the concatenated features, so the projector's
-    BatchNorm statistics are those of all crops together.
+    ``x`` is an image batch [B, H, W, C] or a tuple of crop groups.
 
     Returns ``(scores [sum B, K] float32, aux)`` with ``aux["features"]`` h and
     ``aux["embedding"]`` the unit-norm z; scores are z . c_k for the prototype
@@ -78,10 +88,7 @@ class PrototypeNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        groups = tuple(x) if isinstance(x, (tuple, list)) else (x,)
-        outs = [self.backbone(g, train=train) for g in groups]
-        h = jnp.concatenate([o[0] for o in outs], axis=0)
-        aux = dict(outs[0][1]) if len(groups) == 1 else {}
+        h, aux = backbone_groups(self.backbone, x, train=train)
         z = l2_normalize(self.projector(h, train=train).astype(jnp.float32))
         scores = nn.Dense(
             self.num_prototypes,
