@@ -49,6 +49,9 @@ def _dino_block() -> ml_collections.ConfigDict:
     d.teacher_temp = 0.07
     d.warmup_teacher_temp_epochs = 30.0
     d.center_momentum = 0.9
+    # "centre" (DINO) or "sinkhorn_knopp": DINOv2's teacher, balanced over the K prototypes
+    # by 3 Sinkhorn-Knopp iterations on the [CLS] and iBOT heads instead of centring.
+    d.centering = "centre"
     d.teacher_momentum = 0.996  # cosine to teacher_momentum_end
     d.teacher_momentum_end = 1.0
     # DINOv2's additions (facebookresearch/dinov2 configs/ssl_default_config.yaml), off here;
@@ -70,13 +73,15 @@ def _dino_block() -> ml_collections.ConfigDict:
 
 
 def _dinov2(c: ml_collections.ConfigDict, preset: str) -> None:
-    """DINOv2's losses (ssl_default_config.yaml): KoLeo 0.1, iBOT 1.0 on 10-50% of the
+    """DINOv2's losses (ssl_default_config.yaml): the Sinkhorn-Knopp teacher, KoLeo 0.1,
+    iBOT 1.0 on 10-50% of the
     patches of half the global crops; iBOT needs patch tokens, so the presets whose
     backbone is convolutional get a ViT. ImageNet also gets DINOv2's crop scales (globals
     0.32-1, 8 locals of 0.05-0.32) and teacher momentum 0.992. Not reproduced: DINOv2's
     layer-wise lr decay (0.9), patch-embedding lr factor 0.2, stochastic depth and
     LayerScale, its sqrt(batch / 1024) lr scaling (base lr 0.004) and the registers."""
     d = c.dino
+    d.centering = "sinkhorn_knopp"  # ssl_default_config.yaml train.centering
     d.koleo_weight = 0.1
     d.ibot_weight = 1.0
     d.ibot_out_dim = d.out_dim

@@ -29,6 +29,7 @@ from tests.helpers import (
     set_fields,
     smoke_args,
 )
+from tests.test_ssl_losses import np_sinkhorn
 
 RUN = RunInfo(total_steps=10, steps_per_epoch=5, num_examples=80)
 # The smoke ViT (4 px patches on 16 px globals: 16 patches, 8 px locals) at a learning rate
@@ -167,6 +168,7 @@ def test_dinov2_presets(preset):
     assert c.model.name.startswith("vit")
     off = dino_config.get_config(preset).dino
     assert (off.koleo_weight, off.ibot_weight) == (0.0, 0.0)
+    assert (d.centering, off.centering) == ("sinkhorn_knopp", "centre")
     if c.data.name in ("image_folder", "arrayrecord"):  # folder presets: a path is given
         c.data.path = "/data"
     assert validation.config_problems(c) == []
@@ -259,8 +261,9 @@ def test_masked_student_is_blind_to_its_masked_pixels():
     assert not np.allclose(run(jnp.where(pixels > 0, noise, x), None)[0], teacher[0])
 
 
-def test_ibot_and_koleo_terms_in_the_step_match_a_direct_computation():
-    c, model, params, ms, views = _parts()
+@pytest.mark.parametrize("centering", ["centre", "sinkhorn_knopp"])
+def test_ibot_and_koleo_terms_in_the_step_match_a_direct_computation(centering):
+    c, model, params, ms, views = _parts(**{"dino.centering": centering})
     loss_fn = dino.make_loss(model, c, RUN)
     loss, (_, new_ms, metrics) = jax.jit(loss_fn)(params, {}, views, ms, 0, None)
     d = c.dino
@@ -274,15 +277,27 @@ def test_ibot_and_koleo_terms_in_the_step_match_a_direct_computation():
 
     _, student, h = jax.jit(tokens)(params, mask)
     _, teacher, _ = jax.jit(tokens)(ms["teacher"].params, None)
-    ibot = losses.ibot_patch_loss(
-        student, teacher, mask, ms["ibot_center"], student_temp=d.student_temp, teacher_temp=temp
-    )
-    np.testing.assert_allclose(metrics["ibot_loss"], ibot, rtol=1e-5)
     assert float(jnp.sum(mask)) > 0
-    center = 0.9 * ms["ibot_center"] + 0.1 * (
-        jnp.sum(mask[..., None] * teacher, axis=(0, 1)) / jnp.sum(mask)
-    )
-    np.testing.assert_allclose(new_ms["ibot_center"], center, rtol=1e-5, atol=1e-6)
+    if centering == "centre":
+        ibot = losses.ibot_patch_loss(
+            student, teacher, mask, ms["ibot_center"], student_temp=d.student_temp,
+            teacher_temp=temp,
+        )  # fmt: skip
+        center = 0.9 * ms["ibot_center"] + 0.1 * (
+            jnp.sum(mask[..., None] * teacher, axis=(0, 1)) / jnp.sum(mask)
+        )
+        np.testing.assert_allclose(new_ms["ibot_center"], center, rtol=1e-5, atol=1e-6)
+    else:
+        # DINOv2: the masked patches of the whole batch balanced together, in float64.
+        m = np.asarray(mask)
+        targets = np.zeros(teacher.shape)
+        targets[m] = np_sinkhorn(np.asarray(teacher, np.float64)[m], float(temp))
+        log_p = np.asarray(jax.nn.log_softmax(student / d.student_temp), np.float64)
+        ce = -np.sum(targets * log_p, axis=-1)
+        ibot = np.mean(np.sum(ce * m, axis=1) / np.maximum(m.sum(axis=1), 1))
+        leaves_equal(new_ms["ibot_center"], ms["ibot_center"])  # no centre with SK
+        leaves_equal(new_ms["center"], ms["center"])
+    np.testing.assert_allclose(metrics["ibot_loss"], ibot, rtol=1e-5)
     h = h.reshape(8, 2, -1)
     koleo = losses.koleo_loss(h[:, 0]) + losses.koleo_loss(h[:, 1])
     np.testing.assert_allclose(metrics["koleo"], koleo, rtol=1e-5)
@@ -315,8 +330,9 @@ def test_koleo_alone_and_a_separate_ibot_head():
 
 
 def test_one_step_8_devices_equals_1():
-    # SGD: Adam's first update is about lr * sign(g), and the ViT's key biases have a zero
-    # gradient in exact arithmetic (softmax ignores a constant shift), so their rounding
+    # The Sinkhorn-Knopp teacher (the dinov2 modifier's) balances the global batch. SGD:
+    # Adam's first update is about lr * sign(g), and the ViT's key biases have a zero gradient
+    # in exact arithmetic (softmax ignores a constant shift), so their rounding
     # noise, which depends on the reduction order, would move them by whole updates.
     small = {"dino.out_dim": 32, "dino.hidden_dim": 16, "dino.bottleneck_dim": 8}
     config = v2_config(
@@ -352,7 +368,8 @@ def test_exact_resume_with_the_ibot_centre(train_py_runs, tmp_path):
     resumed = trainer.train_and_evaluate(
         config, str(tmp_path), show_progress=False, stop_at_step=4
     )["state"]
-    assert np.any(np.asarray(resumed.method_state["ibot_center"]))
+    # DINOv2's Sinkhorn-Knopp teacher: no centring, the centres stay at their start.
+    assert not np.any(np.asarray(resumed.method_state["ibot_center"]))
     ckpt = Checkpointer(run.workdir)
     try:
         straight = ckpt.restore(resumed, step=4)

@@ -113,3 +113,17 @@ def test_8_devices_equal_1_device(img_level):
     np.testing.assert_allclose(q8, q1, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(float(g8), float(g1), rtol=1e-5)
     np.testing.assert_allclose(d8, d1, rtol=1e-4, atol=1e-6 * np.max(np.abs(np.asarray(d1))))
+
+
+def test_sinkhorn_teacher_over_the_valid_rows_only():
+    """``valid``: the rows that take part (iBOT's masked patches among static tokens) are
+    balanced as if they were alone; the others come back as zeros."""
+    x = _rand(5, 6, 4, 8)  # [N, L, K]
+    valid = np.random.default_rng(6).random((6, 4)) < 0.5
+    got = np.asarray(losses.sinkhorn_knopp_teacher(x, teacher_temp=0.3, valid=valid))
+    np.testing.assert_allclose(got[valid], _sk_np(x[valid], 0.3), rtol=1e-5, atol=1e-7)
+    assert np.all(got[~valid] == 0)
+    everything = losses.sinkhorn_knopp_teacher(x, teacher_temp=0.3, valid=np.ones((6, 4), bool))
+    np.testing.assert_allclose(everything, losses.sinkhorn_knopp_teacher(x, teacher_temp=0.3))
+    none = losses.sinkhorn_knopp_teacher(x, teacher_temp=0.3, valid=np.zeros((6, 4), bool))
+    assert np.all(np.asarray(none) == 0)

@@ -11,6 +11,7 @@ from jssl.losses.clustering import *  # noqa: F403
 from jssl.losses.contrastive import *  # noqa: F403
 from jssl.losses.dinov3 import *  # noqa: F403
 from jssl.losses.distillation import *  # noqa: F403
+from jssl.losses.ijepa import *  # noqa: F403
 from jssl.losses.infonce import *  # noqa: F403
 from jssl.losses.koleo import *  # noqa: F403
 from jssl.losses.lejepa import *  # noqa: F403

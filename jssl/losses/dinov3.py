@@ -24,23 +24,40 @@ __all__ = ["gram_loss", "sinkhorn_knopp_teacher"]
 
 
 def sinkhorn_knopp_teacher(
-    teacher_logits: jax.Array, *, teacher_temp: float, num_iters: int = 3
+    teacher_logits: jax.Array,
+    *,
+    teacher_temp: float | jax.Array,
+    num_iters: int = 3,
+    valid: jax.Array | None = None,
 ) -> jax.Array:
     """DINOv2's teacher targets: ``teacher_logits`` [..., K] -> [..., K], each row a
     distribution over K, the leading axes flattened into B rows balanced together; no gradient.
 
     Q = exp(logits / teacher_temp)^T [K, B], Q /= sum(Q); ``num_iters`` times: every
     prototype's row to 1 / K, then every sample's column to 1 / B; returns (B * Q)^T.
+
+    ``valid`` [...] (optional, the leading axes): only those rows take part, B is their
+    count and the other rows come back as zeros (iBOT's masked patches among a static
+    number of tokens: DINOv2 balances the masked patches of the batch only).
     """
     logits = jax.lax.stop_gradient(jnp.asarray(teacher_logits, jnp.float32))
     shape = logits.shape
     log_q = logits.reshape(-1, shape[-1]) / teacher_temp  # [B, K]
-    b, k = log_q.shape
-    log_q = log_q - jax.nn.logsumexp(log_q)
+    k = log_q.shape[1]
+    if valid is None:
+        rows = jnp.ones((log_q.shape[0], 1), bool)
+        log_b = jnp.log(jnp.float32(log_q.shape[0]))
+    else:
+        rows = jnp.asarray(valid, bool).reshape(-1, 1)
+        log_b = jnp.log(jnp.maximum(jnp.sum(rows.astype(jnp.float32)), 1.0))
+    keep = lambda x: jnp.where(rows, x, -jnp.inf)
+    log_q = keep(log_q)
+    log_q = keep(log_q - jax.nn.logsumexp(log_q))
     for _ in range(num_iters):
-        log_q = log_q - jax.nn.logsumexp(log_q, axis=0, keepdims=True) - jnp.log(k)
-        log_q = log_q - jax.nn.logsumexp(log_q, axis=1, keepdims=True) - jnp.log(b)
-    return jnp.exp(log_q + jnp.log(b)).reshape(shape)
+        log_q = keep(log_q - jax.nn.logsumexp(log_q, axis=0, keepdims=True) - jnp.log(k))
+        row_sum = jax.nn.logsumexp(jnp.where(rows, log_q, 0.0), axis=1, keepdims=True)
+        log_q = keep(log_q - row_sum - log_b)
+    return jnp.exp(log_q + log_b).reshape(shape)
 
 
 def _gram(x: jax.Array, img_level: bool) -> jax.Array:

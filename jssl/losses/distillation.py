@@ -23,6 +23,8 @@ import jax.numpy as jnp
 __all__ = [
     "dino_loss",
     "dino_monitor",
+    "distillation_loss",
+    "distillation_monitor",
     "entropy",
     "teacher_distribution",
     "update_center",
@@ -125,9 +127,22 @@ def dino_loss(
       Scalar float32 loss. The teacher side carries no gradient.
     """
     _check_logits(student_logits, teacher_logits, center)
-    num_student, num_teacher = student_logits.shape[0], teacher_logits.shape[0]
     q = teacher_distribution(teacher_logits, center, teacher_temp=teacher_temp)
-    ce = _pair_cross_entropy(student_logits, q, student_temp=student_temp)
+    return distillation_loss(student_logits, q, student_temp=student_temp)
+
+
+def distillation_loss(
+    student_logits: jax.Array, targets: jax.Array, *, student_temp: float | jax.Array
+) -> jax.Array:
+    """DINO's cross-entropy against given teacher targets: the mean over the pairs (t, s),
+    s != t, and the batch of -sum_k targets[t, n, k] log_softmax(student[s, n] / student_temp)_k.
+
+    ``targets`` [T, N, K] are the teacher's distributions of the global crops (centred
+    and sharpened: ``teacher_distribution``; or balanced: ``sinkhorn_knopp_teacher``),
+    ``student_logits`` [S, N, K] all crops, the first T the teacher's. Scalar float32.
+    """
+    num_student, num_teacher = student_logits.shape[0], targets.shape[0]
+    ce = _pair_cross_entropy(student_logits, targets, student_temp=student_temp)
     mask = _pair_mask(num_student, num_teacher)
     return jnp.sum(ce * mask) / jnp.sum(mask)
 
@@ -177,10 +192,19 @@ def dino_monitor(
     """
     _check_logits(student_logits, teacher_logits, center)
     q = teacher_distribution(teacher_logits, center, teacher_temp=teacher_temp)
+    return distillation_monitor(student_logits, q, student_temp=student_temp)
+
+
+def distillation_monitor(
+    student_logits: jax.Array, targets: jax.Array, *, student_temp: float | jax.Array
+) -> dict[str, jax.Array]:
+    """``dino_monitor``'s numbers for given teacher targets [T, N, K] (see
+    ``distillation_loss``)."""
+    q = targets
     p = jax.nn.softmax(student_logits.astype(jnp.float32) / student_temp, axis=-1)
     h_q = entropy(q)  # [T, N]
     ce = _pair_cross_entropy(student_logits, q, student_temp=student_temp)  # [T, S]
-    mask = _pair_mask(student_logits.shape[0], teacher_logits.shape[0])
+    mask = _pair_mask(student_logits.shape[0], q.shape[0])
     # Each pair's KL is its cross-entropy minus its teacher crop's entropy.
     kl = jnp.sum((ce - jnp.mean(h_q, axis=1)[:, None]) * mask) / jnp.sum(mask)
     return {

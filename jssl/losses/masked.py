@@ -19,7 +19,13 @@ import jax.numpy as jnp
 
 from jssl.losses.distillation import teacher_distribution
 
-__all__ = ["ibot_patch_loss", "mae_loss", "patchify", "update_patch_center"]
+__all__ = [
+    "ibot_patch_loss",
+    "mae_loss",
+    "patch_distillation_loss",
+    "patchify",
+    "update_patch_center",
+]
 
 _NORM_PIX_EPS = 1e-6  # MAE: (var + 1e-6) ** 0.5
 
@@ -125,8 +131,22 @@ def ibot_patch_loss(
     if center.shape != student_patches.shape[-1:]:
         raise ValueError(f"center must be [K] = [{student_patches.shape[-1]}], got {center.shape}")
     q = teacher_distribution(teacher_patches, center, teacher_temp=teacher_temp)
+    return patch_distillation_loss(student_patches, q, mask, student_temp=student_temp)
+
+
+def patch_distillation_loss(
+    student_patches: jax.Array,
+    targets: jax.Array,
+    mask: jax.Array,
+    *,
+    student_temp: float | jax.Array,
+) -> jax.Array:
+    """``ibot_patch_loss`` against given teacher targets [N, L, K] (centred and sharpened, or
+    ``sinkhorn_knopp_teacher``'s over the masked patches): the per-image mean over its masked
+    patches of -sum_k targets log_softmax(student / student_temp), then the mean over images."""
+    _check_mask("patch_distillation_loss", student_patches.shape, mask)
     log_p = jax.nn.log_softmax(student_patches.astype(jnp.float32) / student_temp, axis=-1)
-    ce = -jnp.sum(q * log_p, axis=-1)  # [N, L]
+    ce = -jnp.sum(targets * log_p, axis=-1)  # [N, L]
     m = mask.astype(jnp.float32)
     per_image = jnp.sum(ce * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1.0)
     return jnp.mean(per_image)

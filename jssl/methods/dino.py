@@ -7,7 +7,12 @@ exponential moving average of the student:
 - views: G global crops (seen by teacher and student) and L smaller local
   crops (student only), made on device (``augment.multi_crop``);
 - loss: ``losses.dino_loss`` with the running centre in the method state,
-  updated by ``losses.update_center`` on the teacher logits of the global batch;
+  updated by ``losses.update_center`` on the teacher logits of the global batch; or,
+  with ``dino.centering = "sinkhorn_knopp"`` (DINOv2's teacher, which the ``dinov2``
+  modifier turns on), ``losses.distillation_loss`` against
+  ``losses.sinkhorn_knopp_teacher``'s targets, the teacher logits of all global crops
+  of the global batch balanced together (iBOT's: its masked patches), the centres
+  left as they are;
 - after each optimiser update the teacher follows the student
   (``ema.ema_teacher``, momentum 0.996 -> 1 on a cosine).
 
@@ -69,6 +74,7 @@ from jssl.checks import (
     Added,
     boolean,
     integer,
+    one_of,
     pair,
     show,
 )
@@ -237,6 +243,21 @@ def freeze_last_layer(params, frozen: jax.Array):
 # ----------------------------------------------------------------------------- loss
 
 
+def sinkhorn_knopp(config: ml_collections.ConfigDict) -> bool:
+    """DINOv2's Sinkhorn-Knopp teacher in place of centring (``dino.centering``)."""
+    return config.dino.get("centering", "centre") == "sinkhorn_knopp"
+
+
+def teacher_targets(config, teacher: jax.Array, center: jax.Array, temp) -> tuple:
+    """(the teacher's targets [T, B, K], the next centre): softmax((teacher - centre) / temp)
+    and the centre's EMA step (DINO), or three Sinkhorn-Knopp iterations over the T x B
+    rows together and the centre unchanged (DINOv2's ``centering: sinkhorn_knopp``)."""
+    if sinkhorn_knopp(config):
+        return losses.sinkhorn_knopp_teacher(teacher, teacher_temp=temp), center
+    targets = losses.teacher_distribution(teacher, center, teacher_temp=temp)
+    return targets, losses.update_center(center, teacher, momentum=config.dino.center_momentum)
+
+
 def _student_crops(model, params, batch_stats, views, z_globals, b):
     """The student's [S, B, K] outputs, globals (``z_globals``, already computed) first, then
     the local crops as a batch of their own (another resolution); and the batch statistics."""
@@ -276,16 +297,11 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
         )
         teacher = jax.lax.stop_gradient(parts.crops_first(z_t, b))  # [T, B, K]
 
-        center = method_state["center"]
         temp = teacher_temp(step)
-        loss = losses.dino_loss(
-            student, teacher, center, student_temp=d.student_temp, teacher_temp=temp
-        )
-        new_center = losses.update_center(center, teacher, momentum=d.center_momentum)
+        targets, new_center = teacher_targets(config, teacher, method_state["center"], temp)
+        loss = losses.distillation_loss(student, targets, student_temp=d.student_temp)
         metrics = {
-            **losses.dino_monitor(
-                student, teacher, center, student_temp=d.student_temp, teacher_temp=temp
-            ),
+            **losses.distillation_monitor(student, targets, student_temp=d.student_temp),
             "center_norm": jnp.linalg.norm(new_center),
             "teacher_temp": temp,
             "teacher_momentum": momentum(teacher_state.count),
@@ -351,19 +367,12 @@ def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
         student, batch_stats = _student_crops(model, params, batch_stats, views, z, b)
         teacher = jax.lax.stop_gradient(parts.crops_first(z_t, b))  # [T, B, K]
 
-        center = method_state["center"]
         temp = teacher_temp(step)
-        dino = losses.dino_loss(
-            student, teacher, center, student_temp=d.student_temp, teacher_temp=temp
-        )
-        new_state = {
-            **method_state,
-            "center": losses.update_center(center, teacher, momentum=d.center_momentum),
-        }
+        targets, new_center = teacher_targets(config, teacher, method_state["center"], temp)
+        dino = losses.distillation_loss(student, targets, student_temp=d.student_temp)
+        new_state = {**method_state, "center": new_center}
         metrics = {
-            **losses.dino_monitor(
-                student, teacher, center, student_temp=d.student_temp, teacher_temp=temp
-            ),
+            **losses.distillation_monitor(student, targets, student_temp=d.student_temp),
             "dino_loss": dino,
             "center_norm": jnp.linalg.norm(new_state["center"]),
             "teacher_temp": temp,
@@ -378,12 +387,19 @@ def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
         if w_ibot > 0:
             z_patch_t = jax.lax.stop_gradient(z_patch_t)
             ibot_center = method_state["ibot_center"]
-            ibot = losses.ibot_patch_loss(
-                z_patch, z_patch_t, valid, ibot_center, student_temp=d.student_temp,
-                teacher_temp=temp,
-            )  # fmt: skip
-            new_state["ibot_center"] = losses.update_patch_center(
-                ibot_center, z_patch_t, valid, momentum=d.center_momentum
+            if sinkhorn_knopp(config):  # balanced over the masked patches of the batch
+                patch_targets = losses.sinkhorn_knopp_teacher(
+                    z_patch_t, teacher_temp=temp, valid=valid
+                )
+            else:
+                patch_targets = losses.teacher_distribution(
+                    z_patch_t, ibot_center, teacher_temp=temp
+                )
+                new_state["ibot_center"] = losses.update_patch_center(
+                    ibot_center, z_patch_t, valid, momentum=d.center_momentum
+                )
+            ibot = losses.patch_distillation_loss(
+                z_patch, patch_targets, valid, student_temp=d.student_temp
             )
             loss = loss + w_ibot * ibot
             metrics["ibot_loss"] = ibot
@@ -469,6 +485,7 @@ def check(values: dict) -> list[str]:
     return out
 
 
+CENTERINGS = ("centre", "sinkhorn_knopp")
 IBOT = "dino.ibot_weight"  # iBOT's masking and head fields change nothing while it is 0
 
 DINO = Method(
@@ -499,6 +516,7 @@ DINO = Method(
         "dino.teacher_momentum": MOMENTUM,
         "dino.teacher_momentum_end": MOMENTUM,
         # DINOv2's options, added after DINO runs were saved (off: DINO's step)
+        "dino.centering": Added(one_of(CENTERINGS, "dino.centering"), before="centre"),
         "dino.koleo_weight": Added(NON_NEGATIVE, before=0.0),
         "dino.ibot_weight": Added(NON_NEGATIVE, before=0.0),
         "dino.ibot_mask_probability": Added(PROBABILITY, inert_unless=IBOT),
