@@ -14,7 +14,9 @@ values of every released config (``num_pred_masks: 4``, ``pred_mask_scale: (0.15
   corner that leaves ``min_keep`` patches or fewer is drawn again, and after 20 failures
   the last target block stops constraining it (then the next, ...);
 - every mask of the batch is truncated to the smallest count in the batch (its first
-  patches in row-major order).
+  patches in row-major order). The official batch is one GPU's (128 images in the
+  released configs): ``group`` truncates within groups of that many consecutive images
+  of the global batch, so the result does not depend on the number of devices.
 
 Static shapes: the indices are padded to the largest count the scale and aspect ranges
 allow, with a ``valid`` mask marking the tokens kept (the official code's truncated
@@ -39,7 +41,7 @@ class BlockMasks(NamedTuple):
     """Patch indices (row-major in a gh x gw grid) and which of them count."""
 
     context: jax.Array  # int32 [N, Kc]
-    context_valid: jax.Array  # bool [N, Kc]: the first kc (the batch's smallest count)
+    context_valid: jax.Array  # bool [N, Kc]: the first kc (its group's smallest count)
     targets: jax.Array  # int32 [M, N, Kt]
     targets_valid: jax.Array  # bool [M, N, Kt]: the first h * w
 
@@ -93,8 +95,11 @@ def multiblock_masks(
     target_aspect: tuple[float, float] = (0.75, 1.5),
     context_scale: tuple[float, float] = (0.85, 1.0),
     min_keep: int = 10,
+    group: int | None = None,
 ) -> BlockMasks:
-    """I-JEPA's context and target blocks of ``batch`` images on a ``grid`` of patches."""
+    """I-JEPA's context and target blocks of ``batch`` images on a ``grid`` of patches; the
+    context masks truncated to the smallest count of each ``group`` of consecutive images
+    (None: the whole batch)."""
     height, width = grid
     if height < 2 or width < 2:
         raise ValueError(f"multiblock_masks needs a grid of at least 2 x 2 patches, got {grid}")
@@ -119,10 +124,13 @@ def multiblock_masks(
 
     kt = largest_block(grid, target_scale, target_aspect)
     kc = largest_block(grid, context_scale, (1.0, 1.0))
-    kept = jnp.min(jnp.sum(context, axis=-1))
+    group = batch if group is None else min(group, batch)
+    counts = jnp.sum(context, axis=-1)  # [N]
+    padded = jnp.pad(counts, (0, -batch % group), constant_values=kc + 1)
+    kept = jnp.repeat(jnp.min(padded.reshape(-1, group), axis=1), group)[:batch]  # [N]
     return BlockMasks(
         context=_first(context, kc),
-        context_valid=jnp.broadcast_to(jnp.arange(kc) < kept, (batch, kc)),
+        context_valid=jnp.arange(kc)[None, :] < kept[:, None],
         targets=_first(targets, kt),
         targets_valid=jnp.broadcast_to(jnp.arange(kt) < th * tw, (num_targets, batch, kt)),
     )

@@ -168,3 +168,20 @@ def test_multiblock_masks_jit_equals_no_jit():
     b = masks.multiblock_masks(jax.random.PRNGKey(5), 8, GRID)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_context_truncation_per_group_of_images():
+    """group=1 keeps each image's own count; group=g truncates to the smallest count of
+    each g consecutive images (one GPU's batch in the official runs); None: the batch's."""
+    key, n = jax.random.PRNGKey(3), 12
+    own = np.asarray(masks.multiblock_masks(key, n, GRID, group=1).context_valid).sum(1)
+    assert len(set(own.tolist())) > 1
+    for group in (4, 5, None):
+        got = masks.multiblock_masks(key, n, GRID, group=group)
+        counts = np.asarray(got.context_valid).sum(1)
+        g = group or n
+        want = [own[i - i % g : i - i % g + g].min() for i in range(n)]
+        np.testing.assert_array_equal(counts, want)
+        np.testing.assert_array_equal(
+            got.context, masks.multiblock_masks(key, n, GRID, group=1).context
+        )

@@ -8,6 +8,7 @@ from jssl.methods.byol import BYOL
 from jssl.methods.context import CONTEXT
 from jssl.methods.dino import DINO
 from jssl.methods.equivariance import EQUIVARIANCE
+from jssl.methods.ijepa import IJEPA
 from jssl.methods.jigsaw import JIGSAW
 from jssl.methods.lejepa import LEJEPA
 from jssl.methods.mae import MAE
@@ -51,6 +52,7 @@ METHODS: dict[str, Method] = {
     "vicreg": VICREG,
     "mae": MAE,
     "lejepa": LEJEPA,
+    "ijepa": IJEPA,
 }
 
 

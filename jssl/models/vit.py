@@ -16,14 +16,17 @@ _embed_init = nn.initializers.truncated_normal(0.02)
 class MultiHeadAttention(nn.Module):
     """Self-attention written out so its weights can be returned.
 
-    Call: ``x [B, T, D]`` -> ``(y [B, T, D], attention [B, heads, T, T] float32)``.
+    Call: ``x [B, T, D]``, optional ``mask`` bool [B, T] (the tokens that may be attended
+    to: padding is False) -> ``(y [B, T, D], attention [B, heads, T, T] float32)``.
     """
 
     num_heads: int
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    def __call__(
+        self, x: jnp.ndarray, mask: jnp.ndarray | None = None
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
         b, t, d = x.shape
         if d % self.num_heads:
             raise ValueError(f"hidden size {d} is not divisible by num_heads={self.num_heads}.")
@@ -35,7 +38,10 @@ class MultiHeadAttention(nn.Module):
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, heads, head_dim]
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
         # Softmax in float32 so bf16 compute keeps attention rows normalised.
-        attention = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        logits = logits.astype(jnp.float32)
+        if mask is not None:
+            logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+        attention = jax.nn.softmax(logits, axis=-1)
         y = jnp.einsum("bhqk,bkhd->bqhd", attention.astype(self.dtype), v).reshape(b, t, d)
         y = nn.Dense(
             d, kernel_init=_dense_init, dtype=self.dtype, param_dtype=jnp.float32, name="proj"
@@ -44,17 +50,20 @@ class MultiHeadAttention(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Pre-LN transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
+    """Pre-LN transformer block: x + MHA(LN(x)), then x + MLP(LN(x)); ``mask`` [B, T] (optional)
+    keeps the attention off padding tokens."""
 
     num_heads: int
     mlp_dim: int
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    def __call__(
+        self, x: jnp.ndarray, mask: jnp.ndarray | None = None
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
         d = x.shape[-1]
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32, name="ln1")(x)
-        y, attention = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(y)
+        y, attention = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(y, mask)
         x = x + y
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32, name="ln2")(x)
         y = nn.Dense(
@@ -146,7 +155,9 @@ class ViT(nn.Module):
     ``mask_token=True``). Optional ``keep`` int [B, K]: only these patch tokens (after
     their position embeddings) go through the blocks with [CLS] (MAE's encoder on the
     visible patches); aux then has ``"patch_tokens"`` [B, K, D] in place of
-    ``"feature_map"``, and T = 1 + K.
+    ``"feature_map"``, and T = 1 + K. With ``keep`` an optional ``keep_valid`` bool [B, K]
+    marks padding among them: no token attends to it (I-JEPA's context of a varying size
+    in a static shape).
     """
 
     patch_size: int = 16
@@ -174,6 +185,7 @@ class ViT(nn.Module):
         return_attention: bool | None = None,
         mask: jnp.ndarray | None = None,
         keep: jnp.ndarray | None = None,
+        keep_valid: jnp.ndarray | None = None,
     ) -> tuple[jnp.ndarray, dict]:
         del train  # No dropout / stochastic depth; kept for the shared backbone signature.
         if x.ndim != 4:
@@ -225,11 +237,14 @@ class ViT(nn.Module):
             x = jnp.take_along_axis(x, keep[..., None].astype(jnp.int32), axis=1)
             x = jnp.concatenate([cls + cls_pos, x], axis=1)
 
+        attend = None
+        if keep is not None and keep_valid is not None:
+            attend = jnp.concatenate([jnp.ones((b, 1), bool), keep_valid.astype(bool)], axis=1)
         attention = None
         for i in range(self.depth):
             x, attention = EncoderBlock(
                 self.num_heads, self.mlp_dim, dtype=self.dtype, name=f"block{i + 1}"
-            )(x)
+            )(x, attend)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32, name="norm")(x)
         x = x.astype(jnp.float32)
         features = x[:, 0]
