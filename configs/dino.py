@@ -4,7 +4,8 @@ Presets: digits (default; scikit-learn's 8x8 digits, no download, a small
 ConvNet, minutes on a CPU), cifar10 (tfds), cifar10_folder (an image folder:
 --config.data.path=DIR), stl10, imagenet (ViT-S/16, AdamW lr 5e-4 x batch/256,
 2x224 + 10x96 crops, K = 65,536, as the DINO paper). Modifier ``dinov2`` (e.g.
-``digits,dinov2``) adds DINOv2's KoLeo and iBOT losses (``_dinov2``).
+``digits,dinov2``) adds DINOv2's Sinkhorn-Knopp teacher, KoLeo and iBOT losses
+(``_dinov2``); ``dinov3`` adds DINOv3's Gram anchoring and registers on top (``_dinov3``).
 
 ``augment.crop_size`` / ``augment.scale`` are the global crops (also the
 evaluation resolution); the ``augment.local_*`` fields the local crops.
@@ -69,6 +70,16 @@ def _dino_block() -> ml_collections.ConfigDict:
     d.ibot_hidden_dim = 2048
     d.ibot_bottleneck_dim = 256
     d.ibot_num_layers = 3
+    # DINOv3's Gram anchoring (dinov3_vit7b16_gram_anchor.yaml), off here; the "dinov3"
+    # modifier turns it on: the student's patch features of its global crops against a
+    # frozen snapshot of the teacher's ViT, taken at gram_start_epochs and refreshed every
+    # gram_update_epochs; MSE of the patch-similarity (Gram) matrices, per image.
+    d.gram_weight = 0.0
+    d.gram_start_epochs = 0.0
+    d.gram_update_epochs = 10.0
+    d.gram_img_level = True
+    d.gram_remove_neg = False
+    d.gram_remove_only_teacher_neg = False
     return d
 
 
@@ -103,8 +114,21 @@ def _dinov2(c: ml_collections.ConfigDict, preset: str) -> None:
         d.teacher_momentum = 0.992
 
 
+def _dinov3(c: ml_collections.ConfigDict) -> None:
+    """DINOv3's Gram anchoring on top of DINOv2's losses: weight 1 (the anchoring config's
+    loss_weight), a separate iBOT head, 4 registers ("storage tokens") in the ViT; the
+    Gram phase is the second half of the run, the Gram teacher refreshed every tenth of it
+    (DINOv3 anchors the last 16% of a 1.2M-iteration run, refreshing every 10,000)."""
+    d = c.dino
+    d.gram_weight = 1.0
+    d.gram_start_epochs = c.num_epochs / 2
+    d.gram_update_epochs = c.num_epochs / 10
+    d.ibot_separate_head = True
+    c.model.kwargs.num_registers = 4
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset, modifiers = common.parse_arg(arg, modifiers=("smoke", "dinov2"))
+    preset, modifiers = common.parse_arg(arg, modifiers=("smoke", "dinov2", "dinov3"))
     c = common.base_config("dino")
     common.apply_data_preset(c, preset)
     _dino_augment(c)
@@ -169,7 +193,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.augment.local_crop_size = 96
         c.augment.num_local_crops = 10
         c.optim.end_lr_factor = 1e-5 / 5e-4  # min_lr 1e-5 for ViT-S 100 epochs
-    if "dinov2" in modifiers:
+    if modifiers & {"dinov2", "dinov3"}:
         _dinov2(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
@@ -196,4 +220,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.dino.ibot_out_dim = 256
         c.dino.ibot_hidden_dim = 64
         c.dino.ibot_bottleneck_dim = 32
+    if "dinov3" in modifiers:  # after smoke's ViT, whose registers it adds
+        _dinov3(c)
+        if "smoke" in modifiers:  # the Gram loss from the first step, a refresh every 2
+            c.dino.gram_start_epochs = 0.0
+            c.dino.gram_update_epochs = 2 * c.batch_size / 1437  # digits' training images
     return c

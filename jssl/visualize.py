@@ -72,7 +72,7 @@ def attention_maps(exp, state, images: np.ndarray, *, network: str | None = None
             method=lambda m, x: m.backbone(x, train=False, return_attention=True),
         )
         b, gh, gw, _ = aux["feature_map"].shape
-        cls_to_patches = aux["attention"][:, :, 0, 1:]  # [N, heads, gh * gw]
+        cls_to_patches = aux["attention"][:, :, 0, -gh * gw :]  # [N, heads, gh * gw]
         return cls_to_patches.reshape(b, -1, gh, gw)
 
     return np.asarray(run(variables, jnp.asarray(images)))

@@ -45,6 +45,16 @@ DINOv2's additions (Oquab et al., 2023), both off by default (``dino.koleo_weigh
   range, in BEiT's rectangular blocks; here each crop is masked independently and the
   patches are uniform random ones.
 
+DINOv3's Gram anchoring (Siméoni et al., 2025), off by default (``dino.gram_weight`` 0):
+``losses.gram_loss`` between the student's patch features of its global crops (masked for
+iBOT) and those of the Gram teacher on the unmasked crops, times ``dino.gram_weight``,
+from ``dino.gram_start_epochs`` on. The Gram teacher is a frozen copy of the EMA
+teacher's ViT (``method_state["gram_teacher"]``), taken when the run reaches the start and
+refreshed every ``dino.gram_update_epochs`` (DINOv3's ``update_gram``, every 10,000
+iterations). Not reproduced: DINOv3's Gram teacher on 2x larger crops resized to the
+student's grid, its cap of 3 refreshes and its weight schedule; the ViT's registers
+(``model.kwargs.num_registers``) are DINOv3's storage tokens.
+
 Forward passes: the student sees the global crops as one batch and the local
 crops as another (two sizes: the ViT interpolates its position embeddings,
 convolutional backbones pool globally); BatchNorm statistics are those of
@@ -95,6 +105,18 @@ def ibot_weight(config: ml_collections.ConfigDict) -> float:
     return (config.get("dino") or {}).get("ibot_weight", 0.0)
 
 
+def gram_weight(config: ml_collections.ConfigDict) -> float:
+    """DINOv3's Gram anchoring weight (0: off; runs saved before it: 0)."""
+    return (config.get("dino") or {}).get("gram_weight", 0.0)
+
+
+def gram_steps(config: ml_collections.ConfigDict, run: RunInfo) -> tuple[int, int]:
+    """(the step the Gram loss starts at, the steps between the Gram teacher's refreshes)."""
+    d = config.dino
+    every = max(1, run.epochs_to_steps(d.gram_update_epochs))
+    return run.epochs_to_steps(d.gram_start_epochs), every
+
+
 def build_model(config: ml_collections.ConfigDict) -> EncoderWithHead | IBOTNetwork:
     """DINO's EncoderWithHead; with iBOT an IBOTNetwork whose ViT has a mask token."""
     dtype = jnp.dtype(config.model.dtype)
@@ -137,6 +159,8 @@ def init_method_state(params, batch_stats, config: ml_collections.ConfigDict, ru
     state = {"teacher": teacher, "center": jnp.zeros((config.dino.out_dim,), jnp.float32)}
     if ibot_weight(config) > 0:
         state["ibot_center"] = jnp.zeros((ibot_out_dim(config),), jnp.float32)
+    if gram_weight(config) > 0:  # the Gram teacher: a frozen snapshot of the teacher's ViT
+        state["gram_teacher"] = jax.tree.map(jnp.copy, params["backbone"])
     return state
 
 
@@ -271,7 +295,7 @@ def _student_crops(model, params, batch_stats, views, z_globals, b):
 
 
 def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
-    if koleo_weight(config) > 0 or ibot_weight(config) > 0:
+    if koleo_weight(config) > 0 or ibot_weight(config) > 0 or gram_weight(config) > 0:
         return dinov2_loss(model, config, run)
     d = config.dino
     teacher_temp = teacher_temp_schedule(config, run)
@@ -321,7 +345,7 @@ def masked_patches(mask: jax.Array, most: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _apply_tokens(model, params, batch_stats, x, patches, mask):
-    """IBOTNetwork.tokens in training mode -> ((z, z_patches, h), new batch_stats)."""
+    """IBOTNetwork.tokens in training mode -> ((z, z_patches, h, tokens), new batch_stats)."""
     variables = {"params": params}
     if not batch_stats:
         out = model.apply(variables, x, patches, train=True, mask=mask, method="tokens")
@@ -340,9 +364,11 @@ def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
     teacher_temp = teacher_temp_schedule(config, run)
     momentum = teacher_momentum_schedule(config, run)
     freeze_steps = run.epochs_to_steps(d.freeze_last_layer_epochs)
-    w_koleo, w_ibot = koleo_weight(config), ibot_weight(config)
+    w_koleo, w_ibot, w_gram = koleo_weight(config), ibot_weight(config), gram_weight(config)
     if w_ibot > 0:
         most = max_masked(num_patches(config), tuple(d.ibot_mask_ratio))
+    if w_gram > 0:
+        gram_start, _ = gram_steps(config, run)
 
     def loss_fn(params, batch_stats, views, method_state, step, key):
         del key  # all randomness is in the views
@@ -356,13 +382,14 @@ def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
         if w_ibot > 0:
             mask = views["mask"].reshape(b * n_global, -1)  # batch-major, as x
             patches, valid = masked_patches(mask, most)
-            (z, z_patch, h), batch_stats = _apply_tokens(
+            (z, z_patch, h, tokens), batch_stats = _apply_tokens(
                 model, params, batch_stats, x, patches, mask
             )
-            (z_t, z_patch_t, _), _ = _apply_tokens(model, t_params, t_stats, x, patches, None)
+            (z_t, z_patch_t, _, _), _ = _apply_tokens(model, t_params, t_stats, x, patches, None)
         else:
             z, aux, batch_stats = apply_train(model, params, batch_stats, x)
             h = aux["features"]
+            tokens = aux.get("feature_map")
             z_t, _, _ = apply_train(model, t_params, t_stats, x)
         student, batch_stats = _student_crops(model, params, batch_stats, views, z, b)
         teacher = jax.lax.stop_gradient(parts.crops_first(z_t, b))  # [T, B, K]
@@ -405,18 +432,47 @@ def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
             metrics["ibot_loss"] = ibot
             metrics["ibot_masked_share"] = jnp.mean(mask.astype(jnp.float32))
             metrics["ibot_center_norm"] = jnp.linalg.norm(new_state["ibot_center"])
+        if w_gram > 0:
+            # DINOv3: the student's patch features of its (masked) global crops against
+            # the Gram teacher's of the unmasked crops, from gram_start_epochs on.
+            gram_params = {**t_params, "backbone": method_state["gram_teacher"]}
+            _, g_aux, _ = apply_train(model, gram_params, t_stats, x)
+            student_patches = tokens.reshape(tokens.shape[0], -1, tokens.shape[-1])
+            teacher_patches = g_aux["feature_map"].reshape(student_patches.shape)
+            gram = losses.gram_loss(
+                student_patches,
+                jax.lax.stop_gradient(teacher_patches),
+                img_level=d.gram_img_level,
+                remove_neg=d.gram_remove_neg,
+                remove_only_teacher_neg=d.gram_remove_only_teacher_neg,
+            )
+            on = step >= gram_start
+            loss = loss + jnp.where(on, w_gram * gram, 0.0)
+            metrics["gram_loss"] = gram
+            metrics["gram_on"] = on.astype(jnp.float32)
         return loss, (batch_stats, new_state, metrics)
 
     return loss_fn
 
 
 def after_update(params, batch_stats, method_state, step, config, run: RunInfo):
-    """EMA of the updated student into the teacher (params and BatchNorm statistics)."""
-    del step  # the EMA state counts its own updates
+    """EMA of the updated student into the teacher (params and BatchNorm statistics); with
+    Gram anchoring, the Gram teacher becomes a copy of the teacher's ViT once ``step + 1``
+    updates reach gram_start_epochs, then every gram_update_epochs (DINOv3's update_gram)."""
     teacher = ema.ema_teacher(teacher_momentum_schedule(config, run)).update(
         params, method_state["teacher"], batch_stats if batch_stats else None
     )
-    return params, {**method_state, "teacher": teacher}
+    state = {**method_state, "teacher": teacher}
+    if gram_weight(config) > 0:
+        start, every = gram_steps(config, run)
+        done = step + 1
+        refresh = (done >= start) & ((done - start) % every == 0)
+        state["gram_teacher"] = jax.tree.map(
+            lambda new, old: jnp.where(refresh, new, old),
+            teacher.params["backbone"],
+            method_state["gram_teacher"],
+        )
+    return params, state
 
 
 # ----------------------------------------------------------------------------- monitor
@@ -475,6 +531,18 @@ def check(values: dict) -> list[str]:
                     f"of a {crop} px crop (floor({num} x {ratio[1]:g}) = 0); raise the ratio "
                     "range (DINOv2: (0.1, 0.5))"
                 )
+    if (values.get("dino.gram_weight") or 0) > 0:
+        if model is not None and patch is None:
+            out.append(
+                f"dino.gram_weight={show(values['dino.gram_weight'])}: Gram anchoring compares "
+                f"patch features and needs a ViT backbone, not model.name={model!r}; use e.g. "
+                "configs/dino.py:digits,dinov3 or dino.gram_weight=0"
+            )
+        if values.get("dino.gram_remove_neg") and values.get("dino.gram_remove_only_teacher_neg"):
+            out.append(
+                "dino.gram_remove_neg=True: with dino.gram_remove_only_teacher_neg=True too; the "
+                "two exclude each other (DINOv3 asserts it), set one of them False"
+            )
     batch = values.get("batch_size")
     if (values.get("dino.koleo_weight") or 0) > 0 and batch is not None and batch < 2:
         out.append(
@@ -487,6 +555,7 @@ def check(values: dict) -> list[str]:
 
 CENTERINGS = ("centre", "sinkhorn_knopp")
 IBOT = "dino.ibot_weight"  # iBOT's masking and head fields change nothing while it is 0
+GRAM = "dino.gram_weight"  # Gram anchoring's fields change nothing while it is 0
 
 DINO = Method(
     name="dino",
@@ -526,6 +595,13 @@ DINO = Method(
         "dino.ibot_hidden_dim": Added(WIDTH, inert_unless=IBOT),
         "dino.ibot_bottleneck_dim": Added(WIDTH, inert_unless=IBOT),
         "dino.ibot_num_layers": Added(integer(1, 64), inert_unless=IBOT),
+        # DINOv3's Gram anchoring, added later still (off: the step without it)
+        "dino.gram_weight": Added(NON_NEGATIVE, before=0.0),
+        "dino.gram_start_epochs": Added(EPOCHS, inert_unless=GRAM),
+        "dino.gram_update_epochs": Added(EPOCHS, inert_unless=GRAM),
+        "dino.gram_img_level": Added(boolean, inert_unless=GRAM),
+        "dino.gram_remove_neg": Added(boolean, inert_unless=GRAM),
+        "dino.gram_remove_only_teacher_neg": Added(boolean, inert_unless=GRAM),
     },
     check=check,
 )

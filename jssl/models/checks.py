@@ -52,6 +52,7 @@ MODEL_KWARGS: dict[str, Check] = {
     "return_attention": boolean,
     "pos_embedding": one_of(("learned", "sincos"), "ViT pos_embedding"),
     "mask_token": boolean,
+    "num_registers": integer(0, 1024),
 }
 
 

@@ -36,7 +36,8 @@ class IBOTNetwork(nn.Module):
           mask: optional bool [N, L]: patch embeddings replaced by the mask token.
 
         Returns:
-          (cls logits [N, K], patch logits [N, M, K'], h [N, D]). The [CLS] and the patch
+          (cls logits [N, K], patch logits [N, M, K'], h [N, D], every patch token's
+          features [N, L, D] (DINOv3's Gram anchoring compares them)). The [CLS] and the patch
           tokens go through the (shared or own) head as two batches: the same outputs as
           DINOv2's one concatenated batch for its BatchNorm-free heads, and with
           ``dino.head_use_bn`` each group normalised by its own statistics (in one batch
@@ -52,4 +53,4 @@ class IBOTNetwork(nn.Module):
         flat = picked.reshape(n * m, d)
         patch_head = self.head if self.ibot_head is None else self.ibot_head
         z, zp = self.head(h, train=train), patch_head(flat, train=train)
-        return z, zp.reshape(n, m, zp.shape[-1]), h
+        return z, zp.reshape(n, m, zp.shape[-1]), h, tokens

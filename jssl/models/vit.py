@@ -143,12 +143,16 @@ class ViT(nn.Module):
       mask_token: create a learned ``mask_token`` [1, 1, D] (zeros at init) that replaces
         the patch embeddings where the call's ``mask`` is set (DINOv2's masked student).
         Off, the parameter tree has no such entry.
+      num_registers: R learned register tokens (Darcet et al., 2024; DINOv2's and DINOv3's
+        "storage tokens") after [CLS], without position embeddings: they take part in
+        attention and are left out of every output (0: none, no parameter).
       dtype: compute dtype; parameters are always float32.
 
     Call: ``x [B, H, W, C]`` float, ``train`` (unused: no dropout), optional
     ``return_attention`` -> ``(features [B, D] float32 = final-LN [CLS] output, aux)``
     with aux ``"cls"`` [B, D], ``"feature_map"`` [B, H/p, W/p, D] (final-LN patch tokens) and,
-    when asked, ``"attention"`` [B, heads, T, T] with T = 1 + (H/p)(W/p), all float32.
+    when asked, ``"attention"`` [B, heads, T, T] with T = 1 + R + (H/p)(W/p) ([CLS], the
+    registers, the patches), all float32.
 
     Optional ``mask`` bool [B, L] (L = (H/p)(W/p), row-major patches): those patch
     embeddings become the mask token before the position embeddings are added (needs
@@ -169,6 +173,7 @@ class ViT(nn.Module):
     return_attention: bool = False
     pos_embedding: str = "learned"
     mask_token: bool = False
+    num_registers: int = 0
     dtype: Dtype = jnp.float32
 
     @property
@@ -237,9 +242,14 @@ class ViT(nn.Module):
             x = jnp.take_along_axis(x, keep[..., None].astype(jnp.int32), axis=1)
             x = jnp.concatenate([cls + cls_pos, x], axis=1)
 
+        r = self.num_registers
+        if r:
+            registers = self.param("registers", _embed_init, (1, r, d), jnp.float32)
+            registers = jnp.broadcast_to(registers.astype(self.dtype), (b, r, d))
+            x = jnp.concatenate([x[:, :1], registers, x[:, 1:]], axis=1)
         attend = None
         if keep is not None and keep_valid is not None:
-            attend = jnp.concatenate([jnp.ones((b, 1), bool), keep_valid.astype(bool)], axis=1)
+            attend = jnp.concatenate([jnp.ones((b, 1 + r), bool), keep_valid.astype(bool)], axis=1)
         attention = None
         for i in range(self.depth):
             x, attention = EncoderBlock(
@@ -249,9 +259,9 @@ class ViT(nn.Module):
         x = x.astype(jnp.float32)
         features = x[:, 0]
         if keep is None:
-            aux = {"cls": features, "feature_map": x[:, 1:].reshape(b, gh, gw, d)}
+            aux = {"cls": features, "feature_map": x[:, 1 + r :].reshape(b, gh, gw, d)}
         else:
-            aux = {"cls": features, "patch_tokens": x[:, 1:]}
+            aux = {"cls": features, "patch_tokens": x[:, 1 + r :]}
         if return_attention:
             aux["attention"] = attention
         return features, aux
