@@ -242,3 +242,28 @@ def write_image_folder(
             pixels = rng.integers(0, 128, (*size, 3)) + step * c
             Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:04d}.{fmt}")
     return root
+
+
+def assert_exact_resume(config, run, workdir: str, *, steps: int = 4):
+    """``config`` interrupted at step ``steps // 2`` in ``workdir`` and resumed to ``steps``
+    equals the uninterrupted train.py ``run``'s checkpoint of that step, every leaf bit for
+    bit (params, BN statistics, optimiser, method state, rng). Returns the resumed state."""
+    from jssl import trainer
+    from jssl.checkpoint import Checkpointer
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    half = steps // 2
+    interrupted = trainer.train_and_evaluate(
+        config, workdir, show_progress=False, stop_at_step=half
+    )
+    assert int(interrupted["state"].step) == half and interrupted["eval"] is None
+    resumed = trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=steps)
+    resumed = resumed["state"]
+    ckpt = Checkpointer(run.workdir)
+    try:
+        straight = ckpt.restore(resumed, step=steps)
+    finally:
+        ckpt.close()
+    assert int(resumed.step) == int(straight.step) == steps
+    leaves_equal(straight, resumed)
+    return resumed

@@ -8,31 +8,22 @@ import numpy as np
 
 from configs import ijepa as ijepa_config
 from jssl import losses, trainer, validation
-from jssl.checkpoint import Checkpointer
 from jssl.methods import METHODS, ijepa
 from jssl.methods.base import RunInfo
 from tests.helpers import (
+    LEARNING_RUN,
+    assert_exact_resume,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
     jit_views,
-    leaves_equal,
     records,
     set_fields,
     smoke_args,
 )
 
 # The smoke ViT (2 px patches on 16 px crops: an 8 x 8 grid) for 24 steps at lr 1e-2.
-LONGER = {
-    "eval.untrained": False,
-    "eval.probe_epochs": 2,
-    "num_steps": 24,
-    "log_every": 4,
-    "checkpoint_every": 4,
-    "keep_checkpoints": 12,
-    "optim.scale_lr_by_batch": False,
-    "optim.learning_rate": 1e-2,
-}
+LONGER = {"eval.untrained": False, "eval.probe_epochs": 2, **LEARNING_RUN}
 TRAIN_PY_RUNS = {"ijepa": smoke_args("ijepa", *(f"--config.{k}={v}" for k, v in LONGER.items()))}
 RUN = RunInfo(total_steps=10, steps_per_epoch=5, num_examples=80)
 
@@ -181,18 +172,5 @@ def test_train_py_smoke_learns(train_py_runs):
 
 
 def test_exact_resume(train_py_runs, tmp_path):
-    run = train_py_runs["ijepa"]
-    assert run.returncode == 0, run.stderr[-3000:]
-    config = smoke_config()
-    workdir = str(tmp_path)
-    trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=2)
-    resumed = trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=4)
-    resumed = resumed["state"]
-    ckpt = Checkpointer(run.workdir)
-    try:
-        straight = ckpt.restore(resumed, step=4)
-    finally:
-        ckpt.close()
-    assert int(resumed.step) == int(straight.step) == 4
+    resumed = assert_exact_resume(smoke_config(), train_py_runs["ijepa"], str(tmp_path))
     assert int(resumed.method_state["target"].count) == 4
-    leaves_equal(straight, resumed)

@@ -8,18 +8,17 @@ import numpy as np
 import pytest
 
 from configs import lejepa as lejepa_config
-from jssl import losses, trainer
-from jssl.checkpoint import Checkpointer
+from jssl import losses
 from jssl.methods import METHODS, lejepa
 from jssl.methods.base import RunInfo
 from tests.helpers import (
     LEARNING_RUN,
     ONE_STAGE,
+    assert_exact_resume,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
     jit_views,
-    leaves_equal,
     records,
     smoke_args,
     tiny_config,
@@ -149,17 +148,4 @@ def test_train_py_smoke_learns(train_py_runs):
 def test_exact_resume(train_py_runs, tmp_path):
     """Interrupted at step 2 and resumed to step 4 == the uninterrupted run's step 4, bit
     for bit (the slice directions come from the step key, the RankMe start from the state)."""
-    run = train_py_runs["lejepa"]
-    assert run.returncode == 0, run.stderr[-3000:]
-    config = smoke_config()
-    workdir = str(tmp_path)
-    trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=2)
-    resumed = trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=4)
-    resumed = resumed["state"]
-    ckpt = Checkpointer(run.workdir)
-    try:
-        straight = ckpt.restore(resumed, step=4)
-    finally:
-        ckpt.close()
-    assert int(resumed.step) == int(straight.step) == 4
-    leaves_equal(straight, resumed)
+    assert_exact_resume(smoke_config(), train_py_runs["lejepa"], str(tmp_path))

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from jssl import losses, trainer
-from jssl.checkpoint import Checkpointer
 from jssl.methods import METHODS, parts
 from tests.helpers import (
     LEARNING_RUN,
     ONE_STAGE,
+    assert_exact_resume,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
@@ -362,20 +362,7 @@ def test_exact_resume(name, train_py_runs, tmp_path):
     """Interrupted at step 2 and resumed to step 4 == the uninterrupted train.py run's step 4:
     every leaf bit for bit (params and prototypes, BN statistics, optimiser, queues and
     pointers, momentum encoders and their counts, rng)."""
-    run = train_py_runs[name]
-    assert run.returncode == 0, run.stderr[-3000:]
-    config = smoke_config(name)
-    workdir = str(tmp_path)
-    interrupted = trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=2)
-    assert int(interrupted["state"].step) == 2 and interrupted["eval"] is None
-    resumed = trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=4)
-    resumed = resumed["state"]
-    ckpt = Checkpointer(run.workdir)
-    try:
-        straight = ckpt.restore(resumed, step=4)
-    finally:
-        ckpt.close()
-    assert int(resumed.step) == int(straight.step) == 4
+    resumed = assert_exact_resume(smoke_config(name), train_py_runs[name], str(tmp_path))
     ms = resumed.method_state
     if "queue_ptr" in ms:  # 4 batches of 32 through a queue of 64: the pointer wrapped twice
         assert int(ms["queue_ptr"]) == 0 and np.any(np.asarray(ms["queue"]))
@@ -385,4 +372,3 @@ def test_exact_resume(name, train_py_runs, tmp_path):
     if name == "swav":
         kernel = resumed.params["prototypes"]["kernel"]
         np.testing.assert_allclose(_unit_columns(kernel), 1.0, atol=1e-6)
-    leaves_equal(straight, resumed)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from jssl import trainer
-from jssl.checkpoint import Checkpointer
 from jssl.methods import METHODS, byol
 from jssl.methods.base import RunInfo
 from tests.helpers import (
     LEARNING_RUN,
     ONE_STAGE,
+    assert_exact_resume,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
@@ -205,20 +205,6 @@ def test_train_py_smoke_learns(name, train_py_runs):
 def test_exact_resume(name, train_py_runs, tmp_path):
     """Interrupted at step 2 and resumed to step 4 == the uninterrupted train.py run's step 4:
     every leaf bit for bit (params, BN statistics, optimiser, method state, rng)."""
-    run = train_py_runs[name]
-    assert run.returncode == 0, run.stderr[-3000:]
-    config = smoke_config(name)
-    workdir = str(tmp_path)
-    interrupted = trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=2)
-    assert int(interrupted["state"].step) == 2 and interrupted["eval"] is None
-    resumed = trainer.train_and_evaluate(config, workdir, show_progress=False, stop_at_step=4)
-    resumed = resumed["state"]
-    ckpt = Checkpointer(run.workdir)
-    try:
-        straight = ckpt.restore(resumed, step=4)
-    finally:
-        ckpt.close()
-    assert int(resumed.step) == int(straight.step) == 4
+    resumed = assert_exact_resume(smoke_config(name), train_py_runs[name], str(tmp_path))
     if name == "byol":
         assert int(resumed.method_state["target"].count) == 4
-    leaves_equal(straight, resumed)

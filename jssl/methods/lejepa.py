@@ -56,17 +56,9 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
     c = config.lejepa
 
     def loss_fn(params, batch_stats, views, method_state, step, key):
-        g = views["global"]
-        b, num_global = g.shape[0], g.shape[1]
-        groups = (parts.flatten_crops(g),)
-        if "local" in views:
-            groups += (parts.flatten_crops(views["local"]),)
-        z, aux, batch_stats = apply_train(model, params, batch_stats, groups)
-        n_g = b * num_global
-        projections = [parts.crops_first(z[:n_g], b)]  # [G, B, K]
-        if "local" in views:
-            projections.append(parts.crops_first(z[n_g:], b))  # [L, B, K]
-        projections = jnp.concatenate(projections, axis=0)
+        z, aux, batch_stats = apply_train(model, params, batch_stats, parts.crop_groups(views))
+        projections = parts.per_crop(z, views)  # [G + L, B, K], globals first
+        num_global = views["global"].shape[1]
         total, invariance, sigreg = losses.lejepa_loss(
             projections,
             slice_directions(key, config),
@@ -76,7 +68,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run=None):
             t_max=c.t_max,
         )
         h = aux["features"]
-        rank = rankme(jax.lax.stop_gradient(parts.crops_first(h[:n_g], b)[0]))
+        rank = rankme(jax.lax.stop_gradient(parts.per_crop(h, views)[0]))
         start = jnp.where(step == 0, rank, method_state["rankme_start"])
         metrics = {
             "invariance": invariance,

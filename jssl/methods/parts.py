@@ -278,6 +278,23 @@ def asymmetric_views(key: jax.Array, batch: dict, config: ml_collections.ConfigD
     return crops[:, 0], crops[:, 1]
 
 
+def crop_groups(views: dict) -> tuple[jax.Array, ...]:
+    """The multi-crop views as the network's crop groups: (globals [B * G, ...], locals
+    [B * L, ...] when there are any), batch-major (``EncoderWithHead``, ``PrototypeNet``)."""
+    groups = (flatten_crops(views["global"]),)
+    return groups + (flatten_crops(views["local"]),) if "local" in views else groups
+
+
+def per_crop(out: jax.Array, views: dict) -> jax.Array:
+    """The network's outputs on ``crop_groups(views)`` as [G + L, B, ...], globals first."""
+    b, num_global = views["global"].shape[:2]
+    n_g = b * num_global
+    crops = [crops_first(out[:n_g], b)]
+    if "local" in views:
+        crops.append(crops_first(out[n_g:], b))
+    return jnp.concatenate(crops, axis=0)
+
+
 def flatten_crops(x: jax.Array) -> jax.Array:
     """[B, n, h, w, C] -> [B * n, h, w, C], batch-major so the data sharding is kept."""
     return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])

@@ -121,18 +121,11 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
         del key  # all randomness is in the views
         if freeze_steps > 0:
             params = freeze_prototypes(params, step < freeze_steps)
-        g = views["global"]
-        b, num_global = g.shape[0], g.shape[1]
-        groups = (parts.flatten_crops(g),)
-        if "local" in views:
-            groups += (parts.flatten_crops(views["local"]),)
-        scores, aux, batch_stats = apply_train(model, params, batch_stats, groups)
+        b, num_global = views["global"].shape[:2]
+        scores, aux, batch_stats = apply_train(model, params, batch_stats, parts.crop_groups(views))
+        crops = parts.per_crop(scores, views)  # [C, B, K], globals first
+        s_global = crops[:num_global]  # [G, B, K]
         n_g = b * num_global
-        s_global = parts.crops_first(scores[:n_g], b)  # [G, B, K]
-        crops = [s_global]
-        if "local" in views:
-            crops.append(parts.crops_first(scores[n_g:], b))  # [L, B, K]
-        crops = jnp.concatenate(crops, axis=0)  # [C, B, K], globals first
 
         codes = codes_of(s_global)
         new_state, metrics = method_state, {}
