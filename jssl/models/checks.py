@@ -21,6 +21,7 @@ from jssl.checks import (
     numbers,
     one_of,
     problem_text,
+    real,
 )
 from jssl.models.conv import CONV_IMPLS
 
@@ -53,6 +54,7 @@ MODEL_KWARGS: dict[str, Check] = {
     "pos_embedding": one_of(("learned", "sincos"), "ViT pos_embedding"),
     "mask_token": boolean,
     "num_registers": integer(0, 1024),
+    "layer_scale": real(0.0, 1e3),
 }
 
 

@@ -11,6 +11,11 @@ Layouts (chosen by the backbone: a jssl ResNet has one, a jssl ViT the other):
   ``pos_embed`` (its grid as stored: the model's ``image_size`` must match it),
   ``blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``; the fused
   ``qkv`` splits into q, k, v in the same order in both. Linear weights are [out, in] there.
+  DINOv2's official ViTs (facebookresearch/dinov2 ``vision_transformer.py``) add
+  ``blocks.N.ls1.gamma`` / ``ls2.gamma`` (jssl: ``model.kwargs.layer_scale``),
+  ``register_tokens`` [1, R, D] (timm: ``reg_token``; jssl: ``num_registers``) and a
+  ``mask_token`` of shape [1, D]; their FSDP training checkpoints' chunked
+  ``blocks.C.N.`` names read as ``blocks.N.``. Not read: the SwiGLU MLP of ViT-g.
 
 ``to_torch`` and ``from_torch`` map every tensor by name from the jssl backbone's own
 variables, so a missing, extra or mis-shaped tensor is an error naming it.
@@ -59,7 +64,14 @@ INPUT_METADATA = "rgb in [0, 1], no mean/std normalisation"
 _ANCHORS = {"torchvision": "layer1.0.conv1.weight", "timm": "blocks.0.attn.qkv.weight"}
 _KINDS = {"torchvision": "torchvision ResNet", "timm": "timm/DINO ViT"}
 # Top-level ViT parameters, named alike in both layouts.
-_TOKENS = ("cls_token", "pos_embed", "mask_token")
+_TOKENS = {
+    "cls_token": "cls_token",
+    "pos_embed": "pos_embed",
+    "mask_token": "mask_token",
+    "registers": "register_tokens",
+}
+# Other names of the same tensors: timm's registers.
+_ALIASES = {"reg_token": "register_tokens"}
 # Tensors a checkpoint may lack: the masked-image token (MAE, iBOT, DINOv2 students) of a
 # ViT built with ``mask_token=True`` then keeps its initial value, zeros.
 _OPTIONAL = frozenset({"mask_token"})
@@ -104,6 +116,7 @@ _LEAVES = {
     ("params", "kernel"): "weight",
     ("params", "scale"): "weight",
     ("params", "bias"): "bias",
+    ("params", "gamma"): "gamma",
     ("batch_stats", "mean"): "running_mean",
     ("batch_stats", "var"): "running_var",
 }
@@ -114,6 +127,8 @@ _VIT_LAYERS = {
     ("attn", "proj"): "attn.proj",
     ("mlp_fc1",): "mlp.fc1",
     ("mlp_fc2",): "mlp.fc2",
+    ("ls1",): "ls1",
+    ("ls2",): "ls2",
 }
 
 
@@ -150,7 +165,7 @@ def torch_names(variables: Mapping) -> dict[tuple[str, ...], str]:
     for key in flatten_dict(dict(variables)):
         collection, *path, leaf = key
         if not path and leaf in _TOKENS:
-            names[key] = leaf
+            names[key] = _TOKENS[leaf]
             continue
         module = module_of(tuple(path))
         suffix = _LEAVES.get((collection, leaf))
@@ -226,6 +241,7 @@ def from_torch(
     """
     names = torch_names(target)
     flat_target = flatten_dict(dict(target))
+    state_dict = {_ALIASES.get(k, k): v for k, v in state_dict.items()}
     expected = set(names.values())
     missing = [n for n in names.values() if n not in state_dict and n not in _OPTIONAL]
     extra = sorted(
@@ -246,6 +262,8 @@ def from_torch(
             out[key] = np.zeros(flat_target[key].shape, np.float32)
             continue
         a = np.asarray(state_dict[name])
+        if name == "mask_token" and a.size == np.prod(want):  # DINOv2's is [1, D]
+            a = a.reshape(want)
         if a.shape != want:
             shapes = {k: tuple(np.shape(v)) for k, v in state_dict.items()}
             raise ConversionError(
@@ -477,6 +495,14 @@ def fold_input_norm(variables: Mapping, mean, std) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
+_CHUNKED = re.compile(r"(^|\.)blocks\.\d+\.(\d+)\.")
+
+
+def unchunk_blocks(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """DINOv2's FSDP checkpoints' ``blocks.C.N.`` (block N in chunk C) as ``blocks.N.``."""
+    return {_CHUNKED.sub(r"\1blocks.\2.", k): v for k, v in flat.items()}
+
+
 def load_backbone(
     path: str, target: Mapping, *, prefix: str = "", input_norm: str = "auto"
 ) -> dict:
@@ -498,6 +524,7 @@ def load_backbone(
             f"input_norm={input_norm!r}: use one of {', '.join(INPUT_NORM_CHOICES)}"
         )
     flat, metadata = read_checkpoint(path)
+    flat = unchunk_blocks(flat)
     layout = layout_of(target)
     state_dict, found_prefix = select_backbone(flat, layout, prefix=prefix, source=path)
     variables = from_torch(state_dict, target, source=f"{path} (prefix {found_prefix!r})")

@@ -49,13 +49,26 @@ class MultiHeadAttention(nn.Module):
         return y, attention
 
 
+class LayerScale(nn.Module):
+    """x * gamma, a learned per-channel scale starting at ``init`` (CaiT; DINOv2's ls1, ls2)."""
+
+    init: float
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        gamma = self.param("gamma", nn.initializers.constant(self.init), (x.shape[-1],))
+        return x * gamma.astype(x.dtype)
+
+
 class EncoderBlock(nn.Module):
     """Pre-LN transformer block: x + MHA(LN(x)), then x + MLP(LN(x)); ``mask`` [B, T] (optional)
-    keeps the attention off padding tokens."""
+    keeps the attention off padding tokens. ``layer_scale`` > 0: each branch is scaled by a
+    learned per-channel ``LayerScale`` starting there (DINOv2: 1e-5), named ``ls1``/``ls2``."""
 
     num_heads: int
     mlp_dim: int
     dtype: Dtype = jnp.float32
+    layer_scale: float = 0.0
 
     @nn.compact
     def __call__(
@@ -64,6 +77,8 @@ class EncoderBlock(nn.Module):
         d = x.shape[-1]
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32, name="ln1")(x)
         y, attention = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(y, mask)
+        if self.layer_scale:
+            y = LayerScale(self.layer_scale, name="ls1")(y)
         x = x + y
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32, name="ln2")(x)
         y = nn.Dense(
@@ -77,6 +92,8 @@ class EncoderBlock(nn.Module):
         y = nn.Dense(
             d, kernel_init=_dense_init, dtype=self.dtype, param_dtype=jnp.float32, name="mlp_fc2"
         )(y)
+        if self.layer_scale:
+            y = LayerScale(self.layer_scale, name="ls2")(y)
         return x + y, attention
 
 
@@ -146,6 +163,8 @@ class ViT(nn.Module):
       num_registers: R learned register tokens (Darcet et al., 2024; DINOv2's and DINOv3's
         "storage tokens") after [CLS], without position embeddings: they take part in
         attention and are left out of every output (0: none, no parameter).
+      layer_scale: > 0: LayerScale in every block, starting at this value (DINOv2: 1e-5);
+        0: none (no parameter).
       dtype: compute dtype; parameters are always float32.
 
     Call: ``x [B, H, W, C]`` float, ``train`` (unused: no dropout), optional
@@ -174,6 +193,7 @@ class ViT(nn.Module):
     pos_embedding: str = "learned"
     mask_token: bool = False
     num_registers: int = 0
+    layer_scale: float = 0.0
     dtype: Dtype = jnp.float32
 
     @property
@@ -253,7 +273,11 @@ class ViT(nn.Module):
         attention = None
         for i in range(self.depth):
             x, attention = EncoderBlock(
-                self.num_heads, self.mlp_dim, dtype=self.dtype, name=f"block{i + 1}"
+                self.num_heads,
+                self.mlp_dim,
+                dtype=self.dtype,
+                layer_scale=self.layer_scale,
+                name=f"block{i + 1}",
             )(x, attend)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=jnp.float32, name="norm")(x)
         x = x.astype(jnp.float32)
