@@ -220,6 +220,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.dino.ibot_out_dim = 256
         c.dino.ibot_hidden_dim = 64
         c.dino.ibot_bottleneck_dim = 32
+    if c.model.name.startswith("vit"):  # settable from the command line (DINOv2 weights)
+        c.model.kwargs.num_registers = c.model.kwargs.get("num_registers", 0)
+        c.model.kwargs.layer_scale = c.model.kwargs.get("layer_scale", 0.0)
     if "dinov3" in modifiers:  # after smoke's ViT, whose registers it adds
         _dinov3(c)
         if "smoke" in modifiers:  # the Gram loss from the first step, a refresh every 2

@@ -55,6 +55,8 @@ BASE_ADDED_FIELDS = {
     "init_from.prefix": "",
     "init_from.input_norm": "auto",
     "optim.weight_decay_end": 0.4,  # DINO's schedule, fixed in its code before
+    "model.kwargs.num_registers": 0,  # the ViT's registers and LayerScale, none before
+    "model.kwargs.layer_scale": 0.0,
 }
 
 
