@@ -359,7 +359,8 @@ def _apply_tokens(model, params, batch_stats, x, patches, mask):
 
 def dinov2_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
     """DINO's loss + koleo_weight x KoLeo on the [CLS] features of each global crop (summed
-    over the crops) + ibot_weight x iBOT's masked-patch loss, as DINOv2's SSLMetaArch."""
+    over the crops) + ibot_weight x iBOT's masked-patch loss, as DINOv2's SSLMetaArch,
+    + gram_weight x DINOv3's Gram anchoring from its start (computed, not added, before)."""
     d = config.dino
     teacher_temp = teacher_temp_schedule(config, run)
     momentum = teacher_momentum_schedule(config, run)

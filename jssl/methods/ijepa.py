@@ -36,15 +36,6 @@ from jssl.methods.base import Method, RunInfo
 from jssl.models import create_model
 from jssl.models.ijepa import JEPANetwork, JEPAPredictor
 
-MASK_FIELDS = (
-    "num_targets",
-    "target_scale",
-    "target_aspect",
-    "context_scale",
-    "min_keep",
-    "mask_group",
-)
-
 
 def build_model(config: ml_collections.ConfigDict) -> JEPANetwork:
     dtype = jnp.dtype(config.model.dtype)
@@ -66,12 +57,20 @@ def grid(config: ml_collections.ConfigDict) -> tuple[int, int]:
 
 
 def draw_masks(key: jax.Array, batch: int, config: ml_collections.ConfigDict) -> dict:
+    """``jssl.masks.multiblock_masks`` of ``batch`` images with the ``ijepa`` block's values."""
     j = config.ijepa
-    kwargs = {name: j[name] for name in MASK_FIELDS if name != "mask_group"}
-    kwargs["group"] = j.mask_group
-    for name in ("target_scale", "target_aspect", "context_scale"):
-        kwargs[name] = tuple(kwargs[name])
-    return masks.multiblock_masks(key, batch, grid(config), **kwargs)._asdict()
+    drawn = masks.multiblock_masks(
+        key,
+        batch,
+        grid(config),
+        num_targets=j.num_targets,
+        target_scale=tuple(j.target_scale),
+        target_aspect=tuple(j.target_aspect),
+        context_scale=tuple(j.context_scale),
+        min_keep=j.min_keep,
+        group=j.mask_group,
+    )
+    return drawn._asdict()
 
 
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
@@ -128,6 +127,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
         num = features.shape[1]
         metrics = {
             "context_share": jnp.sum(views["context_valid"][0]) / num,
+            # the first image's kept patches: its context; its target blocks (overlaps counted)
             "target_share": jnp.sum(views["targets_valid"][:, 0]) / num,
             "pred_std": jnp.mean(jnp.std(pred, axis=(1, 2))),
             # std over every patch of every image of the layer-normalised targets: ~1 when
