@@ -58,7 +58,7 @@ def test_the_loss_is_lejepa_loss_of_the_projections_along_the_step_keys_directio
     config, model, variables, views, state, loss_fn = _loss_parts()
     params, stats = variables["params"], variables["batch_stats"]
     key = jax.random.PRNGKey(7)
-    run = jax.jit(loss_fn, static_argnums=())
+    run = jax.jit(loss_fn)
     loss, (_, new_state, metrics) = run(params, stats, views, state, 0, key)
     # The same by hand: globals and locals through the network, projections [V, B, K].
     g, local = views["global"], views["local"]
