@@ -39,6 +39,30 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+def step_views(state: TrainState, batch: dict[str, jax.Array], *, method, config):
+    """The step's views of ``batch`` and the key its loss draws from: ``(views, loss_key)``.
+
+    The per-step key is ``fold_in(state.rng, state.step)``, so the step's
+    randomness depends only on (seed, step): resume is exact and the result
+    does not depend on the number of devices.
+    """
+    step_key = jax.random.fold_in(state.rng, state.step)
+    view_key, loss_key = jax.random.split(step_key)
+    return method.make_views(view_key, batch, config), loss_key
+
+
+def loss_and_grads(state: TrainState, views, loss_key: jax.Array, *, method, model, config, run):
+    """``((loss, (batch_stats, method_state, metrics)), grads)`` of the method's loss at
+    ``state.params`` on ``views`` (``step_views``): the train step's gradient, which
+    ``jssl.check`` and the tests also compare with a float64 computation."""
+    loss_fn = method.make_loss(model, config, run)
+
+    def objective(params):
+        return loss_fn(params, state.batch_stats, views, state.method_state, state.step, loss_key)
+
+    return jax.value_and_grad(objective, has_aux=True)(state.params)
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -55,27 +79,13 @@ def train_step(
     ``run`` (``jssl.methods.RunInfo``) is handed to the method's loss and
     after_update (schedules over the run's length).
 
-    The per-step key is ``fold_in(state.rng, state.step)``, so the step's
-    randomness depends only on (seed, step): resume is exact and the result
-    does not depend on the number of devices.
-
     A step whose loss, gradients or new parameters are not finite is not applied (the state
     only counts it in ``nonfinite_steps``); the trainer decides whether to stop.
     """
-    step_key = jax.random.fold_in(state.rng, state.step)
-    view_key, loss_key = jax.random.split(step_key)
-    views = method.make_views(view_key, batch, config)
-    loss_fn = method.make_loss(model, config, run)
-
-    def objective(params):
-        loss, aux = loss_fn(
-            params, state.batch_stats, views, state.method_state, state.step, loss_key
-        )
-        return loss, aux
-
-    (loss, (batch_stats, method_state, metrics)), grads = jax.value_and_grad(
-        objective, has_aux=True
-    )(state.params)
+    views, loss_key = step_views(state, batch, method=method, config=config)
+    (loss, (batch_stats, method_state, metrics)), grads = loss_and_grads(
+        state, views, loss_key, method=method, model=model, config=config, run=run
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if method.after_update is not None:

@@ -1,0 +1,211 @@
+"""jssl.reference (a program in float64), jssl.check's comparisons, the equivalence of a
+step on 1, 2, 4 and 8 devices for six methods, and the ``python -m jssl.check`` command.
+
+The equivalence tests compare every leaf of the state after one step (parameters,
+optimiser, BatchNorm statistics, method state) with relative limit ``check.PRECISE``
+(1e-4): the largest difference measured is 1.1e-5 (SwAV, 4 devices, Adam's second
+moment) and 4.5e-5 (DINO's ViT, whose gradient itself is 4.4e-5 from float64). Each
+also shows that a gradient 1% off, the size of an error an earlier report found on 4
+devices, fails the same comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jssl import check, reference
+from jssl.trainer import open_run
+from tests.helpers import ONE_STAGE, ROOT, set_fields, tiny_config
+
+# ----------------------------------------------------------------------------- reference
+
+
+def test_in_float64_computes_in_float64_with_the_float32_random_draws():
+    def f(x, key):
+        u = jax.random.uniform(key, x.shape)  # bits -> float32 -> widened
+        tiny = (x + 1e-8) - x  # 0 in float32, 1e-8 in float64
+        s, _ = jax.lax.scan(lambda c, r: (c + jnp.sum(r**2), None), 0.0, x)
+        z = jax.lax.fori_loop(0, 3, lambda i, c: c * 1.5 + u, x)  # while
+        w = jax.lax.cond(s > 0, lambda: jax.nn.relu(z), lambda: -z)
+        return jnp.sum(tiny), u, s + jnp.sum(w)
+
+    x = jnp.ones((4, 3), jnp.float32)
+    key = jax.random.PRNGKey(1)
+    tiny32, u32, v32 = jax.jit(f)(x, key)
+    tiny64, u64, v64 = reference.in_float64(f)(x, key)
+    assert float(tiny32) == 0.0
+    np.testing.assert_allclose(float(tiny64), 12e-8, rtol=1e-6)
+    assert u64.dtype == np.float64 and v64.dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(u64, np.float32), u32)
+    np.testing.assert_allclose(float(v64), float(v32), rtol=1e-6)
+    # Gradients: the jaxpr of a gradient holds custom_jvp calls, scatter-adds and the
+    # transposes of the loops.
+    g = lambda x: jax.grad(lambda x: f(x, key)[2] + jnp.sum(jax.nn.gelu(x[jnp.array([0, 0])])))(x)
+    np.testing.assert_allclose(reference.in_float64(g)(x), jax.jit(g)(x), rtol=1e-5)
+
+
+def test_reference_program_has_no_float32_value():
+    from jax import enable_x64
+
+    def f(w, x):
+        return jnp.sum(jax.nn.softmax(x @ w) ** 2)
+
+    w, x = jnp.ones((3, 2)), jnp.ones((5, 3))
+    closed = jax.make_jaxpr(jax.grad(f))(w, x)
+    with enable_x64(True):
+        program = jax.make_jaxpr(lambda *a: reference.evaluate(closed.jaxpr, closed.consts, a))(
+            np.ones((3, 2)), np.ones((5, 3))
+        )
+    dtypes = {str(v.aval.dtype) for e in program.eqns for v in e.outvars}
+    assert "float32" not in dtypes and "float64" in dtypes
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def test_leaf_errors_by_hand():
+    want = {"a": np.array([1.0, -2.0]), "b": np.array([1e-9, 0.0]), "n": np.array([3])}
+    got = {"a": np.array([1.0, -2.02]), "b": np.array([0.0, 0.0]), "n": np.array([3])}
+    errors = check.leaf_errors(got, want)
+    assert errors["a"] == pytest.approx(0.02 / 2.0)
+    # b is judged against the floor: 1e-9 / (FLOOR * 2.0), not 1e-9 / 1e-9.
+    assert errors["b"] == pytest.approx(1e-9 / (check.FLOOR * 2.0))
+    assert errors["n"] == 0.0
+    assert check.leaf_errors({"n": np.array([4])}, {"n": np.array([3])})["n"] == 1.0
+    # Groups: the floor of opt_state/mu/... comes from mu's leaves, not from the params'.
+    want = {"p": {"x": np.array([1.0])}, "mu": {"x": np.array([1e-4]), "y": np.array([1e-6])}}
+    got = {"p": {"x": np.array([1.0])}, "mu": {"x": np.array([1e-4]), "y": np.array([2e-6])}}
+    errors = check.leaf_errors(got, want, roots={"x", "y"})
+    assert errors["mu/y"] == pytest.approx(1e-6 / 1e-6)
+    assert check.worst(errors) == ("mu/y", errors["mu/y"])
+
+
+# ----------------------------------------------------------------------------- equivalence
+
+VIT = {"augment.crop_size": 8, "model.kwargs.patch_size": 2, "model.kwargs.image_size": 8}
+# SGD for the ViT methods: Adam's first update is about lr * sign(g), and attention's key
+# bias has a zero gradient in exact arithmetic (as has DINO's last norm before its head's
+# BatchNorm), so its float32 rounding noise, which depends on the order of the sums, would
+# move it by whole updates; and no clipping for DINO, whose clip to a global norm would
+# scale a gradient that is 1% too large back to the norm of the right one. The ConvNet
+# methods keep their presets' AdamW.
+SGD = {"optim.name": "sgd"}
+SMALL_DINO = {"dino.out_dim": 32, "dino.hidden_dim": 16, "dino.bottleneck_dim": 8}
+CONFIGS = {
+    "simclr": lambda: tiny_config("simclr", **ONE_STAGE),
+    "byol": lambda: tiny_config("byol", **ONE_STAGE),
+    "swav": lambda: tiny_config("swav", **ONE_STAGE),
+    "sela": lambda: tiny_config("sela", **ONE_STAGE),
+    "dino": lambda: _preset("dino", **SMALL_DINO, batch_size=16, **SGD, **{"optim.grad_clip": 0.0}),
+    "mae": lambda: _preset("mae", **VIT, **SGD),
+}
+
+
+def _preset(method, **overrides):
+    config = importlib.import_module(f"configs.{method}").get_config("digits,smoke")
+    return set_fields(config, **{"eval.untrained": False, **overrides})
+
+
+def _one_percent_off(exp, monkeypatch):
+    """An Experiment like ``exp`` whose loss, and so every gradient, is 1% too large (its
+    method registered under another name: a config names its method)."""
+    from jssl.experiment import Experiment
+    from jssl.methods import METHODS
+
+    method = exp.method
+
+    def make_loss(model, config, run):
+        loss_fn = method.make_loss(model, config, run)
+
+        def scaled(*args):
+            loss, aux = loss_fn(*args)
+            return 1.01 * loss, aux
+
+        return scaled
+
+    monkeypatch.setitem(
+        METHODS, "one_percent_off", dataclasses.replace(method, make_loss=make_loss)
+    )
+    config = exp.config.copy_and_resolve_references()
+    config.method = "one_percent_off"
+    wrong = Experiment(config, list(exp.mesh.devices.flat), dataset=exp.dataset)
+    wrong.prepare_host()
+    return wrong
+
+
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_step_equals_float64_and_1_2_4_8_devices_agree(method, tmp_path, monkeypatch):
+    config = CONFIGS[method]()
+    one, _ = open_run(config, str(tmp_path), devices=jax.devices()[:1])
+    state = one.init_state()
+    host = jax.device_get(state)
+    batch = one.global_batch(0)
+    g = check.gradient_check(one, state, batch)
+    assert g["max_relative_error"] <= check.PRECISE, (g["worst_leaf"], g["max_relative_error"])
+    np.testing.assert_allclose(g["loss"], g["loss_float64"], rtol=1e-5)
+    wrong = _one_percent_off(one, monkeypatch)
+    wrong = check.gradient_check(wrong, one.init_state(), batch, reference=one)
+    assert wrong["max_relative_error"] > check.LIMIT
+    for n in (2, 4, 8):
+        many, _ = open_run(config, str(tmp_path), devices=jax.devices()[:n])
+        d = check.devices_check(one, many, host)
+        assert len(d["errors"]) == len(jax.tree.leaves(host))
+        assert d["max_relative_error"] <= check.PRECISE, (n, d["worst_leaf"])
+    # The same comparison sees a gradient 1% off on the 8 devices.
+    d = check.devices_check(one, _one_percent_off(many, monkeypatch), host)
+    assert d["max_relative_error"] > check.LIMIT, d["worst_leaf"]
+
+
+# ----------------------------------------------------------------------------- the command
+
+SMALL = [
+    "--config=configs/simclr.py:digits,smoke",
+    "--config.model.kwargs.widths=(8,)",
+    "--config.augment.crop_size=8",
+]
+
+
+def test_check_command_prints_every_verdict_and_writes_json(tmp_path):
+    out = tmp_path / "check.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "jssl.check", *SMALL, f"--out={out}", "--steps=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    names = [line.split(":")[0].split()[-1] for line in lines if ":" in line]
+    assert names[:7] == ["machine", "numerics", "numerics", "speed", "memory", "input", "program"]
+    assert not any(line.startswith("FAIL") for line in lines), run.stdout
+    verdicts = json.loads(out.read_text())
+    numerics = [v for v in verdicts if v["name"] == "numerics"]
+    assert numerics[0]["values"]["max_relative_error"] <= check.PRECISE
+    assert numerics[1]["values"]["devices"] == 8 and numerics[1]["ok"] is True
+    speed = next(v for v in verdicts if v["name"] == "speed")["values"]
+    assert speed["flops_per_step"] > 0 and speed["images_per_second"] > 0
+    assert 0 < speed["utilisation"] < 1.5
+    program = next(v for v in verdicts if v["name"] == "program")
+    assert program["ok"] and program["values"]["aliased_outputs"] > 0
+
+
+def test_check_command_bad_flag_is_one_error_line():
+    run = subprocess.run(
+        [sys.executable, "-m", "jssl.check", *SMALL, "--config.no_such_field=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: "), run.stderr
