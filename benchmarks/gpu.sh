@@ -4,8 +4,8 @@
 #     bash benchmarks/gpu.sh OUT [gpu_compare.py options]     # e.g. --data PATH, --e2e-minutes 2
 #     bash benchmarks/gpu.sh OUT --dry-run                    # the same pieces, tiny, on the CPU
 #
-# Writes OUT/gpu_compare.json and OUT/gpu_compare.md (benchmarks/gpu_compare.py says what is
-# measured). Made for a machine that already has JAX with CUDA, flax, optax, orbax-checkpoint,
+# Writes OUT/check.json and OUT/check.txt (python -m jssl.check), then OUT/gpu_compare.json
+# and OUT/gpu_compare.md (benchmarks/gpu_compare.py says what is measured). Made for a machine that already has JAX with CUDA, flax, optax, orbax-checkpoint,
 # chex, torch and torchvision and no network: it installs nothing from a package index, and
 # jssl runs from this checkout (not pip-installed). Whatever jssl needs beyond that is
 # installed, if missing, from a folder of wheels, WHEELS (default: the first of
@@ -63,4 +63,14 @@ if [ "$dry_run" = 0 ]; then
   "$py" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())' || true
   export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-${TMPDIR:-/tmp}/jssl-xla-cache}
 fi
+# First python -m jssl.check (about a minute): numerics against float64, speed, MFU, memory,
+# input rate; SimCLR's ResNet-18 on the CIFAR-10 JPEG copy (the digits smoke preset on a
+# dry run). A failed verdict is reported in OUT/check.txt and does not stop the comparison.
+if [ "$dry_run" = 0 ]; then
+  folder=$("$py" -c 'from benchmarks import common; print(common.image_folder(common.DEFAULT_ARCHIVE))')
+  check=(--config=configs/simclr.py:cifar10_folder "--config.data.path=$folder")
+else
+  check=(--config=configs/simclr.py:digits,smoke --config.model.kwargs.widths="(8,)" --steps=2)
+fi
+"$py" -m jssl.check "${check[@]}" --out="$out/check.json" | tee "$out/check.txt" || true
 exec "$py" benchmarks/gpu_compare.py --out "$out" "$@"

@@ -36,12 +36,15 @@ def dry_run(tmp_path_factory):
     assert result_path.exists(), proc.stdout + proc.stderr
     with open(result_path) as f:
         result = json.load(f)
-    return proc, result, (out / "gpu_compare.md").read_text()
+    return proc, result, (out / "gpu_compare.md").read_text(), out
 
 
 def test_dry_run_jssl_and_end_to_end(dry_run):
-    proc, result, markdown = dry_run
+    proc, result, markdown, out = dry_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    verdicts = json.loads((out / "check.json").read_text())  # python -m jssl.check first
+    assert {v["name"] for v in verdicts} >= {"machine", "numerics", "speed", "input", "program"}
+    assert not any(v["ok"] is False for v in verdicts), (out / "check.txt").read_text()
     assert result["meta"]["dry_run"] is True
     jssl = result["parts"]["jssl"]
     assert "error" not in jssl, jssl
@@ -67,7 +70,7 @@ def test_dry_run_jssl_and_end_to_end(dry_run):
     "the PyTorch half as skipped); run this test in a venv with torch to cover it",
 )
 def test_dry_run_torch_reference(dry_run):
-    proc, result, markdown = dry_run
+    proc, result, markdown, _ = dry_run
     torch_part = result["parts"]["torch"]
     assert "error" not in torch_part and "skipped" not in torch_part, torch_part
     for row in result["workloads"]:
@@ -86,6 +89,6 @@ def test_dry_run_torch_reference(dry_run):
 def test_dry_run_without_torch_says_so(dry_run):
     if HAS_TORCH:
         pytest.skip("PyTorch is installed: test_dry_run_torch_reference covers the torch half")
-    proc, result, markdown = dry_run
+    proc, result, markdown, _ = dry_run
     assert "not installed" in result["parts"]["torch"]["skipped"]
     assert "not installed" in markdown
