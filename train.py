@@ -203,12 +203,22 @@ def main(argv):
         # Both check the whole config and the workdir first (jssl.validation), then the data.
         if _MODE.value == "eval":
             trainer.evaluate_checkpoint(config, workdir)
-        else:
-            trainer.train_and_evaluate(config, workdir)
+        elif trainer.train_and_evaluate(config, workdir)["stopped"] == "Ctrl-C":
+            sys.exit(130)  # saved; the trainer printed where and how to resume
     except cli.user_error_types() as e:
         if _show_traceback():
             raise
         _fail(e)
+    except KeyboardInterrupt:  # a Ctrl-C outside the train loop, or the loop's second one
+        if _show_traceback():
+            raise
+        print(
+            "interrupted (Ctrl-C); the checkpoints already complete are kept: rerun the same "
+            "command to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -49,8 +49,12 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     # Stop with an error at the first non-finite loss/gradient (the update is
     # never applied); > 0 tolerates that many skipped steps instead.
     c.max_nonfinite_steps = 0
-    # > 0: stop (after saving) once training has run this long; rerun to continue.
+    # > 0: stop (after saving) once training has run this long, then evaluate (unless
+    # eval.at_deadline is False); rerun to continue.
     c.max_train_seconds = 0.0
+    # At most this many dispatched train steps unfinished (0: no bound): progress,
+    # deadline and signals act on finished work, at most this many steps behind.
+    c.steps_in_flight = 2
 
     # Start from another run's weights: a run folder, or "stage:NAME" for the earlier
     # stage c.stages.NAME, trained first in <workdir>/NAME (SCAN: pretext -> SCAN ->
@@ -122,6 +126,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.eval.knn_temperature = 0.07
     c.eval.probe_epochs = 100
     c.eval.untrained = True  # also evaluate the network at initialisation
+    c.eval.at_deadline = True  # evaluate a run that max_train_seconds stopped
     c.eval.max_train_examples = 0  # > 0 caps the train features used by kNN/probe
     c.eval.representation = "features"  # features (backbone h) | output (e.g. projection z)
     # > 0: every that many steps, a cheap kNN on at most during_max_examples training and

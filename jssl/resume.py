@@ -32,6 +32,7 @@ RESUMABLE_FIELDS = (
     "allow_config_change",
     "max_nonfinite_steps",
     "max_train_seconds",
+    "steps_in_flight",
     "eval.",
     "data.cache_dir",
     "data.data_dir",

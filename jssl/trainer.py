@@ -9,6 +9,7 @@ self-labelling this way.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -107,26 +108,33 @@ def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in stacked.items()}
 
 
-class _Preemption:
-    """Sets a flag on SIGTERM so the loop saves at the next step boundary and exits 0."""
+class _Stop:
+    """SIGTERM (preemption) and the first Ctrl-C (SIGINT) set ``reason``, so that the loop
+    saves at the next step boundary and ends cleanly; a second Ctrl-C aborts at once
+    (KeyboardInterrupt). The previous handlers come back on exit."""
+
+    REASONS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.reason: str | None = None
+        self._previous: dict = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
+        for signum in self.REASONS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread
+                pass
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        if signum == signal.SIGINT and self.reason == "Ctrl-C":
+            raise KeyboardInterrupt
+        self.reason = self.reason or self.REASONS[signum]
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -213,8 +221,11 @@ def train_and_evaluate(
     saving a checkpoint as a preemption would (the schedules still span the
     full run).
 
-    Returns {"state", "eval", "untrained_eval"}; "eval" (metric name -> value)
-    is None for an interrupted run.
+    Returns {"state", "eval", "untrained_eval", "stopped"}; "eval" (metric name -> value)
+    is None for an interrupted run; "stopped" says why a run ended before its last step
+    ("SIGTERM", "Ctrl-C", "max_train_seconds", "stop_at_step") or is None. A run that
+    ``config.max_train_seconds`` stopped is evaluated unless ``config.eval.at_deadline``
+    is False.
 
     The config and workdir are checked first (``jssl.validation``): every problem is
     raised together, as one ConfigError, before any data or device work.
@@ -253,31 +264,41 @@ def train_and_evaluate(
             start,
         )
         session = run_info.Session(workdir, list(exp.mesh.devices.flat), start)
-        state = _train_loop(exp, state, start, ckpt, writer, show_progress, stop_at_step)
+        state, reason = _train_loop(exp, state, start, ckpt, writer, show_progress, stop_at_step)
         step = int(jax.device_get(state.step))
         session.end(step)
-        if step < exp.total_steps:  # interrupted: state saved, nothing to evaluate yet
-            return {"state": state, "eval": None, "untrained_eval": untrained}
+        deadline_eval = reason == "max_train_seconds" and config.eval.get("at_deadline", True)
+        if step < exp.total_steps and not deadline_eval:  # interrupted: saved, not evaluated
+            return {"state": state, "eval": None, "untrained_eval": untrained, "stopped": reason}
         results = _evaluate_and_report(exp, state, workdir, writer, untrained)
-        return {"state": state, "eval": results, "untrained_eval": untrained}
+        return {"state": state, "eval": results, "untrained_eval": untrained, "stopped": reason}
     finally:
         writer.close()
         ckpt.close()
 
 
 def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop_at_step=None):
+    """Trains from step ``start``; returns (state, why it stopped early or None).
+
+    At most ``config.steps_in_flight`` dispatched steps are unfinished at any time: the
+    loop waits for step s - k before it goes on after dispatching step s, so the progress
+    bar, images/s, the deadline and the signals act on finished work, at most k steps
+    behind the device (unbounded dispatch queues whole epochs of slow CPU steps).
+    """
     from tqdm import tqdm
 
     config = exp.config
     host = exp.host
     eval_every = config.eval.get("every_steps", 0)  # evaluation during training; 0: none
+    in_flight = config.get("steps_in_flight", 2)
     history: list[dict[str, jax.Array]] = []
+    primary = distributed.is_primary()
     bar = tqdm(
         total=exp.total_steps,
         initial=start,
         desc="train",
         unit="step",
-        disable=not show_progress or not distributed.is_primary(),
+        disable=not show_progress or not primary,
         dynamic_ncols=True,
         file=sys.stdout,
     )
@@ -286,18 +307,30 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     # Steps since the last non-finite check: checked before every log and every save, so
     # a checkpoint never follows an unchecked bad step.
     unchecked: list[tuple[int, dict[str, jax.Array]]] = []
+    pending: collections.deque = collections.deque()  # metrics of unfinished steps
     skipped = int(jax.device_get(state.nonfinite_steps))
-    with _Preemption() as preemption:
+    reason = None
+    with _Stop() as signals:
         for step, batch in zip(range(start, exp.total_steps), exp.batches(start), strict=False):
+            first = step == start
+            dispatched = time.perf_counter()
             state, metrics = exp.train_step(state, batch)
+            if first and primary and show_progress:  # the first call traces and compiles
+                bar.write(f"compiled the train step in {time.perf_counter() - dispatched:.1f} s")
             state = host.update(state, step + 1)
             history.append(metrics)
+            pending.append(metrics)
+            while in_flight and len(pending) > in_flight:
+                jax.block_until_ready(pending.popleft())
+                bar.update(1)
             steps_in_interval += 1
-            bar.update(1)
             done = step + 1
             unchecked.append((done, metrics))
-            stop = preemption.requested or done == stop_at_step or time.monotonic() > deadline
-            log_due = done % config.log_every == 0 or done == exp.total_steps
+            if time.monotonic() > deadline:
+                reason = reason or "max_train_seconds"
+            reason = reason or signals.reason or ("stop_at_step" if done == stop_at_step else None)
+            stop = reason is not None and done < exp.total_steps
+            log_due = done % config.log_every == 0 or done == exp.total_steps or stop
             save_due = done % config.checkpoint_every == 0 or done == exp.total_steps or stop
             if log_due or save_due:
                 skipped = _check_finite(state, unchecked, skipped, config)
@@ -320,11 +353,17 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
             if save_due:
                 ckpt.save(state)
             if stop:
-                logging.warning("Stopping at step %d (saved); rerun to resume.", done)
                 ckpt.wait()
+                if primary:
+                    bar.write(
+                        f"stopped at step {done} ({reason}): checkpoint saved in "
+                        f"{ckpt.directory}; rerun the same command to resume"
+                    )
                 break
+        jax.block_until_ready(list(pending))
+        bar.update(len(pending))
     bar.close()
-    return state
+    return state, reason
 
 
 def _check_finite(state, unchecked, skipped: int, config) -> int:
