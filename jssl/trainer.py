@@ -66,18 +66,22 @@ class NonFiniteError(FloatingPointError):
 def summary_table(
     trained: dict[str, evaluation.Metric], untrained: dict[str, float] | None, step: int
 ) -> str:
-    """The trained network's labelled metrics beside the untrained network's, and the change.
+    """The trained network's labelled metrics beside the untrained network's, and the change
+    (without those two columns when the untrained network was not evaluated).
 
     Only metrics with a label are rows (an index or a count stays in the JSON).
     """
-    header = f"{'metric':<26} {'untrained':>10} {'step ' + str(step):>12} {'change':>8}"
-    rows = []
-    for key, metric in trained.items():
-        if metric.label is None:
-            continue
-        t = metric.value
-        u = (untrained or {}).get(key, float("nan"))
-        rows.append(f"{metric.label:<26} {u:>10.4f} {t:>12.4f} {t - u:>+8.4f}")
+    if not untrained:
+        header = f"{'metric':<26} {'step ' + str(step):>12}"
+        rows = [f"{m.label:<26} {m.value:>12.4f}" for m in trained.values() if m.label]
+    else:
+        header = f"{'metric':<26} {'untrained':>10} {'step ' + str(step):>12} {'change':>8}"
+        rows = []
+        for key, metric in trained.items():
+            if metric.label is None:
+                continue
+            t, u = metric.value, untrained.get(key, float("nan"))
+            rows.append(f"{metric.label:<26} {u:>10.4f} {t:>12.4f} {t - u:>+8.4f}")
     rule = "-" * len(header)
     return "\n".join([rule, header, rule, *rows, rule])
 

@@ -360,6 +360,8 @@ def test_bad_input_gives_one_line_errors_through_train_py(train_py, tmp_path):
     raising.write_text("def get_config(arg=None):\n    raise RuntimeError('broken config')\n")
     four = _tiny_image_folder(tmp_path / "four", n_train=4, n_test=2)
     with_text = _tiny_image_folder(tmp_path / "text", n_train=8, n_test=2, extra_file="notes.txt")
+    empty_class = _tiny_image_folder(tmp_path / "empty", n_train=8, n_test=2)
+    (empty_class / "train" / "c").mkdir()
     folder = ["--config.data.name=image_folder", f"--config.data.cache_dir={tmp_path / 'cache'}"]
     cases = {
         "unknown dataset": (
@@ -389,6 +391,10 @@ def test_bad_input_gives_one_line_errors_through_train_py(train_py, tmp_path):
         "non-image file": (
             [*folder, f"--config.data.path={with_text}", "--config.batch_size=8"],
             "notes.txt",
+        ),
+        "empty class folder": (
+            [*folder, f"--config.data.path={empty_class}", "--config.batch_size=8"],
+            f"the class folder {empty_class / 'train' / 'c'} has no images",
         ),
         "missing image folder": (
             [

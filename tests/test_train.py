@@ -214,3 +214,18 @@ def test_bad_image_folder_fails_cleanly(tmp_path, kind, expected):
     with pytest.raises(data.DataError, match=expected):
         trainer.train_and_evaluate(config, str(workdir), show_progress=False)
     assert not os.path.exists(workdir / "checkpoints")
+
+
+def test_summary_table_without_the_untrained_network_has_no_untrained_columns():
+    from jssl.evaluation import Metric
+    from jssl.trainer import summary_table
+
+    trained = {"knn_top1": Metric(0.9, "kNN top-1"), "count": Metric(3.0, None)}
+    with_untrained = summary_table(trained, {"knn_top1": 0.5}, 10).splitlines()
+    assert with_untrained[1].split() == ["metric", "untrained", "step", "10", "change"]
+    assert with_untrained[3].split() == ["kNN", "top-1", "0.5000", "0.9000", "+0.4000"]
+    alone = summary_table(trained, None, 10)
+    assert "untrained" not in alone and "nan" not in alone
+    assert (
+        alone.splitlines()[3].split() == ["kNN", "top-1", "0.9000"] and len(alone.splitlines()) == 5
+    )

@@ -96,6 +96,11 @@ def list_split(root: Path, split: str) -> tuple[list[str], list[str], list[int],
             (e for e in os.scandir(split_dir / name) if e.is_file() and not e.name.startswith(".")),
             key=lambda e: e.name,
         )
+        if not entries:  # counted as a class, it would skew k-means and the probe
+            raise DataError(
+                f"the class folder {split_dir / name} has no images; add its images or remove "
+                "the folder (every class folder is a class)"
+            )
         for e in entries:
             st = e.stat()
             files.append(e.path)
