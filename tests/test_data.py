@@ -161,9 +161,13 @@ def test_image_folder_missing_and_empty(tmp_path):
     _save(tmp_path / "train" / "a" / "x.png", Image.new("RGB", (4, 4)), "PNG")
     with pytest.raises(DataError, match="test.*does not exist"):
         load_dataset("image_folder", path=tmp_path, cache_dir=tmp_path / "cache")
-    (tmp_path / "test" / "a").mkdir(parents=True)
+    (tmp_path / "test").mkdir()
     with pytest.raises(DataError, match="split 'test' has no images"):
         load_dataset("image_folder", path=tmp_path, cache_dir=tmp_path / "cache")
+    (tmp_path / "test" / "a").mkdir()  # an empty class folder is not a class
+    with pytest.raises(DataError, match=f"class folder {tmp_path / 'test' / 'a'} has no images"):
+        load_dataset("image_folder", path=tmp_path, cache_dir=tmp_path / "cache")
+    _save(tmp_path / "test" / "a" / "x.png", Image.new("RGB", (4, 4)), "PNG")
     _save(tmp_path / "test" / "b" / "x.png", Image.new("RGB", (4, 4)), "PNG")
     with pytest.raises(DataError, match=r"not in train: \['b'\]"):
         load_dataset("image_folder", path=tmp_path, cache_dir=tmp_path / "cache")
