@@ -44,8 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jssl import data, run_info
-from jssl import reference as reference_module
+from jssl import reference, run_info
 from jssl.train_step import TrainState, loss_and_grads, step_views
 
 # How far a float32 step may be from the same step in float64 (``leaf_errors``), and the
@@ -169,10 +168,10 @@ def _grads_fn(exp):
     )
 
 
-def gradient_check(exp, state: TrainState, batch, *, reference=None) -> dict[str, Any]:
+def gradient_check(exp, state: TrainState, batch, *, against=None) -> dict[str, Any]:
     """The step's float32 gradient against the same program in float64 on the same views.
 
-    ``reference``: the Experiment whose program is computed in float64 (default ``exp``;
+    ``against``: the Experiment whose program is computed in float64 (default ``exp``;
     the tests pass a correct one to show that a wrong ``exp`` fails). Returns loss,
     loss_float64, errors (per leaf), worst_leaf, max_relative_error.
     """
@@ -180,7 +179,7 @@ def gradient_check(exp, state: TrainState, batch, *, reference=None) -> dict[str
     (loss, _), grads = jax.jit(_grads_fn(exp))(state, views, key)
     host = jax.device_get((state, views, key))
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        (loss64, _), grads64 = reference_module.in_float64(_grads_fn(reference or exp))(*host)
+        (loss64, _), grads64 = reference.in_float64(_grads_fn(against or exp))(*host)
     errors = leaf_errors(jax.device_get(grads), jax.device_get(grads64))
     leaf, err = worst(errors)
     return {
@@ -318,20 +317,8 @@ def device_memory(device) -> int | None:
 def input_check(exp, *, batches: int = 8, seconds: float = 20.0) -> dict[str, Any]:
     """The host's rate of the configured data source (read, decode, batch; this
     process's slice) measured alone: images/s and the CPU cores it kept busy."""
-    d = exp.config.data
     local = exp.config.batch_size // jax.process_count()
-    stream = data.host_batches(
-        exp.train,
-        exp.config.batch_size,
-        seed=exp.config.seed,
-        start=0,
-        stop=exp.total_steps,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        num_threads=d.get("num_threads", 8),
-        prefetch=d.get("prefetch", 2),
-        num_workers=d.get("num_workers", 0),
-    )
+    stream = exp.host_batches(0)
     next(stream)  # start-up (threads, workers, first decode) is not the rate
     cpu0, start, n = _cpu_seconds(), time.perf_counter(), 0
     for _ in stream:

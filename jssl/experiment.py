@@ -291,8 +291,17 @@ class Experiment:
         ``prefetch``, ``num_workers``); the method's ``batch_extras`` are added here, on the
         calling thread, after the host updates of the steps before.
         """
+        host = self.host
+        for step, idx, images in self.host_batches(start, stop):
+            batch = {"image": images, "index": idx.astype(np.int32)}
+            batch.update(host.batch_extras(idx, step))
+            yield sharding.put_global_batch(batch, self.mesh)
+
+    def host_batches(self, start: int, stop: int | None = None):
+        """``jssl.data.host_batches`` of this run: (step, indices, images) of this process's
+        slice of steps ``start .. stop - 1``, read and decoded as ``config.data`` says."""
         d = self.config.data
-        stream = data.host_batches(
+        return data.host_batches(
             self.train,
             self.config.batch_size,
             seed=self.config.seed,
@@ -304,11 +313,6 @@ class Experiment:
             prefetch=d.get("prefetch", 2),
             num_workers=d.get("num_workers", 0),
         )
-        host = self.host
-        for step, idx, images in stream:
-            batch = {"image": images, "index": idx.astype(np.int32)}
-            batch.update(host.batch_extras(idx, step))
-            yield sharding.put_global_batch(batch, self.mesh)
 
     def evaluate(self, state: TrainState) -> dict[str, evaluation.Metric]:
         """The method's evaluators (and its host object's metrics) on the frozen network.

@@ -153,7 +153,7 @@ def test_step_equals_float64_and_1_2_4_8_devices_agree(method, tmp_path, monkeyp
     assert g["max_relative_error"] <= check.PRECISE, (g["worst_leaf"], g["max_relative_error"])
     np.testing.assert_allclose(g["loss"], g["loss_float64"], rtol=1e-5)
     wrong = _one_percent_off(one, monkeypatch)
-    wrong = check.gradient_check(wrong, one.init_state(), batch, reference=one)
+    wrong = check.gradient_check(wrong, one.init_state(), batch, against=one)
     assert wrong["max_relative_error"] > check.LIMIT
     for n in (2, 4, 8):
         many, _ = open_run(config, str(tmp_path), devices=jax.devices()[:n])

@@ -183,7 +183,8 @@ def cluster_heads(ctx: EvalContext) -> dict[str, Metric]:
     logging.info("Test cluster sizes of head %d:\n%s", best, plots.histogram_text(sizes))
     block = ctx.config.get(ctx.config.method)
     max_share = block.get("max_cluster_share") if block is not None else None
-    if max_share is not None and summary["largest_share"] > max_share:
+    # The untrained head (step 0) has not learned anything that could have collapsed.
+    if max_share is not None and summary["largest_share"] > max_share and ctx.step > 0:
         logging.warning(
             "Head %d puts %.1f%% of the test images in one cluster (> %.0f%%): collapsed.\n%s",
             best,
