@@ -116,13 +116,35 @@ def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[s
     return diffs
 
 
-def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+def check_resumable(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") -> None:
+    """Raises ConfigMismatchError when ``workdir`` holds a run of another config; the fix
+    it names depends on ``mode`` (evaluating a run needs the run's own --config)."""
     saved = load_saved_config(workdir)
     if saved is None or config.allow_config_change:
         return
     diffs = config_differences(saved, config)
-    if diffs:
-        raise ConfigMismatchError(
-            f"{workdir} holds a run with a different config ({'; '.join(diffs)}). "
-            "Use a new --workdir, or pass --config.allow_config_change=True to resume anyway."
-        )
+    if not diffs:
+        return
+    if mode == "eval":
+        trained = _config_flag(workdir)
+        fix = (
+            f"Evaluate it with the config it was trained with ({trained})"
+            if trained
+            else "Evaluate it with the --config it was trained with"
+        ) + ", or pass --config.allow_config_change=True to evaluate it under this one."
+    else:
+        fix = "Use a new --workdir, or pass --config.allow_config_change=True to resume anyway."
+    raise ConfigMismatchError(
+        f"{workdir} holds a run with a different config ({'; '.join(diffs)}). {fix}"
+    )
+
+
+def _config_flag(workdir: str) -> str | None:
+    """The --config=... flag of the run's first training session (run_info.json), if any."""
+    from jssl import run_info
+
+    for session in run_info.read(workdir):
+        flags = [a for a in session.get("argv", []) if a.startswith("--config=")]
+        if flags:
+            return flags[-1]
+    return None

@@ -188,7 +188,7 @@ def _open_workdir(config, workdir: str, *, devices, mode: str = "train", create:
     validation.validate(config, workdir, mode=mode, devices=devices)
     if create:
         os.makedirs(workdir, exist_ok=True)
-    check_resumable(config, workdir)
+    check_resumable(config, workdir, mode)
     return workdir
 
 

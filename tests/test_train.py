@@ -124,6 +124,16 @@ def test_resume_refuses_changed_config(tmp_path):
             str(tmp_path),
             show_progress=False,
         )
+    # Evaluating the run under another config: the fix is the run's own --config.
+    argv = ["train.py", "--config=configs/simclr.py:digits,smoke"]
+    (tmp_path / "run_info.json").write_text(json.dumps({"sessions": [{"argv": argv}]}))
+    with pytest.raises(
+        trainer.ConfigMismatchError,
+        match=r"Evaluate it with the config it was trained with "
+        r"\(--config=configs/simclr.py:digits,smoke\)",
+    ):
+        changed = tiny_config("simclr", **{"simclr.temperature": 0.2})
+        trainer.evaluate_checkpoint(changed, str(tmp_path))
 
 
 def test_runs_saved_before_a_field_existed_resume_while_it_keeps_their_value():
