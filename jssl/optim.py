@@ -12,6 +12,27 @@ from jssl.errors import UserError
 from jssl.models import weight_decay_mask
 
 
+def warmup_steps(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> int:
+    """The warm-up's length: ``optim.warmup_epochs`` of steps, at most ``total_steps - 1``."""
+    asked = int(round(config.optim.warmup_epochs * steps_per_epoch))
+    return min(asked, max(total_steps - 1, 0))
+
+
+def warmup_warning(
+    config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int
+) -> str | None:
+    """A sentence when the run ends inside its warm-up (the learning rate only rises)."""
+    asked = int(round(config.optim.warmup_epochs * steps_per_epoch))
+    if total_steps < 2 or asked < total_steps:
+        return None
+    return (
+        f"the run's {total_steps} steps end inside its {asked}-step warm-up "
+        f"(optim.warmup_epochs={config.optim.warmup_epochs} at {steps_per_epoch} steps per "
+        "epoch): the learning rate rises for the whole run and never decays; train longer or "
+        "lower --config.optim.warmup_epochs"
+    )
+
+
 def learning_rate_schedule(
     config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int
 ) -> optax.Schedule:
@@ -20,7 +41,7 @@ def learning_rate_schedule(
     peak = (
         oc.learning_rate * config.batch_size / 256.0 if oc.scale_lr_by_batch else oc.learning_rate
     )
-    warmup = min(int(round(oc.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
+    warmup = warmup_steps(config, total_steps, steps_per_epoch)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=peak,
@@ -100,7 +121,7 @@ def dino_adamw(
     peak = (
         oc.learning_rate * config.batch_size / 256.0 if oc.scale_lr_by_batch else oc.learning_rate
     )
-    warmup = min(int(round(oc.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
+    warmup = warmup_steps(config, total_steps, steps_per_epoch)
     lr = schedules.bind(
         schedules.warmup_cosine,
         peak=peak,

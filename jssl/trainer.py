@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import distributed, evaluation, run_info, validation
+from jssl import distributed, evaluation, optim, run_info, validation
 from jssl.checkpoint import Checkpointer, save_config
 from jssl.errors import UserError
 from jssl.experiment import (
@@ -267,6 +267,9 @@ def train_and_evaluate(
             exp.mesh.devices.size,
             start,
         )
+        warning = optim.warmup_warning(config, exp.total_steps, exp.steps_per_epoch)
+        if warning and distributed.is_primary():
+            print(f"warning: {warning}", flush=True)
         session = run_info.Session(workdir, list(exp.mesh.devices.flat), start)
         state, reason = _train_loop(exp, state, start, ckpt, writer, show_progress, stop_at_step)
         step = int(jax.device_get(state.step))

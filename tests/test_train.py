@@ -239,3 +239,15 @@ def test_summary_table_without_the_untrained_network_has_no_untrained_columns():
     assert (
         alone.splitlines()[3].split() == ["kNN", "top-1", "0.9000"] and len(alone.splitlines()) == 5
     )
+
+
+def test_a_run_that_ends_inside_its_warmup_is_named():
+    from jssl import optim
+
+    config = tiny_config("simclr", **{"optim.warmup_epochs": 2.0})
+    assert optim.warmup_steps(config, 100, 44) == 88
+    assert optim.warmup_warning(config, 100, 44) is None
+    assert optim.warmup_steps(config, 50, 44) == 49  # the schedule's warm-up, clamped
+    warning = optim.warmup_warning(config, 50, 44)
+    assert "50 steps end inside its 88-step warm-up" in warning
+    assert "--config.optim.warmup_epochs" in warning
