@@ -6,7 +6,8 @@
 
 The command to run first on a new machine: 20 s for the digits presets on a 2-core CPU;
 SimCLR's ResNet-18 CIFAR preset (batch 512 views) took 9 min and 17 GB there, most of it
-the float64 reference, which runs on the CPU whatever the accelerator. It
+the float64 reference (on a GPU it runs on the card; on a TPU, which has no float64, on the
+host's CPU). It
 builds the config's real train step on every local device and prints one line per
 verdict, then writes them all to ``--out`` (JSON):
 
@@ -180,7 +181,11 @@ def gradient_check(exp, state: TrainState, batch, *, against=None) -> dict[str, 
     views, key = _views(exp, state, batch)
     (loss, _), grads = jax.jit(_grads_fn(exp))(state, views, key)
     host = jax.device_get((state, views, key))
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+    # float64 on the accelerator where it has it (GPUs), else on the CPU (TPUs).
+    device = jax.local_devices()[0]
+    if device.platform == "tpu":
+        device = jax.local_devices(backend="cpu")[0]
+    with jax.default_device(device):
         (loss64, _), grads64 = reference.in_float64(_grads_fn(against or exp))(*host)
     errors = leaf_errors(jax.device_get(grads), jax.device_get(grads64))
     leaf, err = worst(errors)
