@@ -316,7 +316,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     unchecked: list[tuple[int, dict[str, jax.Array]]] = []
     pending: collections.deque = collections.deque()  # metrics of unfinished steps
     skipped = int(jax.device_get(state.nonfinite_steps))
-    reason = None
+    reason, stop = None, False
     with _Stop() as signals:
         for step, batch in zip(range(start, exp.total_steps), exp.batches(start), strict=False):
             first = step == start
@@ -370,7 +370,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
         jax.block_until_ready(list(pending))
         bar.update(len(pending))
     bar.close()
-    return state, reason
+    return state, reason if stop else None
 
 
 def _check_finite(state, unchecked, skipped: int, config) -> int:
