@@ -7,6 +7,7 @@ marginals are global without hand-written all-gathers.
 One module per family; each defines ``__all__`` and is re-exported here.
 """
 
+from jssl.losses.cluster_heads import *  # noqa: F403
 from jssl.losses.clustering import *  # noqa: F403
 from jssl.losses.contrastive import *  # noqa: F403
 from jssl.losses.dinov3 import *  # noqa: F403
