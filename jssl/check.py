@@ -551,52 +551,43 @@ def _jsonable(x):
 
 # ----------------------------------------------------------------------------- command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIG = os.path.join(ROOT, "configs", "simclr.py")
+DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "simclr.py"
+)
 
 
 def main(argv=None) -> int:
     """``python -m jssl.check``: prints one line per verdict; exit status 0 when no check
     failed, 2 when one did, 1 on a bad flag, config or data set."""
-    from absl import flags
-    from ml_collections import config_flags
-
     from jssl import cli
 
     argv = list(sys.argv if argv is None else argv)
     if not any(a.startswith(("--config=", "-config=")) for a in argv[1:]):
         argv.insert(1, f"--config={DEFAULT_CONFIG}:digits")
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)  # so that config files can `from configs import common`
-    fv = flags.FlagValues()
-    config_flag = config_flags.DEFINE_config_file(
-        "config", None, "Config file[:preset].", flag_values=fv
+
+    def define(fv):
+        from absl import flags
+
+        flags.DEFINE_string("out", None, "Write the verdicts to this JSON file.", flag_values=fv)
+        flags.DEFINE_integer("steps", 5, "Timed steps of the speed check.", flag_values=fv)
+
+    parsed = cli.parse_config_flags(
+        argv, usage="python -m jssl.check [--config=FILE:PRESET] [--out=F]", define=define
     )
-    out = flags.DEFINE_string("out", None, "Write the verdicts to this JSON file.", flag_values=fv)
-    steps = flags.DEFINE_integer("steps", 5, "Timed steps of the speed check.", flag_values=fv)
-    saved, sys.argv = sys.argv, argv  # ml_collections reads the overrides from sys.argv
-    try:
-        rest = fv(argv)
-        config = config_flag.value
-    except Exception as e:  # absl's flag errors and a config file that raised
-        cli.print_error(f"{e}; usage: python -m jssl.check [--config=FILE:PRESET] [--out=F]")
+    if parsed is None:
         return 1
-    finally:
-        sys.argv = saved
-    if len(rest) > 1:
-        cli.print_error(f"unexpected arguments {rest[1:]}: flags are --name=value")
-        return 1
+    config, fv = parsed
     verdicts = []
     try:
-        for verdict in run_checks(config, steps=steps.value):
+        for verdict in run_checks(config, steps=fv.steps):
             print(verdict.line(), flush=True)
             verdicts.append(verdict)
     except cli.user_error_types() as e:
         cli.print_error(e)
         return 1
-    if out.value:
-        write_json(verdicts, out.value)
-        print(f"wrote {out.value}")
+    if fv.out:
+        write_json(verdicts, fv.out)
+        print(f"wrote {fv.out}")
     failed = [v for v in verdicts if v.ok is False]
     return 2 if failed else 0
 

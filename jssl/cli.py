@@ -9,6 +9,7 @@ shows it for user errors too.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -38,3 +39,42 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from jssl.trainer import NonFiniteError
 
     return (UserError, CheckpointError, NonFiniteError)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_config_flags(argv: list[str], *, usage: str, define=None, config_required: bool = True):
+    """absl flags with ``--config=FILE[:PRESET]`` and its ``--config.x=y`` overrides, as
+    train.py reads them; returns (config or None, the flag values), or None after one
+    ``error:`` line naming ``usage`` (a bad flag, or a config file that raised).
+
+    ``define(flag_values)`` defines the command's other flags on the FlagValues it gets.
+    """
+    from absl import flags
+    from ml_collections import config_flags
+
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)  # so that config files can `from configs import common`
+    fv = flags.FlagValues()
+    config_flag = config_flags.DEFINE_config_file(
+        "config", None, "Config file[:preset].", flag_values=fv
+    )
+    if define is not None:
+        define(fv)
+    saved, sys.argv = sys.argv, list(argv)  # ml_collections reads the overrides from sys.argv
+    try:
+        rest = fv(list(argv))
+        config = config_flag.value
+    except Exception as e:  # absl's flag errors and a config file that raised
+        print_error(f"{e}; usage: {usage}")
+        return None
+    finally:
+        sys.argv = saved
+    if len(rest) > 1:
+        print_error(f"unexpected arguments {rest[1:]}: flags are --name=value; usage: {usage}")
+        return None
+    if config is None and config_required:
+        print_error(f"give --config=FILE[:PRESET]; usage: {usage}")
+        return None
+    return config, fv

@@ -383,6 +383,11 @@ def _tuples(x):
     return x
 
 
+def config_from_json(saved: dict) -> ml_collections.ConfigDict:
+    """A config written as JSON (config.json, a feature file's meta) back as a ConfigDict."""
+    return ml_collections.ConfigDict(_tuples(saved))
+
+
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run in ``workdir`` was trained with (its config.json)."""
     saved = load_saved_config(workdir)
@@ -391,7 +396,7 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
             f"{workdir} holds no jssl run (no config.json); give the workdir of a run, "
             "e.g. one of python train.py --config=configs/simclr.py:digits --workdir=W."
         )
-    return ml_collections.ConfigDict(_tuples(saved))
+    return config_from_json(saved)
 
 
 def run_finished(workdir: str) -> bool:

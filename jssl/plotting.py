@@ -194,6 +194,6 @@ def sizes_figure(sizes: np.ndarray, *, names: Sequence[str], title: str = "") ->
     if len(sizes) <= 30:
         ax.set_xticks(range(len(sizes)), [str(n) for n in names], fontsize=7)
     ax.set_xlabel("cluster", fontsize=8)
-    ax.set_ylabel("test images", fontsize=8)
+    ax.set_ylabel("images", fontsize=8)
     ax.set_title(title, fontsize=9)
     return fig

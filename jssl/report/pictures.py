@@ -176,19 +176,35 @@ def clustering(run, feats: Features, out: str, prefix: str) -> Section | None:
     if not set(CLUSTERING_EVALUATORS) & set(run.experiment.method.evaluators):
         return None
     pred, confidence, k, what = _cluster_predictions(run, feats)
-    labels = np.asarray(feats.test.labels)
-    c = run.dataset.num_classes
+    return cluster_section(
+        pred, confidence, np.asarray(feats.test.labels), feats.test,
+        num_clusters=k, class_names=run.dataset.class_names, what=what, out=out, prefix=prefix,
+    )  # fmt: skip
+
+
+def cluster_section(
+    pred, confidence, labels, images, *, num_clusters: int, class_names, what: str, out: str,
+    prefix: str, split: str = "test",
+) -> Section:  # fmt: skip
+    """The clusters of ``pred`` [N] against ``labels`` [N]: the matched confusion matrix, the
+    cluster sizes and each cluster's most ``confidence``-ordered images (``images.get(rows)``).
+    The title's ACC is Hungarian when K equals the classes, else many-to-one as well."""
+    c, k = len(class_names), num_clusters
     counts = dict(num_classes=c, num_clusters=k)
     acc = float(evaluation.cluster_accuracy(labels, pred, **counts))
     nmi = float(evaluation.nmi(labels, pred, **counts))
     ari = float(evaluation.ari(labels, pred, **counts))
+    many = ""
+    if k != c:
+        many_acc = float(evaluation.cluster_accuracy_many_to_one(labels, pred, **counts))
+        many = f"many-to-one ACC {many_acc:.3f}, "
     matrix, order = evaluation.matched_confusion_matrix(labels, pred, **counts)
-    names = [str(n) for n in run.dataset.class_names]
+    names = [str(n) for n in class_names]
     fig = plotting.confusion_matrix_figure(
         matrix,
         row_names=names,
         col_names=[str(j) for j in order],
-        title=f"{len(labels)} test images: ACC {acc:.3f}, NMI {nmi:.3f}, ARI {ari:.3f}",
+        title=f"{len(labels)} {split} images: {many}ACC {acc:.3f}, NMI {nmi:.3f}, ARI {ari:.3f}",
     )
     confusion = _save(fig, out, f"{prefix}confusion.png")
     sizes = np.asarray(evaluation.cluster_sizes(pred, num_clusters=k))[order]
@@ -207,11 +223,11 @@ def clustering(run, feats: Features, out: str, prefix: str) -> Section | None:
             continue
         top = members[np.argsort(-confidence[members], kind="stable")[:CONFIDENT_PER_CLUSTER]]
         matched = col if col < c else None  # the class matched to this cluster
-        rows.append(list(feats.test.get(top)))
+        rows.append(list(images.get(top)))
         frames.append([_frame(matched, lb) for lb in labels[top]])
         titles.append(f"{cluster}" + (f" → {names[matched]}" if matched is not None else ""))
     fig = plotting.image_grid_figure(
-        rows, row_titles=titles, frames=frames, title="most confident test images per cluster"
+        rows, row_titles=titles, frames=frames, title=f"most confident {split} images per cluster"
     )
     confident = _save(fig, out, f"{prefix}cluster_images.png")
     body = "\n".join(
@@ -219,7 +235,11 @@ def clustering(run, feats: Features, out: str, prefix: str) -> Section | None:
             f'<p class="note">{esc(what)}; columns of the matrix: clusters, the one matched to '
             "each class (Hungarian) first.</p>",
             image(confusion, "matched confusion matrix"),
-            image(size_png, "cluster sizes", "Test images per cluster (dashed: balanced size)."),
+            image(
+                size_png,
+                "cluster sizes",
+                f"{split.capitalize()} images per cluster (dashed: balanced size).",
+            ),
             image(
                 confident,
                 "most confident images",

@@ -1,0 +1,126 @@
+"""Clustering heads on frozen features: H small networks trained together in one jitted loop.
+
+The pieces every head method shares: L2-normalised features, each example's nearest
+neighbours (cosine), H heads (linear, or one hidden GELU layer) as stacked arrays, and
+``fit``, the whole training as one ``lax.scan`` over steps (AdamW), so a run of
+thousands of steps on cached features is one compiled program.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+PyTree = Any
+
+
+def normalize(x) -> jax.Array:
+    """Rows scaled to unit L2 norm (float32)."""
+    x = jnp.asarray(x, jnp.float32)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _top_k(queries, keys, self_rows, *, k):
+    sims = queries @ keys.T
+    sims = sims.at[jnp.arange(len(queries)), self_rows].set(-jnp.inf)  # never its own neighbour
+    return jax.lax.top_k(sims, k)[1]
+
+
+def nearest_neighbours(x, k: int, *, chunk: int = 2048) -> np.ndarray:
+    """[N, k] int32: each row's k most cosine-similar other rows of ``x`` [N, D]."""
+    x = normalize(x)
+    n = len(x)
+    if not 1 <= k < n:
+        raise ValueError(f"neighbours={k}: use 1 <= k < {n} (the number of examples)")
+    out = [
+        np.asarray(_top_k(x[s : s + chunk], x, jnp.arange(s, min(s + chunk, n)), k=k))
+        for s in range(0, n, chunk)
+    ]
+    return np.concatenate(out).astype(np.int32)
+
+
+def init(key, dim: int, num_clusters: int, *, num_heads: int, hidden: int = 0) -> dict:
+    """Parameters of H heads: ``hidden`` 0 for linear heads [H, D, K], else D -> hidden -> K."""
+    k1, k2 = jax.random.split(key)
+    if not hidden:
+        w = jax.random.normal(k1, (num_heads, dim, num_clusters)) / np.sqrt(dim)
+        return {"w": w, "b": jnp.zeros((num_heads, num_clusters))}
+    return {
+        "w1": jax.random.normal(k1, (num_heads, dim, hidden)) / np.sqrt(dim),
+        "b1": jnp.zeros((num_heads, hidden)),
+        "w": jax.random.normal(k2, (num_heads, hidden, num_clusters)) / np.sqrt(hidden),
+        "b": jnp.zeros((num_heads, num_clusters)),
+    }
+
+
+def _per_head(b: jax.Array, ndim: int) -> jax.Array:
+    """A [H, F] bias shaped to add to [H, ..., F] with ``ndim`` middle axes."""
+    return b.reshape(b.shape[0], *([1] * ndim), b.shape[1])
+
+
+def apply(params: dict, x: jax.Array) -> jax.Array:
+    """Logits [H, ..., K] of every head for features ``x`` [..., D]."""
+    mid = x.ndim - 1
+    if "w1" in params:
+        x = jnp.einsum("...d,hdf->h...f", x, params["w1"]) + _per_head(params["b1"], mid)
+        x = jax.nn.gelu(x)
+        return jnp.einsum("h...f,hfk->h...k", x, params["w"]) + _per_head(params["b"], mid)
+    return jnp.einsum("...d,hdk->h...k", x, params["w"]) + _per_head(params["b"], mid)
+
+
+# (params, extra, key, step) -> (loss, (extra, per_head [H]))
+LossFn = Callable[[PyTree, PyTree, jax.Array, jax.Array], tuple[jax.Array, tuple[PyTree, Any]]]
+# (params, extra, step) -> extra, after the update (an EMA teacher follows the new params)
+AfterFn = Callable[[PyTree, PyTree, jax.Array], PyTree]
+
+
+def fit(
+    loss_fn: LossFn,
+    params: PyTree,
+    extra: PyTree,
+    key: jax.Array,
+    *,
+    steps: int,
+    learning_rate: float,
+    weight_decay: float = 0.0,
+    after: AfterFn | None = None,
+) -> tuple[PyTree, PyTree, np.ndarray, np.ndarray]:
+    """Trains ``params`` for ``steps`` AdamW steps of ``loss_fn`` in one jitted ``lax.scan``.
+
+    Returns (params, extra, loss per step [steps], per-head loss per step [steps, H]).
+    """
+    tx = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+    def step(carry, inputs):
+        params, opt_state, extra = carry
+        i, k = inputs
+        (loss, (extra, per_head)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, extra, k, i
+        )
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        if after is not None:
+            extra = after(params, extra, i)
+        return (params, opt_state, extra), (loss, per_head)
+
+    @jax.jit
+    def run(params, extra, key):
+        inputs = (jnp.arange(steps), jax.random.split(key, steps))
+        (params, _, extra), history = jax.lax.scan(step, (params, tx.init(params), extra), inputs)
+        return params, extra, history
+
+    params, extra, (losses, per_head) = run(params, extra, key)
+    return params, extra, np.asarray(losses), np.asarray(per_head)
+
+
+def best_head(per_head: np.ndarray) -> int:
+    """The head of lowest training loss over the last tenth of the steps (no labels)."""
+    tail = per_head[-max(1, len(per_head) // 10) :]
+    return int(np.argmin(tail.mean(axis=0)))

@@ -1,0 +1,392 @@
+"""Clustering methods on frozen features: k-means, TEMI, TURTLE, SCAN's and SeLa's heads.
+
+A method is its ``Options`` (fields and official defaults, which ``--set name=value``
+overrides) and ``fit(spaces, k, options, seed) -> Fitted``; ``spaces`` are [N, D_s]
+feature arrays of the same N examples (several only for TURTLE). No method reads a
+label: a head is chosen by its own training loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sklearn.cluster
+
+from jssl import losses, sinkhorn
+from jssl.cluster import heads
+from jssl.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+    """A trained clustering: ``predict(spaces)`` -> probabilities [N, K] of any examples,
+    ``objective`` the method's own final loss (lower is better, comparable within a method),
+    ``info`` what was chosen (a head, the loss curve's ends)."""
+
+    predict: Callable[[list[np.ndarray]], np.ndarray]
+    objective: float
+    info: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    options: type
+    fit: Callable[..., Fitted]
+    spaces: str = "one"  # "one", or "many" (TURTLE: one task encoder per space)
+
+
+def _pairs(key, x, neighbours, batch_size):
+    """A batch of rows and one random neighbour of each: (anchors [B, D], neighbours [B, D])."""
+    ka, kb = jax.random.split(key)
+    idx = jax.random.randint(ka, (batch_size,), 0, len(x))
+    pick = jax.random.randint(kb, (batch_size,), 0, neighbours.shape[1])
+    return x[idx], x[neighbours[idx, pick]]
+
+
+def _head_result(params, best, temperature, objective, info) -> Fitted:
+    def predict(spaces):
+        logits = heads.apply(params, heads.normalize(spaces[0]))[best]
+        return np.asarray(jax.nn.softmax(logits / temperature, axis=-1))
+
+    return Fitted(predict=predict, objective=objective, info={"head": best, **info})
+
+
+def _curve_info(losses_, per_head, best) -> dict:
+    return {
+        "steps": len(losses_),
+        "first_loss": float(losses_[0]),
+        "last_loss": float(losses_[-1]),
+        "head_losses": [float(v) for v in per_head[-max(1, len(per_head) // 10) :].mean(0)],
+        "best_head_loss": float(per_head[-max(1, len(per_head) // 10) :, best].mean()),
+    }
+
+
+# ----------------------------------------------------------------------------- k-means
+
+
+@dataclasses.dataclass(frozen=True)
+class KMeansOptions:
+    n_init: int = 10
+    temperature: float = 0.1  # softmax of the cosine to each centre: the confidence
+
+
+def fit_kmeans(spaces, k: int, o: KMeansOptions, seed: int) -> Fitted:
+    """sklearn's k-means (k-means++ init) on the L2-normalised features."""
+    x = np.asarray(heads.normalize(spaces[0]))
+    km = sklearn.cluster.KMeans(n_clusters=k, n_init=o.n_init, random_state=seed).fit(x)
+    centres = heads.normalize(km.cluster_centers_)
+
+    def predict(spaces):
+        cos = heads.normalize(spaces[0]) @ centres.T
+        return np.asarray(jax.nn.softmax(cos / o.temperature, axis=-1))
+
+    return Fitted(predict=predict, objective=float(km.inertia_ / len(x)), info={})
+
+
+# ----------------------------------------------------------------------------- TEMI
+
+
+@dataclasses.dataclass(frozen=True)
+class TemiOptions:
+    heads: int = 16
+    hidden: int = 512
+    beta: float = 0.6
+    student_temp: float = 0.1
+    teacher_temp: float = 0.1
+    prior_momentum: float = 0.9
+    teacher_momentum: float = 0.996  # cosine to 1 over training, as DINO
+    neighbours: int = 50
+    batch_size: int = 256
+    steps: int = 2000
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+
+
+def fit_temi(spaces, k: int, o: TemiOptions, seed: int) -> Fitted:
+    """TEMI (Adaloglou et al., 2023): H student heads and their EMA teacher on an image and
+    one of its nearest neighbours, weighted PMI with beta, the cluster prior as an EMA."""
+    x = heads.normalize(spaces[0])
+    nbrs = jnp.asarray(heads.nearest_neighbours(x, o.neighbours))
+    b = min(o.batch_size, len(x))
+    steps = o.steps
+    kp, kt = jax.random.split(jax.random.PRNGKey(seed))
+    params = heads.init(kp, x.shape[1], k, num_heads=o.heads, hidden=o.hidden)
+    extra = {"teacher": params, "prior": jnp.full((o.heads, k), 1.0 / k)}
+
+    def loss_fn(params, extra, key, i):
+        views = jnp.stack(_pairs(key, x, nbrs, b))  # [2, B, D]: S = T = 2 crops
+        student = heads.apply(params, views)
+        teacher = jax.lax.stop_gradient(heads.apply(extra["teacher"], views))
+        prior = losses.update_cluster_prior(
+            extra["prior"], teacher, teacher_temp=o.teacher_temp, momentum=o.prior_momentum
+        )
+        loss, per_head = losses.temi_loss(
+            student, teacher, prior,
+            beta=o.beta, student_temp=o.student_temp, teacher_temp=o.teacher_temp,
+        )  # fmt: skip
+        return loss, ({"teacher": extra["teacher"], "prior": prior}, per_head)
+
+    def after(params, extra, i):
+        m = 1.0 - (1.0 - o.teacher_momentum) * (jnp.cos(jnp.pi * i / steps) + 1.0) / 2.0
+        teacher = jax.tree.map(lambda t, p: m * t + (1.0 - m) * p, extra["teacher"], params)
+        return {**extra, "teacher": teacher}
+
+    params, extra, curve, per_head = heads.fit(
+        loss_fn, params, extra, kt, steps=steps, learning_rate=o.learning_rate,
+        weight_decay=o.weight_decay, after=after,
+    )  # fmt: skip
+    best = heads.best_head(per_head)
+    info = _curve_info(curve, per_head, best)
+    return _head_result(extra["teacher"], best, o.teacher_temp, info["best_head_loss"], info)
+
+
+# ----------------------------------------------------------------------------- SCAN
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanOptions:
+    heads: int = 10
+    hidden: int = 0
+    neighbours: int = 20
+    entropy_weight: float = 5.0
+    batch_size: int = 256
+    steps: int = 2000
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+
+
+def fit_scan(spaces, k: int, o: ScanOptions, seed: int) -> Fitted:
+    """SCAN's clustering step (Van Gansbeke et al., 2020) with the backbone frozen: H heads,
+    consistency with a mined neighbour minus the entropy of the mean prediction."""
+    x = heads.normalize(spaces[0])
+    nbrs = jnp.asarray(heads.nearest_neighbours(x, o.neighbours))
+    b = min(o.batch_size, len(x))
+    kp, kt = jax.random.split(jax.random.PRNGKey(seed))
+    params = heads.init(kp, x.shape[1], k, num_heads=o.heads, hidden=o.hidden)
+
+    def loss_fn(params, extra, key, i):
+        anchors, neighbours = _pairs(key, x, nbrs, b)
+        total, _, _ = losses.scan_loss(
+            heads.apply(params, anchors), heads.apply(params, neighbours),
+            entropy_weight=o.entropy_weight,
+        )  # fmt: skip
+        return jnp.mean(total), (extra, total)
+
+    params, _, curve, per_head = heads.fit(
+        loss_fn, params, (), kt, steps=o.steps,
+        learning_rate=o.learning_rate, weight_decay=o.weight_decay,
+    )  # fmt: skip
+    best = heads.best_head(per_head)
+    info = _curve_info(curve, per_head, best)
+    return _head_result(params, best, 1.0, info["best_head_loss"], info)
+
+
+# ----------------------------------------------------------------------------- SeLa
+
+
+@dataclasses.dataclass(frozen=True)
+class SelaOptions:
+    heads: int = 10
+    hidden: int = 0
+    sinkhorn_lambda: float = 25.0
+    sinkhorn_iters: int = 100
+    relabels: int = 40  # label assignments over training, evenly spaced (the first at step 0)
+    batch_size: int = 256
+    steps: int = 2000
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+def fit_sela(spaces, k: int, o: SelaOptions, seed: int) -> Fitted:
+    """SeLa (Asano et al., 2020) with the backbone frozen: H heads learn equipartitioned
+    pseudo-labels (Sinkhorn-Knopp over every example), relabelled ``relabels`` times."""
+    x = heads.normalize(spaces[0])
+    n, b = len(x), min(o.batch_size, len(x))
+    steps = o.steps
+    every = max(1, steps // max(1, o.relabels))
+    kp, kt = jax.random.split(jax.random.PRNGKey(seed))
+    params = heads.init(kp, x.shape[1], k, num_heads=o.heads, hidden=o.hidden)
+
+    def relabel(params):
+        log_p = jax.nn.log_softmax(heads.apply(jax.lax.stop_gradient(params), x), axis=-1)
+        plan = jax.vmap(
+            lambda s: sinkhorn.sinkhorn_knopp(
+                s, epsilon=1.0 / o.sinkhorn_lambda, num_iters=o.sinkhorn_iters
+            )
+        )(log_p)
+        return jnp.argmax(plan, axis=-1).astype(jnp.int32)  # [H, N]
+
+    def loss_fn(params, labels, key, i):
+        labels = jax.lax.cond(i % every == 0, relabel, lambda _: labels, params)
+        idx = jax.random.randint(key, (b,), 0, n)
+        per_head = losses.pseudo_label_cross_entropy(heads.apply(params, x[idx]), labels[:, idx])
+        return jnp.mean(per_head), (labels, per_head)
+
+    labels = jnp.zeros((o.heads, n), jnp.int32)
+    params, _, curve, per_head = heads.fit(
+        loss_fn, params, labels, kt, steps=steps, learning_rate=o.learning_rate,
+        weight_decay=o.weight_decay,
+    )  # fmt: skip
+    best = heads.best_head(per_head)
+    info = _curve_info(curve, per_head, best)
+    return _head_result(params, best, 1.0, info["best_head_loss"], info)
+
+
+# ----------------------------------------------------------------------------- TURTLE
+
+
+@dataclasses.dataclass(frozen=True)
+class TurtleOptions:
+    gamma: float = 10.0
+    outer_steps: int = 6000
+    inner_steps: int = 10
+    learning_rate: float = 1e-3
+    inner_learning_rate: float = 1e-3
+    batch_size: int = 10000
+    warm_start: bool = False
+    standardize: bool = False  # each dimension to mean 0, variance 1 (else unit-norm rows)
+
+
+def _linear_init(key, d: int, c: int) -> dict:
+    """PyTorch's nn.Linear initialisation: U(-1/sqrt(d), 1/sqrt(d)) for weight and bias."""
+    kw, kb = jax.random.split(key)
+    bound = 1.0 / np.sqrt(d)
+    return {
+        "w": jax.random.uniform(kw, (d, c), minval=-bound, maxval=bound),
+        "b": jax.random.uniform(kb, (c,), minval=-bound, maxval=bound),
+    }
+
+
+def _weight_normed(p: dict, z: jax.Array) -> jax.Array:
+    """Weight-normed linear layer: each output's weight vector is g * v / ||v||."""
+    w = p["g"] * p["v"] / jnp.linalg.norm(p["v"], axis=0, keepdims=True)
+    return z @ w + p["b"]
+
+
+def _standardizer(spaces):
+    """The map of spaces to their dimensions standardised with the training rows' statistics."""
+    stats = [(np.mean(s, 0), np.std(s, 0) + 1e-6) for s in spaces]
+    return lambda sp: [
+        jnp.asarray((s - m) / d, jnp.float32) for s, (m, d) in zip(sp, stats, strict=True)
+    ]
+
+
+def fit_turtle(spaces, k: int, o: TurtleOptions, seed: int) -> Fitted:
+    """TURTLE (Gadetsky et al., 2024): a labelling of the examples that linear classifiers on
+    every representation space can learn; the inner fit (``inner_steps`` full-batch Adam steps
+    from a fresh initialisation) gives the first-order hypergradient of the outer objective."""
+    import optax
+
+    prepare = (
+        _standardizer(spaces) if o.standardize else lambda sp: [heads.normalize(s) for s in sp]
+    )
+    xs = prepare(spaces)
+    n = len(xs[0])
+    b = min(o.batch_size, n)
+    key = jax.random.PRNGKey(seed)
+    params = []
+    for x in xs:
+        key, sub = jax.random.split(key)
+        lin = _linear_init(sub, x.shape[1], k)
+        params.append({"v": lin["w"], "g": jnp.linalg.norm(lin["w"], axis=0), "b": lin["b"]})
+    inner_tx = optax.adam(o.inner_learning_rate)
+
+    def task_logits(params, zs):
+        return jnp.stack([_weight_normed(p, z) for p, z in zip(params, zs, strict=True)])
+
+    def inner_fit(inner, zs, labels):
+        def ce(inner):
+            logits = [z @ p["w"] + p["b"] for p, z in zip(inner, zs, strict=True)]
+            return sum(losses.pseudo_label_cross_entropy(lg, labels) for lg in logits)
+
+        def step(carry, _):
+            inner, opt = carry
+            grads = jax.grad(ce)(inner)
+            updates, opt = inner_tx.update(grads, opt, inner)
+            return (optax.apply_updates(inner, updates), opt), None
+
+        (inner, _), _ = jax.lax.scan(step, (inner, inner_tx.init(inner)), None, o.inner_steps)
+        return inner
+
+    def loss_fn(params, inner, key, i):
+        kb, ki = jax.random.split(key)
+        idx = jax.random.permutation(kb, n)[:b]
+        zs = [x[idx] for x in xs]
+        logits = task_logits(params, zs)
+        labels = jax.lax.stop_gradient(losses.turtle_task_labels(logits))
+        if not o.warm_start:
+            keys = jax.random.split(ki, len(zs))
+            inner = [_linear_init(kk, z.shape[1], k) for kk, z in zip(keys, zs, strict=True)]
+        inner = inner_fit(inner, zs, labels)
+        inner_logits = jnp.stack([z @ p["w"] + p["b"] for p, z in zip(inner, zs, strict=True)])
+        loss, _, _ = losses.turtle_loss(logits, inner_logits, gamma=o.gamma)
+        return loss, (jax.lax.stop_gradient(inner), loss[None])
+
+    inner0 = [_linear_init(jax.random.PRNGKey(0), x.shape[1], k) for x in xs]
+    key, sub = jax.random.split(key)
+    params, _, curve, per_head = heads.fit(
+        loss_fn, params, inner0, sub, steps=o.outer_steps, learning_rate=o.learning_rate
+    )
+
+    def predict(spaces):
+        return np.asarray(losses.turtle_task_labels(task_logits(params, prepare(spaces))))
+
+    info = _curve_info(curve, per_head, 0)
+    return Fitted(predict=predict, objective=info["best_head_loss"], info=info)
+
+
+METHODS: dict[str, Method] = {
+    "kmeans": Method(KMeansOptions, fit_kmeans),
+    "temi": Method(TemiOptions, fit_temi),
+    "turtle": Method(TurtleOptions, fit_turtle, spaces="many"),
+    "scan": Method(ScanOptions, fit_scan),
+    "sela": Method(SelaOptions, fit_sela),
+}
+
+
+def options(method: str, overrides: dict[str, str]):
+    """The method's Options with ``name=value`` overrides (UserError naming the fields)."""
+    if method not in METHODS:
+        raise UserError(f"--method={method}: use one of {', '.join(METHODS)}")
+    cls = METHODS[method].options
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for name, text in overrides.items():
+        if name not in fields:
+            raise UserError(
+                f"--set {name}=...: {method} has no option {name!r}; its options: "
+                + ", ".join(f"{f}={fields[f].default}" for f in fields)
+            )
+        kind = type(fields[name].default)
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                values[name] = text.lower() in ("true", "1")
+            else:
+                values[name] = kind(float(text)) if kind is int else kind(text)
+        except ValueError:
+            raise UserError(
+                f"--set {name}={text}: give a {kind.__name__} (default {fields[name].default})"
+            ) from None
+        if kind in (int, float) and values[name] < 0:
+            raise UserError(f"--set {name}={text}: give a value >= 0")
+    return cls(**values)
+
+
+def fit(method: str, spaces: list[np.ndarray], k: int, opts, *, seed: int = 0) -> Fitted:
+    """Trains ``method`` with ``opts`` on ``spaces`` for ``k`` clusters."""
+    m = METHODS[method]
+    if len(spaces) > 1 and m.spaces != "many":
+        raise UserError(
+            f"--method={method} clusters one feature space; give one --features file "
+            "(several spaces: --method=turtle)"
+        )
+    n = len(spaces[0])
+    if not 2 <= k <= n:
+        raise UserError(f"--k={k}: give a number of clusters in [2, {n}] (the examples)")
+    return m.fit(spaces, k, opts, seed)
