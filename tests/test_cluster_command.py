@@ -6,6 +6,7 @@ scipy / scikit-learn, the report's pictures, and one-line errors."""
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 import scipy.optimize
@@ -118,7 +119,13 @@ def test_options_errors_name_the_fields():
         methods.options("temi", {"beta": "high"})
     with pytest.raises(UserError, match="use one of kmeans"):
         methods.options("dbscan", {})
+    with pytest.raises(UserError, match="give a value > 0"):
+        methods.options("scan", {"steps": "0"})
+    assert methods.options("scan", {"hidden": "0"}).hidden == 0
     assert methods.options("turtle", {"warm_start": "true"}).warm_start is True
+    x, _ = blobs(n=30)
+    with pytest.raises(UserError, match="neighbours=50: give fewer than the 30 examples"):
+        methods.fit("temi", [x], 3, methods.options("temi", {}))
 
 
 # ----------------------------------------------------------------------------- scores
@@ -242,6 +249,8 @@ def test_features_are_the_runs_forward_pass_and_resume_from_chunks(run_dir, tmp_
     np.testing.assert_allclose(ff.features, run.predict(source), rtol=1e-6, atol=1e-6)
     assert ff.meta["split"] == "val" and ff.meta["network"] == "student"
     assert ff.meta["step"] == int(run.state.step)
+    one = restore_run(run_dir, devices=jax.devices()[:1])  # 8 devices == 1
+    np.testing.assert_allclose(ff.features, one.predict(source), rtol=1e-5, atol=1e-6)
     assert not os.path.exists(out + ".partial")
     images = features.images(ff)
     np.testing.assert_array_equal(images.get(np.arange(3)), source.get(np.arange(3)))

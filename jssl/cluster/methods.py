@@ -373,8 +373,9 @@ def options(method: str, overrides: dict[str, str]):
             raise UserError(
                 f"--set {name}={text}: give a {kind.__name__} (default {fields[name].default})"
             ) from None
-        if kind in (int, float) and values[name] < 0:
-            raise UserError(f"--set {name}={text}: give a value >= 0")
+        low = 0 if fields[name].default == 0 else 1e-300  # hidden=0: linear heads
+        if kind in (int, float) and not values[name] >= low:
+            raise UserError(f"--set {name}={text}: give a value {'>=' if low == 0 else '>'} 0")
     return cls(**values)
 
 
@@ -389,4 +390,6 @@ def fit(method: str, spaces: list[np.ndarray], k: int, opts, *, seed: int = 0) -
     n = len(spaces[0])
     if not 2 <= k <= n:
         raise UserError(f"--k={k}: give a number of clusters in [2, {n}] (the examples)")
+    if not getattr(opts, "neighbours", 1) < n:
+        raise UserError(f"--set neighbours={opts.neighbours}: give fewer than the {n} examples")
     return m.fit(spaces, k, opts, seed)
