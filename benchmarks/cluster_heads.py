@@ -11,7 +11,8 @@ train rows with seed 0 and scored on the val rows (labels of the validation spli
 from the training set, never of the test split); the setting of best val ACC is then trained
 with seeds 0, 1, 2 and scored on the test rows (mean +- std). Then over-clustering
 (K = 20, 50: many-to-one ACC) and a label-free K sweep of the best method, with the
-correlation of each label-free criterion with the labelled ACC over the sweep.
+correlation of each label-free criterion with the labelled ACC over the sweep, and over every
+(method, setting) of the grids (label-free model selection).
 """
 
 from __future__ import annotations
@@ -90,6 +91,22 @@ def main():
             f"NMI {summary['nmi'][0]:.4f}, ARI {summary['ari'][0]:.4f}",
             flush=True,
         )
+    # Label-free model selection: over every (method, setting) tried on the validation split,
+    # how each criterion ranks them against the validation ACC, and what it would pick.
+    tried = [{"method": m, **r} for m, v in out["methods"].items() for r in v["val"]]
+    picks = {n: max(tried, key=lambda r: r[n]) for n in select.CRITERIA}
+    out["model_selection"] = {
+        "correlations": select.correlations(tried),
+        "picks": {n: {"method": r["method"], "setting": r["setting"], "val_acc": r["acc"]}
+                  for n, r in picks.items()},
+        "best_val_acc": max(r["acc"] for r in tried),
+    }  # fmt: skip
+    print(
+        "model selection over the grid, Spearman with val ACC: "
+        + ", ".join(f"{n} {v:+.2f}" for n, v in out["model_selection"]["correlations"].items())
+    )
+    for n, r in picks.items():
+        print(f"  {n} picks {r['method']} {r['setting']}: val ACC {r['acc']:.4f}")
     best = max(out["methods"], key=lambda m: out["methods"][m]["summary"]["acc"][0])
     chosen = out["methods"][best]["chosen"]
     over = {k: score(best, chosen, train, test, k, 0) for k in (20, 50)}

@@ -128,3 +128,29 @@ def agree(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(multihost_utils.broadcast_one_to_all(jax.numpy.asarray(bool(flag))))
+
+
+_MAX_FNS: dict = {}
+
+
+def max_over_processes(mesh, value: int) -> jax.Array:
+    """Dispatches, without waiting, the largest of every process's ``value``: a replicated
+    int32 scalar on ``mesh``. Every process must call it at the same points, in the same
+    order (it is a collective); reading it waits for the other processes to have called it.
+
+    The train loop votes this way on stopping (a signal or a deadline reaches one process
+    first), so that every process stops after the same step with the same reason.
+    """
+    import numpy as np
+
+    from jssl import sharding
+
+    fn = _MAX_FNS.get(mesh)
+    if fn is None:
+        fn = jax.jit(jax.numpy.max, out_shardings=sharding.replicated(mesh))
+        _MAX_FNS[mesh] = fn
+    local = np.full((len(mesh.local_devices),), value, np.int32)
+    votes = jax.make_array_from_process_local_data(
+        sharding.data_sharded(mesh), local, (mesh.devices.size,)
+    )
+    return fn(votes)

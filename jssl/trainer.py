@@ -118,6 +118,9 @@ class _Stop:
     (KeyboardInterrupt). The previous handlers come back on exit."""
 
     REASONS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
+    # Several processes vote with these codes; the largest wins, so that every process
+    # stops after the same step for the same reason (and so evaluates, or not, alike).
+    CODES = (None, "max_train_seconds", "SIGTERM", "Ctrl-C")
 
     def __init__(self):
         self.reason: str | None = None
@@ -291,6 +294,10 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     loop waits for step s - k before it goes on after dispatching step s, so the progress
     bar, images/s, the deadline and the signals act on finished work, at most k steps
     behind the device (unbounded dispatch queues whole epochs of slow CPU steps).
+
+    With several processes a signal or the deadline reaches one process first: each step
+    every process votes (``distributed.max_over_processes``, dispatched with the step),
+    and all of them stop after the step whose votes they read, the one k steps back.
     """
     from tqdm import tqdm
 
@@ -317,6 +324,8 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     pending: collections.deque = collections.deque()  # metrics of unfinished steps
     skipped = int(jax.device_get(state.nonfinite_steps))
     reason, stop = None, False
+    vote = jax.process_count() > 1
+    agreed = 0  # the largest stop code the processes voted for, on a finished step
     with _Stop() as signals:
         for step, batch in zip(range(start, exp.total_steps), exp.batches(start), strict=False):
             first = step == start
@@ -326,16 +335,23 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 bar.write(f"compiled the train step in {time.perf_counter() - dispatched:.1f} s")
             state = host.update(state, step + 1)
             history.append(metrics)
-            pending.append(metrics)
+            local = signals.reason or ("max_train_seconds" if time.monotonic() > deadline else None)
+            ballot = None
+            if vote:
+                ballot = distributed.max_over_processes(exp.mesh, _Stop.CODES.index(local))
+                if not in_flight:  # unbounded dispatch: wait for this step's votes
+                    agreed = max(agreed, int(ballot))
+            pending.append((metrics, ballot))
             while in_flight and len(pending) > in_flight:
-                jax.block_until_ready(pending.popleft())
+                finished, votes = pending.popleft()
+                jax.block_until_ready(finished)
+                agreed = max(agreed, int(votes)) if votes is not None else agreed
                 bar.update(1)
             steps_in_interval += 1
             done = step + 1
             unchecked.append((done, metrics))
-            if time.monotonic() > deadline:
-                reason = reason or "max_train_seconds"
-            reason = reason or signals.reason or ("stop_at_step" if done == stop_at_step else None)
+            reason = reason or (_Stop.CODES[agreed] if vote else local)
+            reason = reason or ("stop_at_step" if done == stop_at_step else None)
             stop = reason is not None and done < exp.total_steps
             log_due = done % config.log_every == 0 or done == exp.total_steps or stop
             save_due = done % config.checkpoint_every == 0 or done == exp.total_steps or stop

@@ -153,6 +153,32 @@ def test_two_processes_killed_and_resumed_equal_one_process(train_py, train_py_r
     assert two["knn_top1"] == pytest.approx(single["knn_top1"], abs=0.01)
 
 
+def test_sigterm_to_one_process_stops_every_process_after_one_step(train_py, tmp_path):
+    """Preemption reaches one host first: SIGTERM to process 1 alone. The processes vote each
+    step and both stop after the same step, save one checkpoint and exit 0 (a stop decided
+    by one process alone left the other blocked in its next collective)."""
+    run = tmp_path / "two"
+    args = (*SIMCLR, "--config.num_steps=100000", "--config.checkpoint_every=100000")
+    procs = _start_processes(train_py, (*args, f"--workdir={run}"), heartbeat=20)
+    deadline = time.monotonic() + 300
+    while not (run / "metrics.jsonl").exists() or not _metrics_lines(run):
+        assert all(p.poll() is None for p in procs), _reason(procs[0].stderr.read())
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    outs = [p.communicate(timeout=120) for p in procs]
+    waited = time.monotonic() - t0
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, _reason(err)
+    assert waited < 60, waited
+    stopped = re.search(r"stopped at step (\d+) \(SIGTERM\)", outs[0][0])
+    assert stopped, outs[0][0][-2000:]
+    steps = [int(d) for d in os.listdir(run / "checkpoints") if d.isdigit()]
+    assert steps == [int(stopped.group(1))]
+    assert int(restore_run(str(run)).state.step) == steps[0]
+
+
 @pytest.mark.parametrize("devices", [2, 4])
 def test_two_processes_equal_one_process_dino(train_py, train_py_runs, tmp_path, devices):
     """DINO on 2 processes x 2 and x 4 devices: every leaf of the state after its 4 steps
