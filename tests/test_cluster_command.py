@@ -121,7 +121,7 @@ def test_options_errors_name_the_fields():
         methods.options("dbscan", {})
     with pytest.raises(UserError, match="give a value > 0"):
         methods.options("scan", {"steps": "0"})
-    assert methods.options("scan", {"hidden": "0"}).hidden == 0
+    assert methods.options("temi", {"hidden": "0"}).hidden == 0  # linear heads
     assert methods.options("turtle", {"warm_start": "true"}).warm_start is True
     x, _ = blobs(n=30)
     with pytest.raises(UserError, match="neighbours=50: give fewer than the 30 examples"):

@@ -47,22 +47,35 @@ def _pairs(key, x, neighbours, batch_size):
     return x[idx], x[neighbours[idx, pick]]
 
 
-def _head_result(params, best, temperature, objective, info) -> Fitted:
-    def predict(spaces):
-        logits = heads.apply(params, heads.normalize(spaces[0]))[best]
-        return np.asarray(jax.nn.softmax(logits / temperature, axis=-1))
+def _train_heads(x, k, o, seed, loss_fn, extra=None, *, after=None, evaluate=None, temp=1.0):
+    """H heads (``o.heads``, ``o.hidden``) trained on ``x`` by ``loss_fn`` (``heads.fit``,
+    ``o``'s steps, learning rate and weight decay); the head of lowest loss predicts.
 
-    return Fitted(predict=predict, objective=objective, info={"head": best, **info})
-
-
-def _curve_info(losses_, per_head, best) -> dict:
-    return {
-        "steps": len(losses_),
-        "first_loss": float(losses_[0]),
-        "last_loss": float(losses_[-1]),
-        "head_losses": [float(v) for v in per_head[-max(1, len(per_head) // 10) :].mean(0)],
-        "best_head_loss": float(per_head[-max(1, len(per_head) // 10) :, best].mean()),
+    ``extra(params)``: the loop's extra state at the start; ``evaluate(params, extra)``: the
+    heads that predict (default: the trained ones); ``temp``: their softmax temperature.
+    """
+    kp, kt = jax.random.split(jax.random.PRNGKey(seed))
+    params = heads.init(kp, x.shape[1], k, num_heads=o.heads, hidden=o.hidden)
+    params, extra, curve, per_head = heads.fit(
+        loss_fn, params, extra(params) if extra else (), kt, steps=o.steps,
+        learning_rate=o.learning_rate, weight_decay=o.weight_decay, after=after,
+    )  # fmt: skip
+    best = heads.best_head(per_head)
+    tail = per_head[-max(1, len(per_head) // 10) :].mean(0)
+    info = {
+        "head": best,
+        "steps": len(curve),
+        "first_loss": float(curve[0]),
+        "last_loss": float(curve[-1]),
+        "head_losses": [float(v) for v in tail],
     }
+    net = evaluate(params, extra) if evaluate else params
+
+    def predict(spaces):
+        logits = heads.apply(net, heads.normalize(spaces[0]))[best]
+        return np.asarray(jax.nn.softmax(logits / temp, axis=-1))
+
+    return Fitted(predict=predict, objective=float(tail[best]), info=info)
 
 
 # ----------------------------------------------------------------------------- k-means
@@ -112,10 +125,6 @@ def fit_temi(spaces, k: int, o: TemiOptions, seed: int) -> Fitted:
     x = heads.normalize(spaces[0])
     nbrs = jnp.asarray(heads.nearest_neighbours(x, o.neighbours))
     b = min(o.batch_size, len(x))
-    steps = o.steps
-    kp, kt = jax.random.split(jax.random.PRNGKey(seed))
-    params = heads.init(kp, x.shape[1], k, num_heads=o.heads, hidden=o.hidden)
-    extra = {"teacher": params, "prior": jnp.full((o.heads, k), 1.0 / k)}
 
     def loss_fn(params, extra, key, i):
         views = jnp.stack(_pairs(key, x, nbrs, b))  # [2, B, D]: S = T = 2 crops
@@ -131,17 +140,15 @@ def fit_temi(spaces, k: int, o: TemiOptions, seed: int) -> Fitted:
         return loss, ({"teacher": extra["teacher"], "prior": prior}, per_head)
 
     def after(params, extra, i):
-        m = 1.0 - (1.0 - o.teacher_momentum) * (jnp.cos(jnp.pi * i / steps) + 1.0) / 2.0
+        m = 1.0 - (1.0 - o.teacher_momentum) * (jnp.cos(jnp.pi * i / o.steps) + 1.0) / 2.0
         teacher = jax.tree.map(lambda t, p: m * t + (1.0 - m) * p, extra["teacher"], params)
         return {**extra, "teacher": teacher}
 
-    params, extra, curve, per_head = heads.fit(
-        loss_fn, params, extra, kt, steps=steps, learning_rate=o.learning_rate,
-        weight_decay=o.weight_decay, after=after,
+    return _train_heads(
+        x, k, o, seed, loss_fn,
+        extra=lambda params: {"teacher": params, "prior": jnp.full((o.heads, k), 1.0 / k)},
+        after=after, evaluate=lambda params, extra: extra["teacher"], temp=o.teacher_temp,
     )  # fmt: skip
-    best = heads.best_head(per_head)
-    info = _curve_info(curve, per_head, best)
-    return _head_result(extra["teacher"], best, o.teacher_temp, info["best_head_loss"], info)
 
 
 # ----------------------------------------------------------------------------- SCAN
@@ -165,8 +172,6 @@ def fit_scan(spaces, k: int, o: ScanOptions, seed: int) -> Fitted:
     x = heads.normalize(spaces[0])
     nbrs = jnp.asarray(heads.nearest_neighbours(x, o.neighbours))
     b = min(o.batch_size, len(x))
-    kp, kt = jax.random.split(jax.random.PRNGKey(seed))
-    params = heads.init(kp, x.shape[1], k, num_heads=o.heads, hidden=o.hidden)
 
     def loss_fn(params, extra, key, i):
         anchors, neighbours = _pairs(key, x, nbrs, b)
@@ -176,13 +181,7 @@ def fit_scan(spaces, k: int, o: ScanOptions, seed: int) -> Fitted:
         )  # fmt: skip
         return jnp.mean(total), (extra, total)
 
-    params, _, curve, per_head = heads.fit(
-        loss_fn, params, (), kt, steps=o.steps,
-        learning_rate=o.learning_rate, weight_decay=o.weight_decay,
-    )  # fmt: skip
-    best = heads.best_head(per_head)
-    info = _curve_info(curve, per_head, best)
-    return _head_result(params, best, 1.0, info["best_head_loss"], info)
+    return _train_heads(x, k, o, seed, loss_fn)
 
 
 # ----------------------------------------------------------------------------- SeLa
@@ -206,10 +205,7 @@ def fit_sela(spaces, k: int, o: SelaOptions, seed: int) -> Fitted:
     pseudo-labels (Sinkhorn-Knopp over every example), relabelled ``relabels`` times."""
     x = heads.normalize(spaces[0])
     n, b = len(x), min(o.batch_size, len(x))
-    steps = o.steps
-    every = max(1, steps // max(1, o.relabels))
-    kp, kt = jax.random.split(jax.random.PRNGKey(seed))
-    params = heads.init(kp, x.shape[1], k, num_heads=o.heads, hidden=o.hidden)
+    every = max(1, o.steps // max(1, o.relabels))
 
     def relabel(params):
         log_p = jax.nn.log_softmax(heads.apply(jax.lax.stop_gradient(params), x), axis=-1)
@@ -226,14 +222,9 @@ def fit_sela(spaces, k: int, o: SelaOptions, seed: int) -> Fitted:
         per_head = losses.pseudo_label_cross_entropy(heads.apply(params, x[idx]), labels[:, idx])
         return jnp.mean(per_head), (labels, per_head)
 
-    labels = jnp.zeros((o.heads, n), jnp.int32)
-    params, _, curve, per_head = heads.fit(
-        loss_fn, params, labels, kt, steps=steps, learning_rate=o.learning_rate,
-        weight_decay=o.weight_decay,
-    )  # fmt: skip
-    best = heads.best_head(per_head)
-    info = _curve_info(curve, per_head, best)
-    return _head_result(params, best, 1.0, info["best_head_loss"], info)
+    return _train_heads(
+        x, k, o, seed, loss_fn, extra=lambda params: jnp.zeros((o.heads, n), jnp.int32)
+    )
 
 
 # ----------------------------------------------------------------------------- TURTLE
@@ -328,15 +319,16 @@ def fit_turtle(spaces, k: int, o: TurtleOptions, seed: int) -> Fitted:
 
     inner0 = [_linear_init(jax.random.PRNGKey(0), x.shape[1], k) for x in xs]
     key, sub = jax.random.split(key)
-    params, _, curve, per_head = heads.fit(
+    params, _, curve, _ = heads.fit(
         loss_fn, params, inner0, sub, steps=o.outer_steps, learning_rate=o.learning_rate
     )
 
     def predict(spaces):
         return np.asarray(losses.turtle_task_labels(task_logits(params, prepare(spaces))))
 
-    info = _curve_info(curve, per_head, 0)
-    return Fitted(predict=predict, objective=info["best_head_loss"], info=info)
+    tail = curve[-max(1, len(curve) // 10) :]
+    info = {"steps": len(curve), "first_loss": float(curve[0]), "last_loss": float(curve[-1])}
+    return Fitted(predict=predict, objective=float(tail.mean()), info=info)
 
 
 METHODS: dict[str, Method] = {
@@ -346,6 +338,10 @@ METHODS: dict[str, Method] = {
     "scan": Method(ScanOptions, fit_scan),
     "sela": Method(SelaOptions, fit_sela),
 }
+
+
+# The options that may be 0 (hidden=0: linear heads); every other number must be > 0.
+ZERO_ALLOWED = ("hidden",)
 
 
 def options(method: str, overrides: dict[str, str]):
@@ -373,9 +369,9 @@ def options(method: str, overrides: dict[str, str]):
             raise UserError(
                 f"--set {name}={text}: give a {kind.__name__} (default {fields[name].default})"
             ) from None
-        low = 0 if fields[name].default == 0 else 1e-300  # hidden=0: linear heads
-        if kind in (int, float) and not values[name] >= low:
-            raise UserError(f"--set {name}={text}: give a value {'>=' if low == 0 else '>'} 0")
+        zero_ok = name in ZERO_ALLOWED
+        if kind in (int, float) and not (values[name] >= 0 if zero_ok else values[name] > 0):
+            raise UserError(f"--set {name}={text}: give a value {'>=' if zero_ok else '>'} 0")
     return cls(**values)
 
 
