@@ -313,3 +313,25 @@ def test_features_command_errors_are_one_line(run_dir, tmp_path, capsys):
         assert features.main(["jssl.features", *argv]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_features_of_a_config_without_a_run(tmp_path):
+    """--config instead of --workdir: the config's network as initialised (or as loaded
+    from config.init_from.weights), on the split --val_fraction carves."""
+    from jssl.evaluation import network_variables
+    from jssl.experiment import Experiment, load_data
+
+    out = str(tmp_path / "init.npz")
+    argv = ["jssl.features", "--config=configs/simclr.py:digits,smoke", "--split=val",
+            "--val_fraction=0.1", f"--out={out}"]  # fmt: skip
+    assert features.main(argv) == 0
+    ff = features.load(out)
+    assert ff.meta["workdir"] is None and ff.meta["step"] == 0
+    from configs import simclr
+
+    config = features._data_config(simclr.get_config("digits,smoke"), "val", 0.1)
+    exp = Experiment(config)
+    source = load_data(config).test
+    want = exp.predict(network_variables(exp.init_state()), source)
+    np.testing.assert_allclose(ff.features, want, rtol=1e-6, atol=1e-6)
+    assert len(ff.labels) == 142  # a tenth of each class of the 1,437 training images
