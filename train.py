@@ -186,6 +186,10 @@ def main(argv):
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; -v 0 brings it back
+    if not _show_traceback():
+        from jssl import checkpoint
+
+        checkpoint.hide_background_errors()  # a failed save ends in one error line instead
     workdir = _WORKDIR.value or default_workdir(
         flags.FLAGS["config"].serialize().split("=", 1)[-1], config.method
     )
@@ -208,6 +212,14 @@ def main(argv):
     except cli.user_error_types() as e:
         if _show_traceback():
             raise
+        from jssl.checkpoint import CheckpointError
+
+        if isinstance(e, CheckpointError):  # a failed save: its writes may still be pending
+            print(f"error: {cli.one_line(e)}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            # The run's own files are closed (the trainer's finally blocks ran); the
+            # interpreter's shutdown would let orbax's threads print a traceback per write.
+            os._exit(1)
         _fail(e)
     except KeyboardInterrupt:  # a Ctrl-C outside the train loop, or the loop's second one
         if _show_traceback():

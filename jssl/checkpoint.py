@@ -23,8 +23,10 @@
 from __future__ import annotations
 
 import json
+import logging as pylogging
 import os
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -105,6 +107,35 @@ def inverse(renames: dict[str, str]) -> dict[str, str]:
     return {new: old for old, new in renames.items()}
 
 
+class _NoOrbaxErrors(pylogging.Filter):
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        return not (
+            record.levelno >= pylogging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname
+        )
+
+
+def hide_background_errors() -> None:
+    """Drops orbax's own ERROR log records (the tracebacks of its background save threads,
+    hundreds of lines for a full disk): ``Checkpointer.save`` and ``wait`` raise every failed
+    save as one CheckpointError naming its step. train.py calls it unless --traceback."""
+    logger = pylogging.getLogger("absl")
+    if not any(isinstance(f, _NoOrbaxErrors) for f in logger.filters):
+        logger.addFilter(_NoOrbaxErrors())
+    # After a failed save, tensorstore's writes still pending call back into the event loop
+    # orbax closed, and each prints "RuntimeError: Event loop is closed" through
+    # sys.excepthook: those alone are dropped.
+    previous = sys.excepthook
+    if getattr(previous, "_jssl", False):
+        return
+
+    def excepthook(kind, value, tb):
+        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+            previous(kind, value, tb)
+
+    excepthook._jssl = True
+    sys.excepthook = excepthook
+
+
 class Checkpointer:
     """Wraps an orbax ``CheckpointManager`` rooted at ``workdir/checkpoints``.
 
@@ -131,6 +162,7 @@ class Checkpointer:
             create=False,  # created by the first save
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._pending: int | None = None  # the step of the save in the background
 
     def _remove_leftovers(self) -> None:
         """Half-written steps of killed saves and steps a killed run was deleting."""
@@ -160,23 +192,30 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def _failed(self, step, e: Exception) -> CheckpointError:
+        latest = self.manager.latest_step()
+        return CheckpointError(
+            f"Saving the checkpoint of step {step} in {self.directory} failed ({_one_line(e)}); "
+            f"the latest complete checkpoint is {'none yet' if latest is None else latest}. "
+            "Check free disk space and permissions, then rerun the same command to resume."
+        )
+
     def save(self, state, *, force: bool = False) -> bool:
-        """Starts an (async) save of ``state`` at ``state.step``; a no-op if that step exists."""
+        """Starts an (async) save of ``state`` at ``state.step``; a no-op if that step exists.
+
+        The previous background save is finished first (orbax would wait for it anyway),
+        so that its failure is reported as its own step's.
+        """
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
             return False
+        self.wait()
         try:
             os.makedirs(self.directory, exist_ok=True)
-            # orbax first waits for the previous save, whose deletions are then done.
             saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
-        except Exception as e:  # a previous background save failed and surfaces here
-            raise CheckpointError(
-                f"Saving the checkpoint of step {step} in {self.directory} failed "
-                f"({_one_line(e)}); the latest complete checkpoint is step "
-                f"{self.manager.latest_step()}. Check free disk space and permissions, then "
-                "rerun to resume."
-            ) from e
-        self._purge_deleted(remove_folder=False)
+        except Exception as e:
+            raise self._failed(step, e) from e
+        self._pending = step if saved else None
         return saved
 
     def wait(self) -> None:
@@ -184,11 +223,8 @@ class Checkpointer:
         try:
             self.manager.wait_until_finished()
         except Exception as e:
-            raise CheckpointError(
-                f"A background checkpoint save in {self.directory} failed ({_one_line(e)}); the "
-                f"latest complete checkpoint is step {self.manager.latest_step()}. Check free "
-                "disk space and permissions, then rerun to resume."
-            ) from e
+            raise self._failed(self._pending, e) from e
+        self._pending = None
         self._purge_deleted(remove_folder=True)
 
     def restore(self, abstract_state, step: int | None = None, *, renamed=None):
