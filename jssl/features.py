@@ -18,7 +18,8 @@ config's model at its initialisation, or the backbone file ``config.init_from.we
 The file (``jssl.features.load``) holds ``features`` float32 [N, D], ``labels`` int32 [N],
 ``indices`` [N] (each row's position in its split, to find its image again) and ``meta``
 (the config, split, network, step, class names), which ``python -m jssl.cluster`` reads.
-The forward pass runs on every local device and process (``Predictor``); chunks of
+The forward pass runs on every local device, and on every process with
+``--coordinator_address --num_processes --process_id`` as train.py (``Predictor``); chunks of
 ``--chunk`` rows are kept in ``OUT.partial/`` as they finish, so a killed command resumes
 where it stopped, and the file appears only once complete (written to a temporary name,
 then renamed).
@@ -178,8 +179,9 @@ def write(
     chunk: int = 8192,
     devices=None,
     log=print,
-) -> FeatureFile:
-    """Computes and writes the feature file ``out`` (.npz); returns it. See the module doc."""
+) -> FeatureFile | None:
+    """Computes and writes the feature file ``out`` (.npz); returns it on process 0 (the one
+    that writes), None on the others. See the module doc."""
     import jax
 
     from jssl.errors import UserError
@@ -222,18 +224,19 @@ def write(
     key = {k: meta[k] for k in ("workdir", "split", "network", "representation", "step")}
     key.update(config=meta["config"], chunk=chunk)
     leader = jax.process_index() == 0
+    starts = range(0, n, chunk)
+    done = np.zeros(len(starts), bool)
     if leader:
         _open_partial(partial, key)
-    if jax.process_count() > 1:  # every process lists the same finished chunks
+        done = np.asarray([os.path.exists(_chunk_path(partial, i)) for i in range(len(starts))])
+    if jax.process_count() > 1:  # process 0's list: the others may not share its disk
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices("jssl.features: chunks listed")
-    starts = range(0, n, chunk)
-    done = [os.path.exists(_chunk_path(partial, i)) for i in range(len(starts))]
+        done = np.asarray(multihost_utils.broadcast_one_to_all(done))
     parts = []
     for i, start in enumerate(starts):
-        if done[i]:
-            parts.append(np.load(_chunk_path(partial, i)))
+        if done[i]:  # only process 0 keeps the file's rows; the others skip them too
+            parts.append(np.load(_chunk_path(partial, i)) if leader else None)
             continue
         rows = np.arange(start, min(start + chunk, n))
         part = exp.predict(variables, source, representation, indices=rows)
@@ -241,24 +244,26 @@ def write(
         if leader:
             _save_npy(_chunk_path(partial, i), part)
         parts.append(part)
-        log(f"features: {rows[-1] + 1} of {n} {split} images")
+        if leader:
+            log(f"features: {rows[-1] + 1} of {n} {split} images")
+    if not leader:
+        return None
     result = FeatureFile(
         features=np.concatenate(parts).astype(np.float32),
         labels=np.asarray(source.labels, np.int32),
         indices=np.arange(n, dtype=np.int64),
         meta=meta,
     )
-    if leader:
-        tmp = out[: -len(".npz")] + ".tmp.npz"
-        np.savez(
-            tmp,
-            features=result.features,
-            labels=result.labels,
-            indices=result.indices,
-            meta=np.asarray(json.dumps(meta)),
-        )
-        os.replace(tmp, out)
-        shutil.rmtree(partial, ignore_errors=True)
+    tmp = out[: -len(".npz")] + ".tmp.npz"
+    np.savez(
+        tmp,
+        features=result.features,
+        labels=result.labels,
+        indices=result.indices,
+        meta=np.asarray(json.dumps(meta)),
+    )
+    os.replace(tmp, out)
+    shutil.rmtree(partial, ignore_errors=True)
     return result
 
 
@@ -289,6 +294,12 @@ def main(argv=None) -> int:
             flag_values=fv,
         )  # fmt: skip
         flags.DEFINE_integer("chunk", 8192, "Rows per resumable chunk.", flag_values=fv)
+        flags.DEFINE_string(
+            "coordinator_address", None, "Several processes: host:port of process 0.",
+            flag_values=fv,
+        )  # fmt: skip
+        flags.DEFINE_integer("num_processes", None, "Several processes: how many.", flag_values=fv)
+        flags.DEFINE_integer("process_id", None, "Several processes: this one's.", flag_values=fv)
 
     argv = list(sys.argv if argv is None else argv)
     parsed = cli.parse_config_flags(argv, usage=usage, define=define, config_required=False)
@@ -299,6 +310,9 @@ def main(argv=None) -> int:
         cli.print_error(f"give --split, --out and one of --workdir or --config; usage: {usage}")
         return 1
     try:
+        from jssl import distributed
+
+        distributed.initialize(fv.coordinator_address, fv.num_processes, fv.process_id)
         if fv.workdir is not None:
             from jssl import validation
 
@@ -316,6 +330,8 @@ def main(argv=None) -> int:
     except cli.user_error_types() as e:
         cli.print_error(e)
         return 1
+    if result is None:  # not process 0
+        return 0
     n, d = result.features.shape
     print(f"{fv.out}: {n} {fv.split} images x {d} ({result.meta['network']}'s {fv.representation})")
     return 0

@@ -23,7 +23,7 @@ import pytest
 
 from jssl import check, run_info
 from jssl.experiment import restore_run
-from tests.helpers import TrainPy, smoke_args, tiny_flags
+from tests.helpers import ROOT, TrainPy, smoke_args, tiny_flags
 
 SGD = ("--config.optim.name=sgd", "--config.eval.probe_epochs=2")
 SIMCLR = smoke_args(
@@ -177,6 +177,44 @@ def test_sigterm_to_one_process_stops_every_process_after_one_step(train_py, tmp
     steps = [int(d) for d in os.listdir(run / "checkpoints") if d.isdigit()]
     assert steps == [int(stopped.group(1))]
     assert int(restore_run(str(run)).state.step) == steps[0]
+
+
+def test_features_on_two_processes_equal_one_process(train_py, train_py_runs, tmp_path):
+    """python -m jssl.features on 2 processes x 4 devices: the file process 0 writes holds the
+    same rows as the one written here (one process, 8 devices)."""
+    from jssl import features
+
+    run = train_py_runs["simclr"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = str(tmp_path / "one.npz"), str(tmp_path / "two.npz")
+    args = [f"--workdir={run.workdir}", "--split=test", "--chunk=100"]
+    assert features.main(["jssl.features", *args, f"--out={one}"]) == 0
+    port = _free_port()
+    runner = _runner(train_py, 4)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jssl.features",
+                *args,
+                f"--out={two}",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            env=runner.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    _finish(procs)
+    a, b = features.load(one), features.load(two)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(b.features, a.features, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("devices", [2, 4])
