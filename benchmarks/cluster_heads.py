@@ -12,7 +12,8 @@ from the training set, never of the test split); the setting of best val ACC is 
 with seeds 0, 1, 2 and scored on the test rows (mean +- std). Then over-clustering
 (K = 20, 50: many-to-one ACC) and a label-free K sweep of the best method, with the
 correlation of each label-free criterion with the labelled ACC over the sweep, and over every
-(method, setting) of the grids (label-free model selection).
+(method, setting) of the grids (label-free model selection). ``--second=G`` (another run's
+files of the same images) adds TURTLE on each space and on both.
 """
 
 from __future__ import annotations
@@ -63,11 +64,36 @@ def score(method, setting, train, held, k, seed):
     return {"seconds": seconds, **m, **crit}
 
 
+def turtle_spaces(args, setting) -> dict:
+    """TURTLE with the chosen setting on the first run's space, the second's, and both:
+    test ACC over the seeds (the second run's files must hold the same images)."""
+    opts = methods.options("turtle", {n: str(v) for n, v in setting.items()})
+    first = [features.load(os.path.join(args.features, f"{s}.npz")) for s in ("train", "test")]
+    second = [features.load(os.path.join(args.second, f"{s}.npz")) for s in ("train", "test")]
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(first, second, strict=True))
+    out = {}
+    for name, spaces in (("first", [first]), ("second", [second]), ("both", [first, second])):
+        runs = []
+        for seed in SEEDS:
+            test = spaces[0][1]
+            c = test.num_classes
+            fit = methods.fit("turtle", [sp[0].features for sp in spaces], c, opts, seed=seed)
+            pred = fit.predict([sp[1].features for sp in spaces]).argmax(-1)
+            runs.append(select.metrics(test.labels, pred, num_classes=c, num_clusters=c))
+        acc = [r["acc"] for r in runs]
+        out[name] = {"runs": runs, "acc": (float(np.mean(acc)), float(np.std(acc)))}
+        print(f"turtle on {name}: test ACC {np.mean(acc):.4f} +- {np.std(acc):.4f}", flush=True)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", required=True, help="folder with train/val/test.npz")
     parser.add_argument("--out", required=True)
     parser.add_argument("--methods", default=",".join(GRIDS))
+    parser.add_argument(
+        "--second", default="", help="folder of a second run's train/val/test.npz: TURTLE on both"
+    )
     args = parser.parse_args()
     load = lambda s: features.load(os.path.join(args.features, f"{s}.npz"))  # noqa: E731
     train, val, test = load("train"), load("val"), load("test")
@@ -119,6 +145,8 @@ def main():
     out["k_sweep"] = {"method": best, "rows": sweep, "correlations": corr, "chosen_k": picks}
     print(f"K sweep on val ({best}): chosen K by criterion {picks}; true {c}", flush=True)
     print("Spearman with val Hungarian ACC: " + ", ".join(f"{n} {v:+.2f}" for n, v in corr.items()))
+    if args.second and "turtle" in out["methods"]:
+        out["turtle_spaces"] = turtle_spaces(args, out["methods"]["turtle"]["chosen"])
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     print(f"wrote {args.out}")
