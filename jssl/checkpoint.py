@@ -26,7 +26,6 @@ import json
 import logging as pylogging
 import os
 import shutil
-import sys
 from typing import Any
 
 import jax
@@ -117,23 +116,14 @@ class _NoOrbaxErrors(pylogging.Filter):
 def hide_background_errors() -> None:
     """Drops orbax's own ERROR log records (the tracebacks of its background save threads,
     hundreds of lines for a full disk): ``Checkpointer.save`` and ``wait`` raise every failed
-    save as one CheckpointError naming its step. train.py calls it unless --traceback."""
+    save as one CheckpointError naming its step. train.py calls it unless --traceback.
+
+    Not dropped: tensorstore's writes still pending after a failed save call back into the
+    event loop orbax closed, and each prints "RuntimeError: Event loop is closed" from
+    native code (not through ``sys.excepthook``)."""
     logger = pylogging.getLogger("absl")
     if not any(isinstance(f, _NoOrbaxErrors) for f in logger.filters):
         logger.addFilter(_NoOrbaxErrors())
-    # After a failed save, tensorstore's writes still pending call back into the event loop
-    # orbax closed, and each prints "RuntimeError: Event loop is closed" through
-    # sys.excepthook: those alone are dropped.
-    previous = sys.excepthook
-    if getattr(previous, "_jssl", False):
-        return
-
-    def excepthook(kind, value, tb):
-        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
-            previous(kind, value, tb)
-
-    excepthook._jssl = True
-    sys.excepthook = excepthook
 
 
 class Checkpointer:
