@@ -93,6 +93,15 @@ def initialize(
         ) from err
 
 
+def started() -> bool:
+    """Whether this process already started JAX's backends (then it can no longer join a
+    job: a command called as a library function inside a running program)."""
+    from jax._src import xla_bridge  # no public equivalent in jax 0.10 - 0.12
+
+    check = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(check and check())
+
+
 def _wait_for_coordinator(address: str, process_id: int, num_processes: int, timeout: int):
     """Returns once process 0's coordination service accepts connections at ``address``."""
     host, port = address.rsplit(":", 1)

@@ -312,7 +312,9 @@ def main(argv=None) -> int:
     try:
         from jssl import distributed
 
-        distributed.initialize(fv.coordinator_address, fv.num_processes, fv.process_id)
+        joins = (fv.coordinator_address, fv.num_processes, fv.process_id)
+        if any(v is not None for v in joins) or not distributed.started():
+            distributed.initialize(*joins)
         if fv.workdir is not None:
             from jssl import validation
 
