@@ -1,6 +1,7 @@
 """How far XLA:CPU's float32 train step is from the same step in float64, per layout.
 
-    python benchmarks/float32_gradient.py [--config configs/simclr.py:digits] [--out F.json]
+    python benchmarks/float32_gradient.py [--config configs/simclr.py:digits] [--config.x=y]
+        [--out F.json]
 
 For each of 1, 2, 4 and 8 CPU devices (one process, fake devices) and XLA:CPU's
 YNNPACK fusions on (jaxlib 0.10.2's default) and off
@@ -31,14 +32,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
 
 ONE = """
-import importlib, json, sys, tempfile
+import json, sys, tempfile
 sys.path.insert(0, {root!r})
 import jax
-from jssl import check
+from jssl import check, cli
 from jssl.trainer import open_run
-file, _, arg = {config!r}.partition(":")
-name = file.replace("/", ".").removesuffix(".py")
-config = importlib.import_module(name).get_config(arg or "digits")
+parsed = cli.parse_config_flags({argv!r}, usage="benchmarks/float32_gradient.py")
+if parsed is None:
+    sys.exit(1)
+config = parsed[0]
 with tempfile.TemporaryDirectory() as tmp:
     exp, _ = open_run(config, tmp, devices=jax.devices()[:{devices}])
     g = check.gradient_check(exp, exp.init_state(), exp.global_batch(0))
@@ -46,10 +48,11 @@ print(json.dumps({{"error": g["max_relative_error"], "leaf": g["worst_leaf"]}}))
 """
 
 
-def one_layout(config: str, devices: int, ynn: bool) -> dict:
+def one_layout(config_flags: list[str], devices: int, ynn: bool) -> dict:
+    """The row of one layout; ``config_flags``: --config=FILE:PRESET and its overrides."""
     flags = f"--xla_force_host_platform_device_count={devices}" + ("" if ynn else f" {YNN_OFF}")
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-    code = ONE.format(root=ROOT, config=config, devices=devices)
+    code = ONE.format(root=ROOT, argv=["float32_gradient", *config_flags], devices=devices)
     run = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
@@ -63,13 +66,14 @@ def main(argv=None) -> None:
     parser.add_argument("--config", default="configs/simclr.py:digits")
     parser.add_argument("--devices", default="1,2,4,8")
     parser.add_argument("--out", default=None, help="also write the rows as JSON")
-    args = parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)  # overrides: --config.x=y, as train.py
+    config_flags = [f"--config={args.config}", *overrides]
     rows = []
     print(f"{args.config}: float32 gradient vs float64, largest per-leaf relative error")
     print(f"{'devices':>7}  {'YNNPACK':>7}  {'error':>8}  leaf")
     for devices in map(int, args.devices.split(",")):
         for ynn in (True, False):
-            row = {"devices": devices, "ynn": ynn, **one_layout(args.config, devices, ynn)}
+            row = {"devices": devices, "ynn": ynn, **one_layout(config_flags, devices, ynn)}
             rows.append(row)
             err = "failed" if row["error"] is None else f"{row['error']:.1e}"
             print(f"{devices:>7}  {'on' if ynn else 'off':>7}  {err:>8}  {row['leaf']}", flush=True)
@@ -79,7 +83,7 @@ def main(argv=None) -> None:
 
         with open(args.out, "w") as f:
             json.dump(
-                {"config": args.config, "machine": common.machine(), "rows": rows}, f, indent=2
+                {"config": config_flags, "machine": common.machine(), "rows": rows}, f, indent=2
             )
 
 
