@@ -314,11 +314,12 @@ class Experiment:
             num_workers=d.get("num_workers", 0),
         )
 
-    def evaluate(self, state: TrainState) -> dict[str, evaluation.Metric]:
+    def evaluate(self, state: TrainState, progress=None) -> dict[str, evaluation.Metric]:
         """The method's evaluators (and its host object's metrics) on the frozen network.
 
         The evaluators fit on at most ``config.eval.max_train_examples`` training
         examples (a fixed subset drawn from the seed) and score the test split.
+        ``progress(phase)`` is called as each phase starts (``EvalContext.progress``).
         """
         config = self.config
         ctx = evaluation.EvalContext(
@@ -331,6 +332,7 @@ class Experiment:
             class_names=self.dataset.class_names,
             workdir=self.workdir,
             teacher=self.method.teacher,
+            progress=progress or evaluation.evaluators.silent,
         )
         results = evaluation.run_evaluators(self.method.evaluators, ctx)
         results.update(self.host.metrics())

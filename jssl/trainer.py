@@ -258,7 +258,8 @@ def train_and_evaluate(
             start == 0 and config.eval.untrained and not os.path.exists(untrained_path)
         ):
             logging.info("Evaluating the untrained network")
-            _write_json(untrained_path, _values(exp.evaluate(state)))
+            evaluated = _evaluate(exp, state, "evaluating the untrained network", show_progress)
+            _write_json(untrained_path, _values(evaluated))
         untrained = _read_json(untrained_path)
         logging.info(
             "Training %s on %s: %d steps (%d per epoch), batch %d, %d devices, from step %d",
@@ -280,7 +281,7 @@ def train_and_evaluate(
         deadline_eval = reason == "max_train_seconds" and config.eval.get("at_deadline", True)
         if step < exp.total_steps and not deadline_eval:  # interrupted: saved, not evaluated
             return {"state": state, "eval": None, "untrained_eval": untrained, "stopped": reason}
-        results = _evaluate_and_report(exp, state, workdir, writer, untrained)
+        results = _evaluate_and_report(exp, state, workdir, writer, untrained, show_progress)
         return {"state": state, "eval": results, "untrained_eval": untrained, "stopped": reason}
     finally:
         writer.close()
@@ -426,10 +427,31 @@ def _check_finite(state, unchecked, skipped: int, config) -> int:
     return total
 
 
-def _evaluate_and_report(exp, state, workdir, writer, untrained) -> dict[str, float]:
+def _evaluate(exp: Experiment, state, what: str, show_progress: bool = True):
+    """``exp.evaluate(state)`` with a line (process 0) naming the phase it is in: the features
+    of each split, then each evaluator, and the time so far; it disappears when done."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        desc=what,
+        bar_format="{desc}{postfix} [{elapsed}]",  # tqdm puts ", " before the postfix
+        file=sys.stdout,
+        leave=False,
+        disable=not show_progress or not distributed.is_primary(),
+        dynamic_ncols=True,
+    )
+    try:
+        return exp.evaluate(state, progress=bar.set_postfix_str)
+    finally:
+        bar.close()
+
+
+def _evaluate_and_report(
+    exp, state, workdir, writer, untrained, show_progress: bool = True
+) -> dict[str, float]:
     step = int(jax.device_get(state.step))
     t0 = time.perf_counter()
-    metrics = exp.evaluate(state)
+    metrics = _evaluate(exp, state, f"evaluating step {step}", show_progress)
     results = {**_values(metrics), "eval_seconds": time.perf_counter() - t0}
     _write_json(os.path.join(workdir, f"eval_{step}.json"), results)
     rows = [[k, m.label] for k, m in metrics.items() if m.label is not None]
@@ -482,7 +504,7 @@ def evaluate_weights(config: ml_collections.ConfigDict, workdir: str, *, devices
         state = exp.init_state(weights=False)
         untrained = None
         if config.eval.untrained:
-            untrained = _values(exp.evaluate(state))
+            untrained = _values(_evaluate(exp, state, "evaluating the untrained network"))
             _write_json(os.path.join(workdir, "eval_untrained.json"), untrained)
         return _evaluate_and_report(exp, exp.with_weights(state), workdir, writer, untrained)
     finally:

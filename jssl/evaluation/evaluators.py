@@ -31,6 +31,10 @@ from jssl.evaluation.predict import Predictor, network_variables
 REPRESENTATIONS = ("features", "output")
 
 
+def silent(phase: str) -> None:
+    """The default ``EvalContext.progress``: says nothing."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Metric:
     """One evaluation figure; ``label`` names its row in the summary table (None: JSON only,
@@ -53,6 +57,7 @@ class EvalContext:
     class_names: tuple[str, ...]
     workdir: str | None = None
     teacher: str | None = None  # the method-state entry of the EMA copy (Method.teacher)
+    progress: Callable[[str], None] = silent  # called with each phase's name as it starts
     _features: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -74,6 +79,7 @@ class EvalContext:
         key = (split, network, representation)
         if key not in self._features:
             source = self.train if split == "train" else self.test
+            self.progress(f"{network}'s {representation} of {len(source):,} {split} images")
             self._features[key] = self.predict(self.variables(network), source, representation)
         return self._features[key]
 
@@ -223,5 +229,6 @@ def run_evaluators(names, ctx: EvalContext) -> dict[str, Metric]:
         raise UserError(f"Unknown evaluator(s) {unknown}; valid: {', '.join(sorted(EVALUATORS))}.")
     results: dict[str, Metric] = {}
     for name in names:
+        ctx.progress(name)
         results.update(EVALUATORS[name](ctx))
     return results
