@@ -209,6 +209,23 @@ def test_training_reads_data_only_through_the_image_source(tmp_path):
     assert dataset.test.read == 16
 
 
+def test_evaluation_names_each_phase_as_it_starts():
+    """Experiment.evaluate(progress=...) hears of every phase before it runs (the trainer
+    shows them on one line): each split's features once, then each evaluator."""
+    config = set_fields(simclr_config.get_config("digits,smoke"), **TINY)
+    config.batch_size = 16
+    exp = Experiment(config, dataset=_small_dataset(n_train=64, n_test=16))
+    phases = []
+    exp.evaluate(exp.init_state(), progress=phases.append)
+    assert phases == [
+        "knn",
+        "student's features of 64 train images",
+        "student's features of 16 test images",
+        "linear_probe",
+        "kmeans",
+    ]
+
+
 # ----------------------------------------------------------------------------- init_from
 
 
