@@ -206,6 +206,7 @@ class Checkpointer:
         except Exception as e:
             raise self._failed(step, e) from e
         self._pending = step if saved else None
+        self._purge_deleted(remove_folder=False)  # what retention moved out of the way
         return saved
 
     def wait(self) -> None:
