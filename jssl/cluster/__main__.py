@@ -6,7 +6,7 @@
         --k=10 --out=clusters/
 
 Trains ``--method`` (kmeans, temi, turtle, scan, sela; ``--set name=value`` changes an
-option, e.g. ``--set epochs=50``) on the ``--features`` rows, never reading their labels,
+option, e.g. ``--set steps=500``) on the ``--features`` rows, never reading their labels,
 then assigns the ``--eval_features`` rows (default: the same) and prints their ACC (Hungarian
 when K equals the classes, many-to-one otherwise), NMI, ARI and AMI. Several files, comma
 separated, are several representation spaces of the same images (TURTLE).
@@ -14,7 +14,7 @@ separated, are several representation spaces of the same images (TURTLE).
 ``--k=10,20,50`` sweeps K: each K is trained, scored by the label-free criteria on the
 training rows (``jssl.cluster.select``), and the K that ``--criterion`` ranks first is the
 answer; the labelled figures of every K are printed beside it, with the Spearman
-correlation of each criterion with ACC over the sweep.
+correlation of each criterion with the Hungarian ACC over the sweep.
 
 ``--out`` gets assignments.npz (cluster, confidence and probabilities of every evaluated
 row), metrics.json, and report.html with the matched confusion matrix, the cluster sizes and
@@ -32,11 +32,6 @@ import numpy as np
 
 from jssl import cli
 
-USAGE = (
-    "python -m jssl.cluster --features=F[,F2] [--eval_features=G[,G2]] "
-    "--method=kmeans|temi|turtle|scan|sela --k=K[,K2,...] --out=DIR"
-)
-
 
 def _spaces(arg: str, what: str):
     from jssl import features
@@ -47,7 +42,8 @@ def _spaces(arg: str, what: str):
         raise UserError(f"--{what}: give a feature file written by python -m jssl.features")
     first = files[0]
     for path, f in zip(arg.split(",")[1:], files[1:], strict=True):
-        if len(f.labels) != len(first.labels) or not np.array_equal(f.indices, first.indices):
+        same = np.array_equal(f.indices, first.indices) and np.array_equal(f.labels, first.labels)
+        if not same:
             raise UserError(
                 f"--{what}: {path} holds other images than {arg.split(',')[0]} (another split "
                 "or data set); give files of the same split, one per representation space"
@@ -74,7 +70,7 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise UserError(f"--set {pair}: write name=value, e.g. --set epochs=50")
+            raise UserError(f"--set {pair}: write name=value, e.g. --set steps=500")
         out[name.strip()] = value.strip()
     return out
 
