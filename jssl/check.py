@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jssl import reference, run_info
+from jssl import cli, reference, run_info
 from jssl.train_step import TrainState, loss_and_grads, step_views
 
 # How far a float32 step may be from the same step in float64 (``leaf_errors``), and the
@@ -551,16 +551,12 @@ def _jsonable(x):
 
 # ----------------------------------------------------------------------------- command
 
-DEFAULT_CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "simclr.py"
-)
+DEFAULT_CONFIG = os.path.join(cli.ROOT, "configs", "simclr.py")
 
 
 def main(argv=None) -> int:
     """``python -m jssl.check``: prints one line per verdict; exit status 0 when no check
     failed, 2 when one did, 1 on a bad flag, config or data set."""
-    from jssl import cli
-
     argv = list(sys.argv if argv is None else argv)
     if not any(a.startswith(("--config=", "-config=")) for a in argv[1:]):
         argv.insert(1, f"--config={DEFAULT_CONFIG}:digits")

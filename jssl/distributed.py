@@ -16,6 +16,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import time
@@ -139,7 +140,11 @@ def agree(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(jax.numpy.asarray(bool(flag))))
 
 
-_MAX_FNS: dict = {}
+@functools.cache
+def _max_fn(mesh):
+    from jssl import sharding
+
+    return jax.jit(jax.numpy.max, out_shardings=sharding.replicated(mesh))
 
 
 def max_over_processes(mesh, value: int) -> jax.Array:
@@ -154,12 +159,8 @@ def max_over_processes(mesh, value: int) -> jax.Array:
 
     from jssl import sharding
 
-    fn = _MAX_FNS.get(mesh)
-    if fn is None:
-        fn = jax.jit(jax.numpy.max, out_shardings=sharding.replicated(mesh))
-        _MAX_FNS[mesh] = fn
     local = np.full((len(mesh.local_devices),), value, np.int32)
     votes = jax.make_array_from_process_local_data(
         sharding.data_sharded(mesh), local, (mesh.devices.size,)
     )
-    return fn(votes)
+    return _max_fn(mesh)(votes)

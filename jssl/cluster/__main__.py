@@ -126,11 +126,11 @@ def run(
         start = time.perf_counter()
         fit = methods.fit(method, x_train, k, opts, seed=seed)
         seconds = time.perf_counter() - start
-        train_pred = np.argmax(fit.predict(x_train), axis=-1)
+        train_probs = fit.predict(x_train)
         crit = select.criteria(
-            x_train[0], train_pred, num_clusters=k, objective=fit.objective, seed=seed
+            x_train[0], train_probs.argmax(-1), num_clusters=k, objective=fit.objective, seed=seed
         )
-        probs = fit.predict(x_eval)
+        probs = train_probs if evals is train else fit.predict(x_eval)
         pred = np.argmax(probs, axis=-1)
         m = select.metrics(evals[0].labels, pred, num_classes=num_classes, num_clusters=k)
         rows.append({"k": k, "seconds": seconds, **crit, **m, "info": fit.info})

@@ -1,14 +1,13 @@
 """Clustering heads on frozen features: H small networks trained together in one jitted loop.
 
-The pieces every head method shares: L2-normalised features, each example's nearest
-neighbours (cosine), H heads (linear, or one hidden GELU layer) as stacked arrays, and
-``fit``, the whole training as one ``lax.scan`` over steps (AdamW), so a run of
-thousands of steps on cached features is one compiled program.
+The pieces every head method shares: L2-normalised features, H heads (linear, or one
+hidden GELU layer) as stacked arrays, and ``fit``, the whole training as one
+``lax.scan`` over steps (AdamW), so a run of thousands of steps on cached features is
+one compiled program. (Neighbours are mined by ``jssl.methods.scan.mine_neighbors``.)
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -17,33 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jssl.losses import l2_normalize
+
 PyTree = Any
 
 
 def normalize(x) -> jax.Array:
-    """Rows scaled to unit L2 norm (float32)."""
-    x = jnp.asarray(x, jnp.float32)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-@functools.partial(jax.jit, static_argnames=("k",))
-def _top_k(queries, keys, self_rows, *, k):
-    sims = queries @ keys.T
-    sims = sims.at[jnp.arange(len(queries)), self_rows].set(-jnp.inf)  # never its own neighbour
-    return jax.lax.top_k(sims, k)[1]
-
-
-def nearest_neighbours(x, k: int, *, chunk: int = 2048) -> np.ndarray:
-    """[N, k] int32: each row's k most cosine-similar other rows of ``x`` [N, D]."""
-    x = normalize(x)
-    n = len(x)
-    if not 1 <= k < n:
-        raise ValueError(f"neighbours={k}: use 1 <= k < {n} (the number of examples)")
-    out = [
-        np.asarray(_top_k(x[s : s + chunk], x, jnp.arange(s, min(s + chunk, n)), k=k))
-        for s in range(0, n, chunk)
-    ]
-    return np.concatenate(out).astype(np.int32)
+    """Rows scaled to unit L2 norm, float32 (``jssl.losses.l2_normalize``)."""
+    return l2_normalize(jnp.asarray(x, jnp.float32))
 
 
 def init(key, dim: int, num_clusters: int, *, num_heads: int, hidden: int = 0) -> dict:

@@ -19,6 +19,7 @@ import sklearn.cluster
 from jssl import losses, sinkhorn
 from jssl.cluster import heads
 from jssl.errors import UserError
+from jssl.methods.scan import mine_neighbors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,7 @@ def fit_temi(spaces, k: int, o: TemiOptions, seed: int) -> Fitted:
     """TEMI (Adaloglou et al., 2023): H student heads and their EMA teacher on an image and
     one of its nearest neighbours, weighted PMI with beta, the cluster prior as an EMA."""
     x = heads.normalize(spaces[0])
-    nbrs = jnp.asarray(heads.nearest_neighbours(x, o.neighbours))
+    nbrs = jnp.asarray(mine_neighbors(x, k=o.neighbours))
     b = min(o.batch_size, len(x))
 
     def loss_fn(params, extra, key, i):
@@ -170,7 +171,7 @@ def fit_scan(spaces, k: int, o: ScanOptions, seed: int) -> Fitted:
     """SCAN's clustering step (Van Gansbeke et al., 2020) with the backbone frozen: H heads,
     consistency with a mined neighbour minus the entropy of the mean prediction."""
     x = heads.normalize(spaces[0])
-    nbrs = jnp.asarray(heads.nearest_neighbours(x, o.neighbours))
+    nbrs = jnp.asarray(mine_neighbors(x, k=o.neighbours))
     b = min(o.batch_size, len(x))
 
     def loss_fn(params, extra, key, i):

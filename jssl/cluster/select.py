@@ -21,6 +21,7 @@ import scipy.stats
 import sklearn.linear_model
 import sklearn.metrics
 
+from jssl.cluster import heads
 from jssl.evaluation import clustering
 
 CRITERIA = ("generalization", "silhouette", "balance", "neg_objective")
@@ -44,14 +45,9 @@ def metrics(labels, pred, *, num_classes: int, num_clusters: int) -> dict[str, f
     }
 
 
-def _normalized(x) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def generalization(features, pred, *, seed: int = 0) -> float:
     """Held-out accuracy of a linear classifier that learns the clusters from half the rows."""
-    x, pred = _normalized(features), np.asarray(pred)
+    x, pred = np.asarray(heads.normalize(features)), np.asarray(pred)
     order = np.random.default_rng(seed).permutation(len(x))
     fit, held = order[: len(x) // 2], order[len(x) // 2 :]
     if len(np.unique(pred[fit])) < 2:
@@ -67,7 +63,7 @@ def silhouette(features, pred, *, seed: int = 0, max_examples: int = 5000) -> fl
         return -1.0
     return float(
         sklearn.metrics.silhouette_score(
-            _normalized(features),
+            np.asarray(heads.normalize(features)),
             pred,
             metric="cosine",
             sample_size=min(max_examples, len(pred)),
