@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -52,16 +51,7 @@ SEEDS = (0, 1, 2)
 
 def score(method, setting, train, held, k, seed):
     opts = methods.options(method, {n: str(v) for n, v in setting.items()})
-    start = time.perf_counter()
-    fit = methods.fit(method, [train.features], k, opts, seed=seed)
-    seconds = time.perf_counter() - start
-    train_pred = fit.predict([train.features]).argmax(-1)
-    pred = fit.predict([held.features]).argmax(-1)
-    m = select.metrics(held.labels, pred, num_classes=held.num_classes, num_clusters=k)
-    crit = select.criteria(
-        train.features, train_pred, num_clusters=k, objective=fit.objective, seed=seed
-    )
-    return {"seconds": seconds, **m, **crit}
+    return methods.fit_and_score(method, opts, [train], [held], k, seed=seed)[0]
 
 
 def turtle_spaces(args, setting) -> dict:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -117,27 +116,16 @@ def run(
                 f"{f.features.shape[1]} for training; give files of the same network"
             )
     os.makedirs(out, exist_ok=True)
-    x_train = [f.features for f in train]
-    x_eval = [g.features for g in evals]
     num_classes = evals[0].num_classes
     what = f"{evals[0].meta['split']} ({len(evals[0].labels)} images)"
     rows, fitted = [], {}
     for k in ks:
-        start = time.perf_counter()
-        fit = methods.fit(method, x_train, k, opts, seed=seed)
-        seconds = time.perf_counter() - start
-        train_probs = fit.predict(x_train)
-        crit = select.criteria(
-            x_train[0], train_probs.argmax(-1), num_clusters=k, objective=fit.objective, seed=seed
-        )
-        probs = train_probs if evals is train else fit.predict(x_eval)
-        pred = np.argmax(probs, axis=-1)
-        m = select.metrics(evals[0].labels, pred, num_classes=num_classes, num_clusters=k)
-        rows.append({"k": k, "seconds": seconds, **crit, **m, "info": fit.info})
-        fitted[k] = (probs, pred)
+        row, probs, fit = methods.fit_and_score(method, opts, train, evals, k, seed=seed)
+        rows.append({"k": k, **row, "info": fit.info})
+        fitted[k] = (probs, probs.argmax(-1))
         log(
-            f"K={k}: " + ", ".join(f"{c} {crit[c]:.4f}" for c in select.CRITERIA)
-            + f" | ACC {m['acc']:.4f}, NMI {m['nmi']:.4f} ({seconds:.1f} s)"
+            f"K={k}: " + ", ".join(f"{c} {row[c]:.4f}" for c in select.CRITERIA)
+            + f" | ACC {row['acc']:.4f}, NMI {row['nmi']:.4f} ({row['seconds']:.1f} s)"
         )  # fmt: skip
     best = max(rows, key=lambda r: r[criterion])
     k = best["k"]

@@ -9,6 +9,7 @@ label: a head is chosen by its own training loss.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 
 import jax
@@ -17,7 +18,7 @@ import numpy as np
 import sklearn.cluster
 
 from jssl import losses, sinkhorn
-from jssl.cluster import heads
+from jssl.cluster import heads, select
 from jssl.errors import UserError
 from jssl.methods.scan import mine_neighbors
 
@@ -390,3 +391,26 @@ def fit(method: str, spaces: list[np.ndarray], k: int, opts, *, seed: int = 0) -
     if not getattr(opts, "neighbours", 1) < n:
         raise UserError(f"--set neighbours={opts.neighbours}: give fewer than the {n} examples")
     return m.fit(spaces, k, opts, seed)
+
+
+def fit_and_score(
+    method: str, opts, train, evals, k: int, *, seed: int = 0
+) -> tuple[dict, np.ndarray, Fitted]:
+    """``fit`` on the ``train`` feature files (one per space), then the label-free criteria
+    on the training rows and the labelled metrics of the ``evals`` files' rows.
+
+    Returns (a row: seconds, every criterion and metric; the evaluated rows' probabilities
+    [N, K]; the fit).
+    """
+    start = time.perf_counter()
+    fitted = fit(method, [f.features for f in train], k, opts, seed=seed)
+    seconds = time.perf_counter() - start
+    train_probs = fitted.predict([f.features for f in train])
+    crit = select.criteria(
+        train[0].features, train_probs.argmax(-1), num_clusters=k, objective=fitted.objective,
+        seed=seed,
+    )  # fmt: skip
+    probs = train_probs if evals is train else fitted.predict([g.features for g in evals])
+    held = evals[0]
+    m = select.metrics(held.labels, probs.argmax(-1), num_classes=held.num_classes, num_clusters=k)
+    return {"seconds": seconds, **crit, **m}, probs, fitted
