@@ -213,8 +213,9 @@ def main(argv):
         if _show_traceback():
             raise
         from jssl.checkpoint import CheckpointError
+        from jssl.metrics_log import MetricsWriteError
 
-        if isinstance(e, CheckpointError):  # a failed save: its writes may still be pending
+        if isinstance(e, (CheckpointError, MetricsWriteError)):  # writes may still be pending
             print(f"error: {cli.one_line(e)}", file=sys.stderr, flush=True)
             sys.stdout.flush()
             # The run's own files are closed (the trainer's finally blocks ran); the

@@ -26,6 +26,7 @@ import json
 import logging as pylogging
 import os
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -42,7 +43,7 @@ TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint could not be saved or restored."""
+    """A checkpoint, or another file of a run, could not be saved or restored."""
 
 
 def _one_line(e: BaseException, head: int = 200, tail: int = 300) -> str:
@@ -107,9 +108,13 @@ def inverse(renames: dict[str, str]) -> dict[str, str]:
 
 
 class _NoOrbaxErrors(pylogging.Filter):
+    """Drops ERROR records logged by orbax, and asyncio's reports of orbax's failed tasks."""
+
     def filter(self, record: pylogging.LogRecord) -> bool:
+        orbax = f"{os.sep}orbax{os.sep}"
         return not (
-            record.levelno >= pylogging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname
+            record.levelno >= pylogging.ERROR
+            and (orbax in record.pathname or record.name == "asyncio" and orbax in str(record.msg))
         )
 
 
@@ -118,12 +123,25 @@ def hide_background_errors() -> None:
     hundreds of lines for a full disk): ``Checkpointer.save`` and ``wait`` raise every failed
     save as one CheckpointError naming its step. train.py calls it unless --traceback.
 
-    Not dropped: tensorstore's writes still pending after a failed save call back into the
-    event loop orbax closed, and each prints "RuntimeError: Event loop is closed" from
-    native code (not through ``sys.excepthook``)."""
-    logger = pylogging.getLogger("absl")
-    if not any(isinstance(f, _NoOrbaxErrors) for f in logger.filters):
-        logger.addFilter(_NoOrbaxErrors())
+    Also drops the "RuntimeError: Event loop is closed" that tensorstore's writes still
+    pending after a failed save report, through ``sys.unraisablehook``, when they call back
+    into the event loop orbax has closed; every other unraisable error is still shown."""
+    for name in ("absl", "asyncio"):  # orbax logs through absl
+        logger = pylogging.getLogger(name)
+        if not any(isinstance(f, _NoOrbaxErrors) for f in logger.filters):
+            logger.addFilter(_NoOrbaxErrors())
+    if not isinstance(sys.unraisablehook, _NoClosedLoopErrors):
+        sys.unraisablehook = _NoClosedLoopErrors(sys.unraisablehook)
+
+
+class _NoClosedLoopErrors:
+    def __init__(self, shown):
+        self.shown = shown
+
+    def __call__(self, unraisable) -> None:
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            self.shown(unraisable)
 
 
 class Checkpointer:
@@ -182,13 +200,19 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def _failed(self, step, e: Exception) -> CheckpointError:
+    def failed(self, what: str, e: BaseException) -> CheckpointError:
+        """The one-line error for a write of the run that failed (``what``: "Saving the
+        checkpoint of step 3 in DIR"), naming the latest complete checkpoint, which a rerun
+        resumes from. Call it once no save is pending (after ``wait``)."""
         latest = self.manager.latest_step()
         return CheckpointError(
-            f"Saving the checkpoint of step {step} in {self.directory} failed ({_one_line(e)}); "
+            f"{what} failed ({_one_line(e)}); "
             f"the latest complete checkpoint is {'none yet' if latest is None else latest}. "
             "Check free disk space and permissions, then rerun the same command to resume."
         )
+
+    def _failed(self, step, e: Exception) -> CheckpointError:
+        return self.failed(f"Saving the checkpoint of step {step} in {self.directory}", e)
 
     def save(self, state, *, force: bool = False) -> bool:
         """Starts an (async) save of ``state`` at ``state.step``; a no-op if that step exists.

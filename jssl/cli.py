@@ -36,9 +36,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """The exceptions that are the user's to fix (bad config, data, workdir, a diverged run)."""
     from jssl.checkpoint import CheckpointError
     from jssl.errors import UserError  # DataError, ConfigError, ConfigMismatchError, ...
+    from jssl.metrics_log import MetricsWriteError
     from jssl.trainer import NonFiniteError
 
-    return (UserError, CheckpointError, NonFiniteError)
+    return (UserError, CheckpointError, MetricsWriteError, NonFiniteError)
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,6 +20,17 @@ from jssl import distributed
 FILE = "metrics.jsonl"
 
 
+class MetricsWriteError(RuntimeError):
+    """metrics.jsonl or the TensorBoard events could not be written (a full disk, a quota,
+    permissions). ``what`` names the write ("Writing the train metrics of step 3 in W"),
+    ``reason`` the OSError."""
+
+    def __init__(self, what: str, reason: OSError):
+        super().__init__(f"{what} failed ({reason}). Check free disk space and permissions.")
+        self.what = what
+        self.reason = reason
+
+
 def _step(line: str) -> int | None:
     try:
         return int(json.loads(line)["step"])
@@ -65,6 +76,7 @@ class MetricWriter:
         self.workdir = workdir
         self._tb = None
         self._purge_step: int | None = None
+        self._failed = False
         if self.enabled:
             self.jsonl = open(os.path.join(workdir, FILE), "a")
 
@@ -87,15 +99,30 @@ class MetricWriter:
     def write(self, step: int, metrics: dict[str, float], *, kind: str = "train") -> None:
         if not self.enabled:
             return
-        self.jsonl.write(json.dumps({"step": step, "kind": kind, **metrics}) + "\n")
-        self.jsonl.flush()
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)):
-                self.tb.add_scalar(f"{kind}/{k}", v, step)
-        self.tb.flush()
+        try:
+            self.jsonl.write(json.dumps({"step": step, "kind": kind, **metrics}) + "\n")
+            self.jsonl.flush()
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+            self.tb.flush()
+        except OSError as e:
+            self._failed = True
+            raise MetricsWriteError(
+                f"Writing the {kind} metrics of step {step} in {self.workdir}", e
+            ) from e
 
     def close(self) -> None:
-        if self.enabled:
-            self.jsonl.close()
-            if self._tb is not None:
-                self._tb.close()
+        """Closes the files; after a failed write, quietly (their buffers cannot be written)."""
+        if not self.enabled:
+            return
+        error = None
+        for f in (self.jsonl, self._tb):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError as e:
+                error = error or e
+        if error is not None and not self._failed:
+            self._failed = True
+            raise MetricsWriteError(f"Closing the metrics in {self.workdir}", error) from error

@@ -36,7 +36,7 @@ from jssl.experiment import (
     same_data,
     saved_config,
 )
-from jssl.metrics_log import MetricWriter
+from jssl.metrics_log import MetricsWriteError, MetricWriter
 from jssl.resume import ConfigMismatchError, check_resumable
 
 __all__ = [
@@ -283,6 +283,9 @@ def train_and_evaluate(
             return {"state": state, "eval": None, "untrained_eval": untrained, "stopped": reason}
         results = _evaluate_and_report(exp, state, workdir, writer, untrained, show_progress)
         return {"state": state, "eval": results, "untrained_eval": untrained, "stopped": reason}
+    except MetricsWriteError as e:  # a full disk: name the checkpoint a rerun resumes from
+        ckpt.wait()  # (a pending save that failed as well is the error to report)
+        raise ckpt.failed(e.what, e.reason) from e
     finally:
         writer.close()
         ckpt.close()
