@@ -76,31 +76,12 @@ CURVE_SEED = 0  # the curve's fixed kNN subsets (recorded in the JSON)
 
 
 def budget_config(method: str, data_path: str, batch_size: int) -> ml_collections.ConfigDict:
-    config = load_config(f"configs/{method}.py:cifar10_folder")
+    """The method's CPU-sized CIFAR-10 config (``cifar10_folder,cpu``: configs/common.py
+    ``apply_cpu``) on the image folder, its length set later from the time budget."""
+    config = load_config(f"configs/{method}.py:cifar10_folder,cpu")
     config.data.path = data_path
     config.batch_size = batch_size
-    if config.model.name.startswith("vit"):
-        # A CPU-sized ViT for MAE and I-JEPA: ViT-Tiny's width (192, 3 heads) at half its
-        # depth, 4 px patches on 32 px, and a 2-block, 128-wide decoder (predictor), sized (not
-        # tuned) so that a step costs about what the CPU-sized ResNet's does.
-        config.model.kwargs.update(hidden=192, depth=6, num_heads=3, mlp_dim=768)
-        if "mae" in config:
-            config.mae.update(
-                decoder_hidden=128, decoder_depth=2, decoder_num_heads=4, decoder_mlp_dim=512
-            )
-        if "ijepa" in config:  # I-JEPA's narrow predictor at the same scale as MAE's decoder
-            config.ijepa.update(pred_hidden=128, pred_depth=2, pred_num_heads=4, pred_mlp_dim=512)
-    else:
-        # A CPU-sized ResNet (one basic block per stage, width 16), as in PERF-NOTES.md, with
-        # strided convolutions as patches + matmul (faster on XLA's CPU backend; jssl.models.conv).
-        config.model.kwargs.update(width=16, stage_sizes=(1, 1, 1, 1), conv_impl="im2col_strided")
-    if method == "simclr":
-        config.simclr.proj_hidden_dims = (128,)
-        config.augment.scale = (0.2, 1.0)
-    config.optim.warmup_epochs = 0.5
     config.eval.untrained = False
-    config.log_every = 10
-    config.checkpoint_every = 200
     return config
 
 

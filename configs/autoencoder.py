@@ -31,6 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.autoencoder.usage_momentum = 0.99  # vq: EMA of each code's share of assignments
     c.autoencoder.dead_threshold = 0.01  # vq: dead = share below threshold / K
     apply_recovery_preset(c, preset)
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

@@ -66,6 +66,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             weight_decay=1.5e-6,
             warmup_epochs=10.0,
         )
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.barlow_twins.proj_hidden_dims = (64, 64)

@@ -28,6 +28,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.colorization.decode_temperature = 0.38  # annealed mean
     apply_recovery_preset(c, preset)
     c.augment.gray_p = 0.0  # grayscale views would have no colour to predict
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

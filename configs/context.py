@@ -35,6 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.context.hidden_dim = 256
     # digits: batch 128 x 2 patches through the backbone
     common.parts_task_schedule(c, preset, digits_batch_size=128, digits_epochs=30.0)
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

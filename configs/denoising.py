@@ -44,6 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.denoising.std = 0.3  # gaussian noise std (pixels in [0, 1]), clipped to [0, 1]
     c.denoising.amount = 0.25  # salt-and-pepper: fraction of pixels set to 0 or 1
     apply_recovery_preset(c, preset)
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

@@ -128,7 +128,7 @@ def _dinov3(c: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset, modifiers = common.parse_arg(arg, modifiers=("smoke", "dinov2", "dinov3"))
+    preset, modifiers = common.parse_arg(arg, modifiers=(*common.MODIFIERS, "dinov2", "dinov3"))
     c = common.base_config("dino")
     common.apply_data_preset(c, preset)
     _dino_augment(c)
@@ -195,6 +195,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.end_lr_factor = 1e-5 / 5e-4  # min_lr 1e-5 for ViT-S 100 epochs
     if modifiers & {"dinov2", "dinov3"}:
         _dinov2(c, preset)
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         if preset == "digits":

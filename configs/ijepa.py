@@ -102,6 +102,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif preset == "imagenet":
         c.model.name = "vit_base"
         c.model.kwargs = ml_collections.ConfigDict({"patch_size": 16, "image_size": 224})
+    if "cpu" in modifiers:  # the narrow predictor at the scale of the CPU-sized ViT
+        common.apply_cpu(c, preset)
+        c.ijepa.update(pred_hidden=128, pred_depth=2, pred_num_heads=4, pred_mlp_dim=512)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.model.name = "vit_tiny"

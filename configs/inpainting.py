@@ -22,6 +22,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.inpainting.fill = 0.5  # value written into the hidden region
     c.inpainting.unmasked_weight = 0.0  # > 0 also reconstructs the visible pixels
     apply_recovery_preset(c, preset)
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

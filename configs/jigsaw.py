@@ -38,6 +38,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.jigsaw.hidden_dim = 256
     # digits: batch 64 x 9 tiles through the backbone
     common.parts_task_schedule(c, preset, digits_batch_size=64, digits_epochs=15.0)
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

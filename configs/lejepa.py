@@ -42,7 +42,7 @@ def _lejepa_augment(c: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset, modifiers = common.parse_arg(arg, modifiers=("smoke", "resnet50"))
+    preset, modifiers = common.parse_arg(arg, modifiers=(*common.MODIFIERS, "resnet50"))
     if "resnet50" in modifiers and preset != "imagenet":
         raise ValueError(f"Bad config argument {arg!r}: the resnet50 modifier is for imagenet")
     c = common.base_config("lejepa")
@@ -94,6 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             c.model.name = "vit_small"
             c.model.kwargs = ml_collections.ConfigDict({"patch_size": 16, "image_size": 224})
             c.optim.weight_decay = 5e-2
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.augment.num_local_crops = 2

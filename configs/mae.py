@@ -107,6 +107,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif preset == "imagenet":
         c.model.name = "vit_base"
         c.model.kwargs = _vit(patch_size=16, image_size=224)
+    if "cpu" in modifiers:  # a decoder at the scale of the CPU-sized ViT
+        common.apply_cpu(c, preset)
+        c.mae.update(decoder_hidden=128, decoder_depth=2, decoder_num_heads=4, decoder_mlp_dim=512)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.model.name = "vit_tiny"

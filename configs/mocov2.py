@@ -90,6 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.learning_rate = 0.03
         c.optim.weight_decay = 1e-4
         c.optim.warmup_epochs = 0.0
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.mocov2.queue_size = 64

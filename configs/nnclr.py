@@ -78,6 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.learning_rate = 0.3
         c.optim.weight_decay = 1e-6
         c.optim.warmup_epochs = 10.0
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.nnclr.queue_size = 64

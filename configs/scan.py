@@ -100,6 +100,8 @@ def scan_stage(preset: str, modifiers: set[str], arg: str) -> ml_collections.Con
     elif preset == "imagenet":
         c.scan.num_clusters = 1000
         c.scan.max_cluster_share = 0.05
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.scan.num_heads = 2
@@ -130,6 +132,8 @@ def selflabel_stage(preset: str, modifiers: set[str], arg: str) -> ml_collection
         c.num_epochs = 25.0
         c.selflabel.num_clusters = 1000
         c.selflabel.max_cluster_share = 0.05
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

@@ -58,6 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.sela.max_cluster_share = 0.05
         c.optim.learning_rate = 0.05
         c.optim.weight_decay = 1e-5
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.sela.num_heads = 2

@@ -1,4 +1,4 @@
-"""SimCLR configs: ``--config=configs/simclr.py:PRESET[,smoke]``.
+"""SimCLR configs: ``--config=configs/simclr.py:PRESET[,smoke|,cpu]``.
 
 Presets: digits (default; scikit-learn's 8x8 digits, no download), cifar10
 (tfds), cifar10_folder (an image folder: --config.data.path=DIR), stl10,
@@ -46,6 +46,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.learning_rate = 0.3
         c.optim.weight_decay = 1e-6
         c.optim.warmup_epochs = 10.0
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
+        c.simclr.proj_hidden_dims = (128,)  # the CPU network's feature width
+        c.augment.scale = (0.2, 1.0)
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

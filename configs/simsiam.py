@@ -77,6 +77,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             weight_decay=1e-4,
             warmup_epochs=0.0,
         )
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.simsiam.proj_hidden_dims = (64, 64)

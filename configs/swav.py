@@ -118,6 +118,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.end_lr_factor = 1e-3
         c.optim.weight_decay = 1e-6
         c.optim.warmup_epochs = 10.0
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
         c.augment.num_local_crops = 2

@@ -32,6 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.vae.scale = "optimal"  # p(x|z) scale: optimal (sigma^2 = batch MSE) | learned
     apply_recovery_preset(c, preset)
     c.augment.scale = (0.7, 1.0) if preset == "digits" else (0.5, 1.0)  # mostly whole images
+    if "cpu" in modifiers:
+        common.apply_cpu(c, preset)
     if "smoke" in modifiers:
         common.apply_smoke(c)
     return c

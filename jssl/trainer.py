@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 STAGE_PREFIX = "stage:"
+SLOW_RUN_HOURS = 12.0  # a CPU run projected longer than this gets a warning with the fix
+_WARM_STEPS, _TIMED_STEPS = 2, 4  # a run's step time: 4 finished steps after the first 2
 LABELS_FILE = "metric_labels.json"  # [metric, label] rows of the summary table, in order
 
 
@@ -291,6 +293,20 @@ def train_and_evaluate(
         ckpt.close()
 
 
+def slow_run_warning(seconds_per_step: float, steps_left: int, backend: str) -> str | None:
+    """A sentence when a run on the CPU would take more than ``SLOW_RUN_HOURS``."""
+    hours = seconds_per_step * steps_left / 3600
+    if backend != "cpu" or hours <= SLOW_RUN_HOURS:
+        return None
+    left = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
+    return (
+        f"a step takes {seconds_per_step:.1f} s on this CPU, so the {steps_left:,} steps left "
+        f"would take {left}: for a CPU-sized run add ',cpu' to a CIFAR-10 config argument "
+        "(e.g. configs/simclr.py:cifar10_folder,cpu), or shorten this one with "
+        "--config.num_steps or --config.max_train_seconds"
+    )
+
+
 def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop_at_step=None):
     """Trains from step ``start``; returns (state, why it stopped early or None).
 
@@ -326,6 +342,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     # a checkpoint never follows an unchecked bad step.
     unchecked: list[tuple[int, dict[str, jax.Array]]] = []
     pending: collections.deque = collections.deque()  # metrics of unfinished steps
+    timed: list[float] = []  # when each of the first finished steps finished
     skipped = int(jax.device_get(state.nonfinite_steps))
     reason, stop = None, False
     vote = jax.process_count() > 1
@@ -351,6 +368,15 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 jax.block_until_ready(finished)
                 agreed = max(agreed, int(votes)) if votes is not None else agreed
                 bar.update(1)
+                if len(timed) < _WARM_STEPS + _TIMED_STEPS:
+                    timed.append(time.perf_counter())
+                    if len(timed) == _WARM_STEPS + _TIMED_STEPS and primary:
+                        seconds = (timed[-1] - timed[_WARM_STEPS - 1]) / _TIMED_STEPS
+                        left = exp.total_steps - start - len(timed)
+                        slow = slow_run_warning(seconds, left, jax.default_backend())
+                        if slow:
+                            logging.warning(slow)
+                            bar.write(f"warning: {slow}")
             steps_in_interval += 1
             done = step + 1
             unchecked.append((done, metrics))

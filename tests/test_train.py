@@ -251,3 +251,38 @@ def test_a_run_that_ends_inside_its_warmup_is_named():
     warning = optim.warmup_warning(config, 50, 44)
     assert "50 steps end inside its 88-step warm-up" in warning
     assert "--config.optim.warmup_epochs" in warning
+
+
+def test_a_cpu_run_that_would_take_days_is_named_with_the_cpu_variant(
+    monkeypatch, capsys, tmp_path
+):
+    slow = trainer.slow_run_warning(31.2, 97_000, "cpu")
+    assert "a step takes 31.2 s on this CPU, so the 97,000 steps left would take 35.0 days" in slow
+    assert "configs/simclr.py:cifar10_folder,cpu" in slow
+    assert "13 hours" in trainer.slow_run_warning(1.0, 13 * 3600, "cpu")
+    assert trainer.slow_run_warning(1.0, 11 * 3600, "cpu") is None  # under 12 hours
+    assert trainer.slow_run_warning(31.2, 97_000, "gpu") is None
+    # In a run: measured on finished steps 3-6, said once, on the progress bar's stream.
+    monkeypatch.setattr(trainer, "SLOW_RUN_HOURS", 0.0)
+    config = tiny_config("simclr", num_steps=9, checkpoint_every=100, log_every=100)
+    trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+    out = capsys.readouterr().out
+    assert out.count("warning: a step takes ") == 1
+    assert "so the 3 steps left would take 0 hours" in out, out
+
+
+@pytest.mark.parametrize(
+    "name", sorted(f[:-3] for f in os.listdir("configs") if f[0] != "_" and f != "common.py")
+)
+def test_the_cpu_variant_of_every_method_validates(name):
+    from benchmarks.throughput import load_config
+    from jssl import validation
+
+    config = load_config(f"configs/{name}.py:cifar10_folder,cpu")
+    problems = validation.config_problems(config)  # but data.path, left to the user
+    assert [p for p in problems if "data.path=''" not in p] == []
+    assert (config.num_epochs, config.eval.max_train_examples) == (4.0, 10_000)
+    kwargs = config.model.kwargs
+    assert kwargs.get("width") == 16 or kwargs.get("hidden") == 192, kwargs
+    with pytest.raises(ValueError, match="cpu modifier sizes the cifar10 and cifar10_folder"):
+        load_config(f"configs/{name}.py:digits,cpu")
