@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jssl import data, evaluation, optim, sharding
+from jssl import data, evaluation, optim, progress, sharding
 from jssl.checkpoint import Checkpointer, load_saved_config
 from jssl.errors import UserError
 from jssl.methods import HostContext, RunInfo, get_method
@@ -268,11 +268,18 @@ class Experiment:
         batch_stats = transplant(state.batch_stats, stats, init_run.workdir)
         return params, batch_stats
 
-    def prepare_host(self, init_run: RestoredRun | None = None):
-        """Runs the method's ``prepare`` hook once; returns (and keeps) its host object."""
+    def prepare_host(
+        self, init_run: RestoredRun | None = None, phase: progress.Phase = progress.silent
+    ):
+        """Runs the method's ``prepare`` hook once; returns (and keeps) its host object.
+        ``phase`` shows its long phases (``progress.shown``: on the terminal)."""
         if self.method.prepare is not None:
             ctx = HostContext(
-                train=self.train, predict=self.predict, mesh=self.mesh, init_run=init_run
+                train=self.train,
+                predict=self.predict,
+                mesh=self.mesh,
+                init_run=init_run,
+                phase=phase,
             )
             self.host = self.method.prepare(self.config, self.run, ctx)
         return self.host
@@ -428,15 +435,24 @@ class RestoredRun:
         return self.experiment.dataset
 
     def predict(
-        self, source: data.ImageSource, select="features", network="student", *, sharded=False
+        self,
+        source: data.ImageSource,
+        select="features",
+        network="student",
+        *,
+        sharded=False,
+        progress=None,
     ):
         """The restored network's eval-mode ``select`` of every image of ``source``: numpy,
-        or with ``sharded`` a global array left on the devices (``Predictor.sharded``)."""
+        or with ``sharded`` a global array left on the devices (``Predictor.sharded``);
+        ``progress(done, n)`` as the Predictor's."""
         variables = evaluation.network_variables(
             self.state, network, teacher=self.experiment.method.teacher
         )
         predict = self.experiment.predict
-        return (predict.sharded if sharded else predict)(variables, source, select)
+        return (predict.sharded if sharded else predict)(
+            variables, source, select, progress=progress
+        )
 
 
 def restore_run(

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import distributed, evaluation, optim, run_info, validation
+from jssl import distributed, evaluation, optim, progress, run_info, validation
 from jssl.checkpoint import Checkpointer, save_config
 from jssl.errors import UserError
 from jssl.experiment import (
@@ -198,9 +198,15 @@ def _open_workdir(config, workdir: str, *, devices, mode: str = "train", create:
 
 
 def open_run(
-    config: ml_collections.ConfigDict, workdir: str, *, devices=None, train_stages: bool = True
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    devices=None,
+    train_stages: bool = True,
+    phase: progress.Phase = progress.silent,
 ) -> tuple[Experiment, RestoredRun | None]:
-    """The Experiment of ``config`` in ``workdir`` with its init_from run and host object.
+    """The Experiment of ``config`` in ``workdir`` with its init_from run and host object
+    (whose long phases ``phase`` shows).
 
     The data is checked against the config (``validation.check_data``) as soon as it is loaded.
     """
@@ -211,7 +217,7 @@ def open_run(
     init_run = _resolve_init_from(
         config, workdir, devices=mesh_devices, dataset=exp.dataset, train_stages=train_stages
     )
-    exp.prepare_host(init_run)
+    exp.prepare_host(init_run, phase)
     return exp, init_run
 
 
@@ -240,7 +246,8 @@ def train_and_evaluate(
     raised together, as one ConfigError, before any data or device work.
     """
     workdir = _open_workdir(config, workdir, devices=devices)
-    exp, init_run = open_run(config, workdir, devices=devices)
+    phase = progress.shown if show_progress else progress.silent
+    exp, init_run = open_run(config, workdir, devices=devices, phase=phase)
     save_config(config, workdir)
     ckpt = Checkpointer(
         workdir,

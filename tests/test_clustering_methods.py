@@ -1,5 +1,6 @@
 """SCAN / self-labelling losses, clustering plots, and the SeLa and SCAN methods end to end."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -258,7 +259,14 @@ def test_sela_labels_split_over_8_devices_equal_1_device():
             assert labels.sharding.spec == jax.sharding.PartitionSpec(None, "data")
             assert {s.data.shape for s in labels.addressable_shards} == {(2, n // 8)}
         state, _ = exp.train_step(state, exp.global_batch(0))
-        state = exp.prepare_host().relabel(state)
+        phases = []
+        state = exp.prepare_host(phase=_recording(phases)).relabel(state, 1)
+        # the relabelling is shown as a phase, its logits batch by batch up to every image
+        assert [name for name, _ in phases] == [
+            "SeLa: relabelling the training images after step 1"
+        ]
+        reports = phases[0][1]
+        assert reports[0] == (0, n) and reports[-1] == (n, n) and reports == sorted(reports)
         assert state.method_state["labels"].sharding == labels.sharding
         relabelled = np.asarray(state.method_state["labels"])
         state, metrics = exp.train_step(state, exp.global_batch(1))
@@ -280,11 +288,27 @@ def test_collapse_warning():
 # ----------------------------------------------------------------------------- SCAN
 
 
+def _recording(phases: list):
+    """A ``HostContext.phase`` that records (name, [(done, total), ...]) per phase."""
+
+    @contextlib.contextmanager
+    def phase(name):
+        reports = []
+        phases.append((name, reports))
+        yield lambda done, total: reports.append((done, total))
+
+    return phase
+
+
 def test_mine_neighbors_matches_brute_force():
     rng = np.random.default_rng(0)
     features = rng.normal(size=(37, 6)).astype(np.float32)
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
-    got = scan.mine_neighbors(features, k=5, mesh=mesh, chunk_size=16)
+    reports = []
+    got = scan.mine_neighbors(
+        features, k=5, mesh=mesh, chunk_size=16, progress=lambda *a: reports.append(a)
+    )
+    assert reports == [(16, 37), (32, 37), (37, 37)]
     x = features / np.linalg.norm(features, axis=1, keepdims=True)
     sim = x @ x.T
     np.fill_diagonal(sim, -np.inf)

@@ -2,6 +2,7 @@
 
 import functools
 import itertools
+import sys
 
 import chex
 import flax.linen as nn
@@ -102,6 +103,25 @@ def test_linear_probe_separable(n_train):
     assert set(got) == {"train_top1", "test_top1"}
     assert got["train_top1"] == 1.0
     assert got["test_top1"] >= 0.99
+
+
+def test_linear_probe_in_calls_of_some_epochs_equals_one_call(monkeypatch):
+    """The probe trains in about ten jitted calls and reports each; the result is the one
+    of a single call of every epoch, bit for bit."""
+    import jssl.evaluation.linear_probe  # noqa: F401 (the module, not the function)
+
+    module = sys.modules["jssl.evaluation.linear_probe"]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+    args = (x[:200], y[:200], x[200:], y[200:])
+    seen = []
+    chunked = evaluation.linear_probe(
+        *args, num_classes=4, epochs=23, batch_size=64, progress=lambda *a: seen.append(a)
+    )
+    assert seen == [(e, 23) for e in (3, 6, 9, 12, 15, 18, 21, 23)]
+    monkeypatch.setattr(module, "PROGRESS_STEPS", 1)
+    assert evaluation.linear_probe(*args, num_classes=4, epochs=23, batch_size=64) == chunked
 
 
 def test_linear_probe_digits_and_determinism():
@@ -288,8 +308,14 @@ def test_predictor_sharded_equals_gathered(n, batch_size):
     model = _Flatten()
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 1)), train=False)
     predict = evaluation.Predictor(model, mesh, crop_size=4, batch_size=batch_size)
-    want = predict(variables, source)
-    got = predict.sharded(variables, source)
+    seen = {"gathered": [], "sharded": []}
+    want = predict(variables, source, progress=lambda *a: seen["gathered"].append(a))
+    got = predict.sharded(variables, source, progress=lambda *a: seen["sharded"].append(a))
+    for calls in seen.values():  # from (0, n) to (n, n), a call per batch
+        done = [d for d, total in calls if total == n]
+        assert len(done) == len(calls) >= 2 and done[0] == 0 and done[-1] == n
+        assert done == sorted(done)
+    assert len(seen["gathered"]) == -(-n // (-(-min(batch_size, n) // 8) * 8)) + 1
     assert got.shape == want.shape and got.dtype == jnp.float32
     assert got.sharding == sharding.data_sharded(mesh)
     block = n // 8

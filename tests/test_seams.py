@@ -210,20 +210,43 @@ def test_training_reads_data_only_through_the_image_source(tmp_path):
 
 
 def test_evaluation_names_each_phase_as_it_starts():
-    """Experiment.evaluate(progress=...) hears of every phase before it runs (the trainer
-    shows them on one line): each split's features once, then each evaluator."""
+    """Experiment.evaluate(progress=...) hears of every phase before it runs and of its
+    progress (the trainer shows them on one line): each split's features once, batch by
+    batch, then each evaluator, the linear probe epoch by epoch."""
     config = set_fields(simclr_config.get_config("digits,smoke"), **TINY)
     config.batch_size = 16
+    config.eval.batch_size = 32
     exp = Experiment(config, dataset=_small_dataset(n_train=64, n_test=16))
     phases = []
     exp.evaluate(exp.init_state(), progress=phases.append)
     assert phases == [
         "knn",
-        "student's features of 64 train images",
-        "student's features of 16 test images",
+        "student's features: 0 of 64 train images",
+        "student's features: 32 of 64 train images",
+        "student's features: 64 of 64 train images",
+        "student's features: 0 of 16 test images",
+        "student's features: 16 of 16 test images",
         "linear_probe",
+        "linear probe: epoch 1 of 2",
+        "linear probe: epoch 2 of 2",
         "kmeans",
     ]
+
+
+def test_a_shown_phase_draws_its_count_and_clears_its_line(capsys):
+    from jssl import progress
+
+    with progress.shown("SCAN: 20 nearest neighbours of each image") as report:
+        report(0, 1000)
+        report(400, 1000)
+        report(1000, 1000)
+    out = capsys.readouterr().out
+    assert "SCAN: 20 nearest neighbours of each image" in out
+    assert "400/1000" in out and "1000/1000" in out
+    assert out.endswith("\r")  # the line is cleared (leave=False), no new line left behind
+    with progress.silent("anything") as report:
+        report(1, 2)
+    assert capsys.readouterr().out == ""
 
 
 # ----------------------------------------------------------------------------- init_from

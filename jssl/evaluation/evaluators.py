@@ -79,8 +79,13 @@ class EvalContext:
         key = (split, network, representation)
         if key not in self._features:
             source = self.train if split == "train" else self.test
-            self.progress(f"{network}'s {representation} of {len(source):,} {split} images")
-            self._features[key] = self.predict(self.variables(network), source, representation)
+            what = f"{network}'s {representation}"
+            self._features[key] = self.predict(
+                self.variables(network),
+                source,
+                representation,
+                progress=lambda done, n: self.progress(f"{what}: {done:,} of {n:,} {split} images"),
+            )
         return self._features[key]
 
 
@@ -121,6 +126,7 @@ def linear_probe_top1(ctx: EvalContext) -> dict[str, Metric]:
         num_classes=ctx.num_classes,
         epochs=ctx.config.eval.probe_epochs,
         seed=ctx.config.seed,
+        progress=lambda done, epochs: ctx.progress(f"linear probe: epoch {done} of {epochs}"),
     )
     return {"linear_top1": Metric(probe["test_top1"], "linear-probe top-1")}
 

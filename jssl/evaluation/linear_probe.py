@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,8 @@ import numpy as np
 import optax
 
 from jssl.evaluation.knn import l2_normalize
+
+PROGRESS_STEPS = 10  # the probe runs in this many jitted calls (or one per epoch, if fewer)
 
 
 def standardize(
@@ -36,15 +39,28 @@ def _logits(params, x):
     return x @ params["w"] + params["b"]
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "epochs", "batch_size"))
-def _train(x, y, key, learning_rate, weight_decay, *, num_classes, epochs, batch_size):
-    """Minibatch training: an outer scan over epochs, an inner scan over steps."""
-    n, d = x.shape
+def _optimizer(learning_rate, weight_decay, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with a cosine-decayed learning rate over the whole probe."""
+    schedule = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+    return optax.adamw(schedule, weight_decay=weight_decay)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _init(x, *, num_classes):
+    params = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
+    return params, _optimizer(0.0, 0.0, 1).init(params)  # AdamW's state: no lr inside
+
+
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size"))
+def _train_epochs(
+    carry, x, y, key, learning_rate, weight_decay, epoch_indices, *, epochs, batch_size
+):
+    """The probe's epochs ``epoch_indices`` of ``epochs`` (a scan over epochs, each a scan
+    over steps), from ``carry`` = (params, AdamW state)."""
+    n = x.shape[0]
     steps = n // batch_size  # Each epoch drops a different random remainder.
     # Built inside jit from traced hyperparameters: one compilation across calls.
-    schedule = optax.cosine_decay_schedule(learning_rate, max(epochs * steps, 1))
-    tx = optax.adamw(schedule, weight_decay=weight_decay)
-    params = {"w": jnp.zeros((d, num_classes)), "b": jnp.zeros((num_classes,))}
+    tx = _optimizer(learning_rate, weight_decay, epochs * steps)
 
     def loss_fn(params, xb, yb):
         return optax.softmax_cross_entropy_with_integer_labels(_logits(params, xb), yb).mean()
@@ -60,8 +76,7 @@ def _train(x, y, key, learning_rate, weight_decay, *, num_classes, epochs, batch
         batches = perm[: steps * batch_size].reshape(steps, batch_size)
         return jax.lax.scan(step, carry, batches)[0], None
 
-    carry, _ = jax.lax.scan(epoch, (params, tx.init(params)), jnp.arange(epochs))
-    return carry[0]
+    return jax.lax.scan(epoch, carry, epoch_indices)[0]
 
 
 @jax.jit
@@ -81,6 +96,7 @@ def linear_probe(
     learning_rate: float = 1e-2,
     weight_decay: float = 1e-2,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Trains a linear softmax classifier on frozen features and reports top-1 accuracy.
 
@@ -88,8 +104,8 @@ def linear_probe(
     mean and std (see `standardize`). The classifier starts at zero and is
     trained with AdamW (cosine-decayed learning rate, decoupled weight decay)
     on the cross-entropy, in shuffled minibatches of ``min(batch_size, N_train)``
-    (the last partial batch of each epoch is dropped). The whole run is one
-    jitted function, deterministic given ``seed``.
+    (the last partial batch of each epoch is dropped), in about ten jitted calls of
+    several epochs, deterministic given ``seed``.
 
     Args:
       train_features: [N_train, D] features.
@@ -102,6 +118,7 @@ def linear_probe(
       learning_rate: peak AdamW learning rate.
       weight_decay: AdamW decoupled weight decay.
       seed: seed of the minibatch order.
+      progress: called as (epochs done, epochs) about ten times during training.
 
     Returns:
       {'train_top1': float, 'test_top1': float}, accuracies in [0, 1].
@@ -112,16 +129,24 @@ def linear_probe(
     x_train, x_test = standardize(train_features, test_features)
     y_train = jnp.asarray(train_labels, jnp.int32)
     y_test = jnp.asarray(test_labels, jnp.int32)
-    params = _train(
-        x_train,
-        y_train,
-        jax.random.key(seed),
-        jnp.float32(learning_rate),
-        jnp.float32(weight_decay),
-        num_classes=num_classes,
-        epochs=epochs,
-        batch_size=min(batch_size, n_train),
-    )
+    carry = _init(x_train, num_classes=num_classes)
+    chunk = -(-epochs // PROGRESS_STEPS)  # epochs per call: progress about 10 times
+    for first in range(0, epochs, chunk):
+        carry = _train_epochs(
+            carry,
+            x_train,
+            y_train,
+            jax.random.key(seed),
+            jnp.float32(learning_rate),
+            jnp.float32(weight_decay),
+            jnp.arange(first, min(first + chunk, epochs)),
+            epochs=epochs,
+            batch_size=min(batch_size, n_train),
+        )
+        if progress is not None:
+            jax.block_until_ready(carry)
+            progress(min(first + chunk, epochs), epochs)
+    params = carry[0]
     return {
         "train_top1": float(_accuracy(params, x_train, y_train)),
         "test_top1": float(_accuracy(params, x_test, y_test)),

@@ -132,8 +132,12 @@ class Predictor:
         select: str | Selector = "features",
         *,
         indices: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
-        """``select`` of every image of ``source`` (or of ``indices``): float32 [N, ...]."""
+        """``select`` of every image of ``source`` (or of ``indices``): float32 [N, ...].
+
+        ``progress(done, n)`` is called at the start and as each batch's results reach the
+        host."""
         select = SELECTORS[select] if isinstance(select, str) else select
         idx = np.arange(len(source)) if indices is None else np.asarray(indices)
         n = len(idx)
@@ -143,6 +147,8 @@ class Predictor:
         bs = -(-min(self.batch_size, n) // devices) * devices
         fn = self._fn(select)
         outputs, pending = [], None
+        if progress is not None:
+            progress(0, n)
         for start in range(0, n, bs):
             rows = idx[start : start + bs]
             valid = len(rows)
@@ -150,8 +156,12 @@ class Predictor:
             result = fn(variables, self._images(source, rows))
             if pending is not None:
                 outputs.append(np.asarray(pending[0], np.float32)[: pending[1]])
+                if progress is not None:
+                    progress(start, n)
             pending = (result, valid)
         outputs.append(np.asarray(pending[0], np.float32)[: pending[1]])
+        if progress is not None:
+            progress(n, n)
         return np.concatenate(outputs, axis=0)
 
     def sharded(
@@ -161,6 +171,7 @@ class Predictor:
         select: str | Selector = "features",
         *,
         indices: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> jax.Array:
         """``select`` of every image of ``source`` (or of ``indices``), left on the devices.
 
@@ -169,6 +180,7 @@ class Predictor:
         gives every device the next rows of its own block, so the blocks are put together
         on their devices with no communication and no host copy. N must be a multiple of
         the device count D (ValueError otherwise; callers fall back to ``__call__``).
+        ``progress(done, n)`` as in ``__call__``.
         """
         select = SELECTORS[select] if isinstance(select, str) else select
         idx = np.arange(len(source)) if indices is None else np.asarray(indices)
@@ -183,10 +195,20 @@ class Predictor:
         table = idx.reshape(devices, block)[:, pos].reshape(devices, batches, per_device)
         fn = self._fn(select, gather=False)
         parts: dict[jax.Device, list[jax.Array]] = {}
+        previous = None
+        if progress is not None:
+            progress(0, n)
         for b in range(batches):
             out = fn(variables, self._images(source, table[:, b].reshape(-1)))
             for shard in out.addressable_shards:
                 parts.setdefault(shard.device, []).append(shard.data)
+            if progress is not None and previous is not None:  # the batch before is done
+                jax.block_until_ready(previous)
+                progress(min(b * per_device, block) * devices, n)
+            previous = out
+        if progress is not None:
+            jax.block_until_ready(previous)
+            progress(n, n)
         shape = (n, *next(iter(parts.values()))[0].shape[1:])
         data = sharding.data_sharded(self.mesh)
         arrays = [  # in the order of the sharding's own device map

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from jssl import losses
+from jssl import losses, progress
 
 PyTree = Any
 # loss(params, batch_stats, views, method_state, step, key)
@@ -48,13 +48,15 @@ class HostContext:
     ``train`` is the training ImageSource; ``predict`` runs this run's model
     (eval mode) over a source; ``mesh`` is the device mesh; ``init_run`` is the
     restored ``config.init_from`` run (``RestoredRun``: config, model, state,
-    predict) or None.
+    predict) or None; ``phase(name)`` shows a long host phase (mining, relabelling):
+    ``with ctx.phase("SeLa: relabelling") as report: ... report(done, total)``.
     """
 
     train: Any  # jssl.data.ImageSource
     predict: Any  # jssl.evaluation.Predictor
     mesh: Any  # jax.sharding.Mesh
     init_run: Any = None
+    phase: progress.Phase = progress.silent
 
 
 class HostObject:

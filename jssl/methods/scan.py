@@ -91,7 +91,9 @@ def _topk_chunk(bank: jax.Array, start: jax.Array, n: jax.Array, *, k: int, chun
     )(queries, bank)
 
 
-def mine_neighbors(features, *, k: int, mesh=None, chunk_size: int = 512) -> np.ndarray:
+def mine_neighbors(
+    features, *, k: int, mesh=None, chunk_size: int = 512, progress=None
+) -> np.ndarray:
     """The k nearest neighbours of every row by cosine similarity, itself excluded.
 
     The bank of features stays split over the mesh's devices, N / D rows each
@@ -106,6 +108,7 @@ def mine_neighbors(features, *, k: int, mesh=None, chunk_size: int = 512) -> np.
       k: neighbours per example, < N.
       mesh: device mesh (default: the first device alone).
       chunk_size: query rows ranked at a time.
+      progress: called as (rows ranked, N) after each chunk.
 
     Returns:
       [N, k] int32 numpy indices, most similar first, on every process.
@@ -125,6 +128,8 @@ def mine_neighbors(features, *, k: int, mesh=None, chunk_size: int = 512) -> np.
         idx = _topk_chunk(bank, jnp.int32(start), jnp.int32(n), k=k, chunk=chunk, mesh=mesh)
         first = start - min(start, rows - chunk)
         out.append(np.asarray(idx)[first : first + min(chunk, n - start)])
+        if progress is not None:
+            progress(min(start + chunk, n), n)
     return np.concatenate(out)
 
 
@@ -153,11 +158,13 @@ MINING_SELECTORS = {
 }
 
 
-def mining_features(init_run, source, mine_on: str):
+def mining_features(init_run, source, mine_on: str, progress=None):
     """[N, D] embedding of ``source`` by the restored pretext run ``init_run``: left on the
-    devices, split by rows, when N is a multiple of the device count, else numpy."""
+    devices, split by rows, when N is a multiple of the device count, else numpy.
+    ``progress(done, n)`` as the Predictor's."""
     devices = init_run.experiment.mesh.devices.size
-    x = init_run.predict(source, MINING_SELECTORS[mine_on], sharded=len(source) % devices == 0)
+    sharded = len(source) % devices == 0
+    x = init_run.predict(source, MINING_SELECTORS[mine_on], sharded=sharded, progress=progress)
     if x.ndim != 2:
         raise UserError(
             f"The pretext model's output has shape {x.shape[1:]} per image, not [D]; "
@@ -188,10 +195,16 @@ def load_or_mine(config, run, ctx) -> np.ndarray:
     # Process 0's answer for all: mining is a collective that every process must join.
     if distributed.agree(cached is not None):
         return cached[0]
-    features = mining_features(init_run, ctx.train, s.mine_on)
-    neighbors = mine_neighbors(
-        features, k=s.num_neighbors, mesh=ctx.mesh, chunk_size=config.eval.batch_size
-    )
+    with ctx.phase("SCAN: embedding the training images with the pretext run") as report:
+        features = mining_features(init_run, ctx.train, s.mine_on, progress=report)
+    with ctx.phase(f"SCAN: mining {s.num_neighbors} nearest neighbours of each image") as report:
+        neighbors = mine_neighbors(
+            features,
+            k=s.num_neighbors,
+            mesh=ctx.mesh,
+            chunk_size=config.eval.batch_size,
+            progress=report,
+        )
     if path and distributed.is_primary():
         os.makedirs(run.workdir, exist_ok=True)
         tmp = path + ".tmp.npz"

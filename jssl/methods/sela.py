@@ -155,7 +155,7 @@ class SelaLabelling(HostObject):
         self.due = frozenset(
             label_update_steps(run.total_steps, s.num_label_updates, s.label_schedule_power)
         )
-        self.train, self.predict = ctx.train, ctx.predict
+        self.train, self.predict, self.phase = ctx.train, ctx.predict, ctx.phase
         weights = np.asarray(s.class_weights, np.float32) if s.class_weights else None
 
         def relabel(logits):  # [H, N, K] -> [H, N] or [H, N, K]
@@ -187,21 +187,25 @@ class SelaLabelling(HostObject):
             out_shardings=examples(1) if self.split else rep,
         )
 
-    def relabel(self, state):
+    def relabel(self, state, step: int | None = None):
         """SeLa's labelling step: Sinkhorn on log p of the whole training set, per head.
         With the examples split over the devices, the logits stay where the Predictor
         computed them and the labels are made there."""
         variables = evaluation.model_variables(state.params, state.batch_stats)
         predict = self.predict.sharded if self.split else self.predict
-        logits = predict(variables, self.train, evaluation.evaluators.head_logits)  # [N, H, K]
-        labels = self._relabel(logits)
+        after = "" if step is None else f" after step {step}"
+        with self.phase(f"SeLa: relabelling the training images{after}") as report:
+            logits = predict(  # [N, H, K]
+                variables, self.train, evaluation.evaluators.head_logits, progress=report
+            )
+            labels = jax.block_until_ready(self._relabel(logits))
         ms = state.method_state
         return state.replace(
             method_state={**ms, "labels": labels, "label_updates": ms["label_updates"] + 1}
         )
 
     def update(self, state, step: int):
-        return self.relabel(state) if step in self.due else state
+        return self.relabel(state, step) if step in self.due else state
 
 
 def method_state_specs(config: ml_collections.ConfigDict, run, mesh) -> dict:
