@@ -110,9 +110,13 @@ def curves_figure(
     *,
     cols: int = 3,
     panel_size: tuple[float, float] = (4.0, 2.8),
+    colors: dict[str, str] | None = None,
+    legend: bool = False,
 ) -> Figure:
     """One axes per panel ``(title, [(legend label, steps [n], values [n]), ...])``; several
-    series in a panel are overlaid (runs compared), each with its own colour."""
+    series in a panel are overlaid (runs compared), each with its own colour: ``colors``
+    (label -> colour) keeps a label's colour the same in every panel. Panels with several
+    series have a legend, and with ``legend`` every panel has one."""
     n = len(panels)
     cols = max(1, min(cols, n))
     rows = -(-n // cols)
@@ -121,12 +125,13 @@ def curves_figure(
     for ax, (title, series) in zip(axes, panels, strict=False):
         for label, x, y in series:
             marker = "o" if len(x) <= 20 else None
-            ax.plot(x, y, label=label, marker=marker, markersize=3, linewidth=1.5)
+            color = (colors or {}).get(label)
+            ax.plot(x, y, label=label, marker=marker, markersize=3, linewidth=1.5, color=color)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if len(series) > 1:
+        if legend or len(series) > 1:
             ax.legend(fontsize=7)
     for ax in axes[n:]:
         ax.axis("off")

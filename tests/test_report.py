@@ -180,16 +180,35 @@ def test_two_runs_side_by_side(train_py_runs, simclr_report, tmp_path):
     simclr, dino = simclr_report[0], train_py_runs["dino"].workdir
     folder, page = make([simclr, dino], tmp_path)
     ids = sections(page)
-    assert ids[:3] == ["run", "summary", "curves"]
-    assert "run0" in ids and "run1" in ids and "run0_retrieval" in ids and "run1_method" in ids
+    assert ids == ["run", "summary", "curves", *EVERY_RUN[3:], "method"]
     srcs = assert_images_decode(folder, page)
     assert {"run0_retrieval.png", "run1_retrieval.png", "run1_attention.png"} <= set(srcs)
+    # Both folders are named "run": the report names them by their parent folders too.
+    names = [os.sep.join(w.split(os.sep)[-2:]) for w in (simclr, dino)]
     header = re.search(r'id="summary">.*?<tr>(.*?)</tr>', page, re.S).group(1)
-    assert header.count("<th>run") == 2  # a column per run (both folders are named run)
-    # Overlaid curves: both runs in one legend of the loss panel.
-    log = [runlog.read_run(w) for w in (simclr, dino)]
-    loss = dict(report.curves.panels(log, "train"))["loss"]
-    assert len(loss) == 2
+    assert [header.count(f"<th>{n} (") for n in names] == [1, 1]  # a column per run
+    # Each kind of picture holds the runs side by side, in the runs' order.
+    for kind in EVERY_RUN[3:]:
+        body = page.split(f'<section id="{kind}">')[1].split("</section>")[0]
+        assert '<div class="runs" style="--runs: 2">' in body
+        assert body.index(f"<h3>{names[0]}</h3>") < body.index(f"<h3>{names[1]}</h3>")
+    method = page.split('<section id="method">')[1].split("</section>")[0]
+    assert "none for this run" in method and "run1_attention.png" in method
+    # Curves: a colour per run in every panel, a legend everywhere, and each method's loss
+    # on its own axes (SimCLR's and DINO's losses have nothing in common).
+    logs = runlog.read_runs([simclr, dino])
+    panels = dict(report.curves.panels(logs, "train"))
+    assert [s[0] for s in panels["loss (simclr)"]] == [names[0]]
+    assert [s[0] for s in panels["loss (dino)"]] == [names[1]]
+    assert "loss" not in panels and [s[0] for s in panels["learning_rate"]] == names
+    assert report.curves.colors(logs) == {names[0]: "C0", names[1]: "C1"}
+
+
+def test_runs_are_named_apart_by_as_many_parent_folders_as_it_takes():
+    names = runlog.unique_names(["/a/x/run", "/b/x/run", "/c/other"])
+    assert names == ["a/x/run", "b/x/run", "/c/other"]
+    assert runlog.unique_names(["/w/simclr", "/w/dino"]) == ["simclr", "dino"]
+    assert runlog.unique_names(["/w/run", "/w/run"]) == ["/w/run (1)", "/w/run (2)"]
 
 
 def test_a_folder_without_a_run_is_one_error_line(tmp_path):

@@ -127,6 +127,26 @@ def run_sections(workdir: str, out: str, prefix: str, map_method: str) -> list[S
     return [s for s in found if s is not None]
 
 
+def side_by_side(logs: list[runlog.RunLog], found: list[list[Section]]) -> list[Section]:
+    """A section per kind of picture with the runs in columns, in the runs' order (each
+    column headed by its run's name; "none" where a run has no such picture)."""
+    kinds: dict[str, str] = {}  # the id without its run prefix -> title, first seen first
+    by_run = []
+    for i, sections in enumerate(found):
+        own = {s.id.removeprefix(f"run{i}_"): s for s in sections}
+        kinds.update({k: s.title for k, s in own.items() if k not in kinds})
+        by_run.append(own)
+    out = []
+    for kind, title in kinds.items():
+        columns = []
+        for log, own in zip(logs, by_run, strict=True):
+            body = own[kind].body if kind in own else '<p class="note">none for this run</p>'
+            columns.append(f"<div><h3>{esc(log.name)}</h3>\n{body}</div>")
+        grid = f'<div class="runs" style="--runs: {len(logs)}">' + "\n".join(columns) + "</div>"
+        out.append(Section(kind, title, grid))
+    return out
+
+
 def build_report(workdirs: list[str], out: str | None = None, *, map_method: str = "pca") -> str:
     """Writes ``out``/index.html (default: the first workdir's report/) and its PNGs; returns
     the page's path. Each workdir is checked first (``validate_saved_run``)."""
@@ -142,19 +162,13 @@ def build_report(workdirs: list[str], out: str | None = None, *, map_method: str
         validation.validate_saved_run(w)
     out = os.path.abspath(out or os.path.join(workdirs[0], "report"))
     os.makedirs(out, exist_ok=True)
-    logs = [runlog.read_run(w) for w in workdirs]
+    logs = runlog.read_runs(workdirs)
     sections = [overview(logs), summary(logs), curves.curves(logs, out)]
     many = len(workdirs) > 1
-    for i, (w, log) in enumerate(zip(workdirs, logs, strict=True)):
-        prefix = f"run{i}_" if many else ""
-        found = run_sections(w, out, prefix, map_method)
-        if many:
-            sections.append(
-                Section(f"run{i}", f"Pictures of {log.name}", f'<p class="note">{esc(w)}</p>')
-            )
-            for s in found:
-                s.level = 3
-        sections += found
+    found = [
+        run_sections(w, out, f"run{i}_" if many else "", map_method) for i, w in enumerate(workdirs)
+    ]
+    sections += side_by_side(logs, found) if many else found[0]
     names = ", ".join(log.name for log in logs)
     methods = ", ".join(str(log.config.get("method")) for log in logs)
     title = f"jssl report: {names}" if many else f"jssl report: {methods} run {names}"

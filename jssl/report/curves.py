@@ -14,15 +14,37 @@ from jssl.report.runlog import RunLog, ordered_keys
 SKIP = ("finite",)  # a 0/1 flag averaged over the interval; the non-finite check reports it
 
 
+def _method(log: RunLog) -> str:
+    return str(log.config.get("method"))
+
+
 def panels(logs: list[RunLog], kind: str) -> list[tuple[str, list]]:
+    """(title, [(run name, steps, values), ...]) per logged key, runs overlaid; when the
+    runs are of several methods, each method's losses get panels of their own (one
+    method's loss is not on another's scale)."""
     keys = ordered_keys({k for log in logs for k in log.series.get(kind, {})} - set(SKIP))
+    several = len({_method(log) for log in logs}) > 1
     out = []
     for key in keys:
-        series = [
-            (log.name, *log.series[kind][key]) for log in logs if key in log.series.get(kind, {})
-        ]
-        out.append((key, series))
+        having = [log for log in logs if key in log.series.get(kind, {})]
+        groups = {"": having}
+        if several and "loss" in key:
+            groups = {
+                f" ({m})": [log for log in having if _method(log) == m]
+                for m in dict.fromkeys(_method(log) for log in having)
+            }
+        for suffix, group in groups.items():
+            out.append((key + suffix, [(log.name, *log.series[kind][key]) for log in group]))
     return out
+
+
+def colors(logs: list[RunLog]) -> dict[str, str]:
+    """Each run's colour, the same in every panel: matplotlib's cycle in the runs' order."""
+    return {log.name: f"C{i % 10}" for i, log in enumerate(logs)}
+
+
+def _figure(logs: list[RunLog], found: list) -> object:
+    return plotting.curves_figure(found, colors=colors(logs), legend=len(logs) > 1)
 
 
 def curves(logs: list[RunLog], out: str, prefix: str = "") -> Section:
@@ -31,13 +53,13 @@ def curves(logs: list[RunLog], out: str, prefix: str = "") -> Section:
     train = panels(logs, "train")
     if train:
         name = f"{prefix}curves_train.png"
-        plotting.save(plotting.curves_figure(train), os.path.join(out, name))
+        plotting.save(_figure(logs, train), os.path.join(out, name))
         what = ", ".join(title for title, _ in train)
         parts.append(image(name, "training curves", f"Means over each logging interval: {what}."))
     during = panels(logs, DURING)
     if during:
         name = f"{prefix}curves_eval_during.png"
-        plotting.save(plotting.curves_figure(during), os.path.join(out, name))
+        plotting.save(_figure(logs, during), os.path.join(out, name))
         caption = (
             "Evaluation during training (config.eval.every_steps): kNN on fixed subsets of "
             "config.eval.during_max_examples training and test images."

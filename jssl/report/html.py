@@ -21,6 +21,8 @@ pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
 p.note { color: #555; font-size: 0.9em; }
 nav a { margin-right: 1em; }
 .up { color: #1a7f37; } .down { color: #b3261e; }
+.runs { display: grid; grid-template-columns: repeat(var(--runs), minmax(0, 1fr)); gap: 1em; }
+.runs h3 { margin-top: 0.4em; font-size: 1em; }
 """
 
 

@@ -29,10 +29,10 @@ class RunLog:
     untrained: dict[str, float] | None
     labels: dict[str, str]  # metric -> summary-table label
     sessions: list[dict]
+    name: str = ""  # how the report names the run (default: the folder's name)
 
-    @property
-    def name(self) -> str:
-        return os.path.basename(os.path.normpath(self.workdir))
+    def __post_init__(self):
+        self.name = self.name or os.path.basename(os.path.normpath(self.workdir))
 
     @property
     def train_seconds(self) -> float:
@@ -112,3 +112,22 @@ def read_run(workdir: str) -> RunLog:
         labels=dict((_json(os.path.join(workdir, LABELS_FILE)) or {}).get("rows", [])),
         sessions=run_info.read(workdir),
     )
+
+
+def unique_names(workdirs: list[str]) -> list[str]:
+    """A name per run folder: its own name, with as many parent folders as it takes to
+    tell the runs apart (``a/run`` and ``b/run``)."""
+    parts = [os.path.normpath(w).split(os.sep) for w in workdirs]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = [os.sep.join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{n} ({i + 1})" for i, n in enumerate(names)]  # the same folder twice
+
+
+def read_runs(workdirs: list[str]) -> list[RunLog]:
+    """``read_run`` of each folder, named apart (``unique_names``)."""
+    return [
+        dataclasses.replace(read_run(w), name=n)
+        for w, n in zip(workdirs, unique_names(workdirs), strict=True)
+    ]
