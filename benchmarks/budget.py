@@ -527,6 +527,7 @@ def main(argv=None):
     config = budget_config(args.method, image_folder(args.data), args.batch_size)
     apply_overrides(config, args.set)
     config.eval.max_train_examples = args.max_eval_train
+    config.eval.cpu_max_train_examples = 0  # 0 above: every training image, on the CPU too
     run = run_torch if args.framework == "torch" else run_jssl
     with CpuSampler() as sampler:
         r = run(args, config, sampler)

@@ -129,6 +129,9 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.eval.untrained = True  # also evaluate the network at initialisation
     c.eval.at_deadline = True  # evaluate a run that max_train_seconds stopped
     c.eval.max_train_examples = 0  # > 0 caps the train features used by kNN/probe
+    # With max_train_examples 0, on the CPU backend: at most this many (about a minute or two
+    # of a ResNet-18's features on 2 cores); 0 fits on every training image there too.
+    c.eval.cpu_max_train_examples = 10_000
     c.eval.representation = "features"  # features (backbone h) | output (e.g. projection z)
     # > 0: every that many steps, a cheap kNN on at most during_max_examples training and
     # test examples (fixed subsets), logged as kind "eval_during"; the final evaluation is

@@ -321,19 +321,29 @@ class Experiment:
             num_workers=d.get("num_workers", 0),
         )
 
+    def eval_train_cap(self) -> int:
+        """How many training examples the evaluators fit on at most (0: all of them):
+        ``eval.max_train_examples``, else on the CPU backend ``eval.cpu_max_train_examples``."""
+        e = self.config.eval
+        if e.max_train_examples or self.mesh.devices.flat[0].platform != "cpu":
+            return e.max_train_examples
+        return e.get("cpu_max_train_examples", 0)
+
     def evaluate(self, state: TrainState, progress=None) -> dict[str, evaluation.Metric]:
         """The method's evaluators (and its host object's metrics) on the frozen network.
 
-        The evaluators fit on at most ``config.eval.max_train_examples`` training
-        examples (a fixed subset drawn from the seed) and score the test split.
-        ``progress(phase)`` is called as each phase starts (``EvalContext.progress``).
+        The evaluators fit on at most ``eval_train_cap()`` training examples (a fixed
+        subset drawn from the seed; their count is the result "eval_train_examples") and
+        score the test split. ``progress(phase)`` is called as each phase starts
+        (``EvalContext.progress``).
         """
         config = self.config
+        train = data.take_subset(self.train, self.eval_train_cap(), seed=config.seed)
         ctx = evaluation.EvalContext(
             config=config,
             predict=self.predict,
             state=state,
-            train=data.take_subset(self.train, config.eval.max_train_examples, seed=config.seed),
+            train=train,
             test=self.dataset.test,
             num_classes=self.dataset.num_classes,
             class_names=self.dataset.class_names,
@@ -343,6 +353,7 @@ class Experiment:
         )
         results = evaluation.run_evaluators(self.method.evaluators, ctx)
         results.update(self.host.metrics())
+        results["eval_train_examples"] = evaluation.Metric(len(train))
         return results
 
     def evaluate_during(self, state: TrainState) -> dict[str, float]:

@@ -88,6 +88,21 @@ def summary_table(
     return "\n".join([rule, header, rule, *rows, rule])
 
 
+def subset_note(fitted: int, total: int, config: ml_collections.ConfigDict) -> str:
+    """The line under the summary table when the evaluators fit on a subset (the protocol)."""
+    if config.eval.max_train_examples:
+        why, fix = "eval.max_train_examples", "--config.eval.max_train_examples=0"
+    else:
+        why, fix = (
+            "the CPU cap eval.cpu_max_train_examples",
+            "--config.eval.cpu_max_train_examples=0",
+        )
+    return (
+        f"(kNN and linear probe fitted on {fitted:,} of the {total:,} training images, "
+        f"drawn from the seed: {why}; {fix} fits on all of them)"
+    )
+
+
 def _values(results: dict[str, evaluation.Metric]) -> dict[str, float]:
     return {k: m.value for k, m in results.items()}
 
@@ -495,6 +510,9 @@ def _evaluate_and_report(
     writer.write(step, results, kind="eval")
     if distributed.is_primary():
         print(summary_table(metrics, untrained, step), flush=True)
+        fitted, total = int(results.get("eval_train_examples", len(exp.train))), len(exp.train)
+        if fitted < total:
+            print(subset_note(fitted, total, exp.config), flush=True)
     return results
 
 

@@ -153,6 +153,7 @@ BASE_FIELDS: dict[str, Check] = {
 
 # Checked wherever the config has them, as is every method's fields (``Method.fields``).
 OPTIONAL_FIELDS: dict[str, Check] = {
+    "eval.cpu_max_train_examples": integer(0),
     # how streamed data is read (optional: runs saved before these fields reopen)
     "data.stream": boolean,
     "data.num_threads": integer(1, 1024),

@@ -233,6 +233,29 @@ def test_evaluation_names_each_phase_as_it_starts():
     ]
 
 
+def test_on_the_cpu_the_evaluators_fit_on_a_capped_subset_and_say_so():
+    """eval.cpu_max_train_examples caps the evaluators' training images on the CPU backend
+    when eval.max_train_examples is 0; the count is in the results and the note names it."""
+    config = set_fields(simclr_config.get_config("digits,smoke"), **TINY)
+    config.eval.max_train_examples = 0
+    config.eval.cpu_max_train_examples = 40
+    exp = Experiment(config, dataset=_small_dataset(n_train=64, n_test=16))
+    state = exp.init_state()
+    assert exp.eval_train_cap() == 40  # the test devices are CPUs
+    assert exp.evaluate(state)["eval_train_examples"].value == 40
+    config.eval.max_train_examples = 24  # an explicit cap wins, on any backend
+    assert exp.evaluate(state)["eval_train_examples"].value == 24
+    assert "eval.max_train_examples; --config.eval.max_train_examples=0 fits" in (
+        trainer.subset_note(24, 64, config)
+    )
+    config.eval.max_train_examples = 0
+    note = trainer.subset_note(40, 64, config)
+    assert note.startswith("(kNN and linear probe fitted on 40 of the 64 training images")
+    assert "--config.eval.cpu_max_train_examples=0 fits on all of them" in note
+    config.eval.cpu_max_train_examples = 0  # the full protocol
+    assert exp.evaluate(state)["eval_train_examples"].value == 64
+
+
 def test_a_shown_phase_draws_its_count_and_clears_its_line(capsys):
     from jssl import progress
 
