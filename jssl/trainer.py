@@ -54,7 +54,7 @@ __all__ = [
 
 STAGE_PREFIX = "stage:"
 SLOW_RUN_HOURS = 12.0  # a CPU run projected longer than this gets a warning with the fix
-_WARM_STEPS, _TIMED_STEPS = 2, 4  # a run's step time: 4 finished steps after the first 2
+_WARM_STEPS, _TIMED_STEPS = 1, 2  # a run's step time: 2 finished steps after the first
 LABELS_FILE = "metric_labels.json"  # [metric, label] rows of the summary table, in order
 
 
@@ -315,6 +315,13 @@ def train_and_evaluate(
         ckpt.close()
 
 
+def past_deadline(now: float, deadline: float, queued: int, step_seconds: float) -> bool:
+    """Whether the ``queued`` unfinished steps (the one just dispatched included), at
+    ``step_seconds`` each, would end after ``deadline``: the run stops after the step just
+    dispatched, so it ends at most one step after the deadline however long the queue."""
+    return now + queued * step_seconds > deadline
+
+
 def slow_run_warning(seconds_per_step: float, steps_left: int, backend: str) -> str | None:
     """A sentence when a run on the CPU would take more than ``SLOW_RUN_HOURS``."""
     hours = seconds_per_step * steps_left / 3600
@@ -365,6 +372,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     unchecked: list[tuple[int, dict[str, jax.Array]]] = []
     pending: collections.deque = collections.deque()  # metrics of unfinished steps
     timed: list[float] = []  # when each of the first finished steps finished
+    finished_at, step_seconds = None, 0.0  # the last finished step's end, the last interval
     skipped = int(jax.device_get(state.nonfinite_steps))
     reason, stop = None, False
     vote = jax.process_count() > 1
@@ -378,7 +386,8 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 bar.write(f"compiled the train step in {time.perf_counter() - dispatched:.1f} s")
             state = host.update(state, step + 1)
             history.append(metrics)
-            local = signals.reason or ("max_train_seconds" if time.monotonic() > deadline else None)
+            late = past_deadline(time.monotonic(), deadline, len(pending) + 1, step_seconds)
+            local = signals.reason or ("max_train_seconds" if late else None)
             ballot = None
             if vote:
                 ballot = distributed.max_over_processes(exp.mesh, _Stop.CODES.index(local))
@@ -390,8 +399,11 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 jax.block_until_ready(finished)
                 agreed = max(agreed, int(votes)) if votes is not None else agreed
                 bar.update(1)
+                now = time.perf_counter()
+                step_seconds = now - finished_at if finished_at is not None else 0.0
+                finished_at = now
                 if len(timed) < _WARM_STEPS + _TIMED_STEPS:
-                    timed.append(time.perf_counter())
+                    timed.append(now)
                     if len(timed) == _WARM_STEPS + _TIMED_STEPS and primary:
                         seconds = (timed[-1] - timed[_WARM_STEPS - 1]) / _TIMED_STEPS
                         left = exp.total_steps - start - len(timed)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 
 import chex
@@ -253,6 +254,15 @@ def test_a_run_that_ends_inside_its_warmup_is_named():
     assert "--config.optim.warmup_epochs" in warning
 
 
+def test_the_deadline_counts_the_queued_steps():
+    # 63 s steps (ResNet-18 on 2 cores), 2 queued at t = 196 s: they end at 322 s, past a
+    # 251 s deadline, so the run stops after them instead of dispatching more.
+    assert trainer.past_deadline(196.0, 251.0, 2, 63.0)
+    assert not trainer.past_deadline(100.0, 251.0, 2, 63.0)  # they end at 226 s
+    assert trainer.past_deadline(252.0, 251.0, 2, 0.0)  # no step time measured yet
+    assert not trainer.past_deadline(1e9, math.inf, 2, 63.0)  # no deadline
+
+
 def test_a_cpu_run_that_would_take_days_is_named_with_the_cpu_variant(
     monkeypatch, capsys, tmp_path
 ):
@@ -262,13 +272,13 @@ def test_a_cpu_run_that_would_take_days_is_named_with_the_cpu_variant(
     assert "13 hours" in trainer.slow_run_warning(1.0, 13 * 3600, "cpu")
     assert trainer.slow_run_warning(1.0, 11 * 3600, "cpu") is None  # under 12 hours
     assert trainer.slow_run_warning(31.2, 97_000, "gpu") is None
-    # In a run: measured on finished steps 3-6, said once, on the progress bar's stream.
+    # In a run: measured on finished steps 2-3, said once, on the progress bar's stream.
     monkeypatch.setattr(trainer, "SLOW_RUN_HOURS", 0.0)
     config = tiny_config("simclr", num_steps=9, checkpoint_every=100, log_every=100)
     trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
     out = capsys.readouterr().out
     assert out.count("warning: a step takes ") == 1
-    assert "so the 3 steps left would take 0 hours" in out, out
+    assert "so the 6 steps left would take 0 hours" in out, out
 
 
 @pytest.mark.parametrize(
