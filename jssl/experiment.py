@@ -40,9 +40,12 @@ DATA_FIELDS = (
 )
 
 
-def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
+def load_data(
+    config: ml_collections.ConfigDict, phase: progress.Phase = progress.silent
+) -> data.Dataset:
     """The run's dataset; with ``config.data.val_fraction`` its training set is carved
-    (``jssl.data.carve_validation``) and ``config.eval.split`` says which split is scored."""
+    (``jssl.data.carve_validation``) and ``config.eval.split`` says which split is scored.
+    ``phase`` shows long loading phases (``jssl.progress``)."""
     d = config.data
     dataset = data.load_dataset(
         d.name,
@@ -56,6 +59,7 @@ def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
         on_bad_image=d.on_bad_image,
         num_threads=d.get("num_threads", 8),
         stream=d.get("stream", False),
+        phase=phase,
     )
     return data.carve_validation(
         dataset,

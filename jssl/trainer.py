@@ -225,7 +225,7 @@ def open_run(
 
     The data is checked against the config (``validation.check_data``) as soon as it is loaded.
     """
-    dataset = load_data(config)
+    dataset = load_data(config, phase)
     validation.check_data(config, dataset)
     exp = Experiment(config, devices, dataset=dataset, workdir=workdir)
     mesh_devices = list(exp.mesh.devices.flat)

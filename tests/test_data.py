@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -184,14 +185,30 @@ def test_image_folder_cache_hit_and_invalidation(tmp_path, monkeypatch):
 
     monkeypatch.setattr(image_folder_lib, "decode_image", counting_decode)
     kwargs = dict(path=tmp_path / "imgs", cache_dir=tmp_path / "cache")
-    first = load_dataset("image_folder", **kwargs)
+    phases = []
+
+    @contextlib.contextmanager
+    def phase(name):  # records each phase's reports
+        phases.append((name, []))
+        yield lambda done, total: phases[-1][1].append((done, total))
+
+    first = load_dataset("image_folder", **kwargs, phase=phase)
     assert len(calls) > 0
+    # The first load shows each split's decoding up to its last image.
+    assert [name.split(" of ")[0] for name, _ in phases] == [
+        "decoding the train images",
+        "decoding the test images",
+    ]
+    assert [reports[-1] for _, reports in phases] == [
+        (len(first.train),) * 2,
+        (len(first.test),) * 2,
+    ]
     cache_files = list((tmp_path / "cache").iterdir())
     assert len(cache_files) == 1 and cache_files[0].suffix == ".npz"
 
     calls.clear()
-    second = load_dataset("image_folder", **kwargs)
-    assert calls == []  # served from the cache, nothing decoded
+    second = load_dataset("image_folder", **kwargs, phase=phase)
+    assert calls == [] and len(phases) == 2  # served from the cache, nothing decoded
     for a, b in [(first.train, second.train), (first.test, second.test)]:
         np.testing.assert_array_equal(a.images, b.images)
         np.testing.assert_array_equal(a.labels, b.labels)

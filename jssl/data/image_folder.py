@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageOps
 
+from jssl import progress
 from jssl.data.core import DataError, Dataset, Split, resize_array
 
 _CACHE_VERSION = 1
@@ -120,9 +121,14 @@ def _cache_key(key_lines: Sequence[str], size: tuple[int, int] | None, on_bad_im
 
 
 def _decode_all(
-    files: Sequence[str], size: tuple[int, int], on_bad_image: str, workers: int | None
+    files: Sequence[str],
+    size: tuple[int, int],
+    on_bad_image: str,
+    workers: int | None,
+    report: progress.Report = lambda done, total: None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decodes files in parallel into one array; returns (images, kept mask)."""
+    """Decodes files in parallel into one array; returns (images, kept mask).
+    ``report(done, total)`` as chunks of files are done."""
     out = np.empty((len(files), size[0], size[1], 3), np.uint8)
     kept = np.ones(len(files), bool)
     resized = np.zeros(len(files), bool)
@@ -141,8 +147,9 @@ def _decode_all(
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
     try:
-        for _ in pool.map(work, range(0, len(files), _CHUNK)):
-            pass
+        starts = range(0, len(files), _CHUNK)
+        for start, _ in zip(starts, pool.map(work, starts), strict=True):
+            report(min(start + _CHUNK, len(files)), len(files))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     if resized.any():
@@ -194,11 +201,13 @@ def load_image_folder(
     cache_dir: str | os.PathLike | None = None,
     on_bad_image: str = "fail",
     num_workers: int | None = None,
+    phase: progress.Phase = progress.silent,
 ) -> Dataset:
     """Loads ``path/train/<class>/*`` and ``path/test/<class>/*`` as uint8 RGB arrays.
 
     Labels index the sorted class folder names of ``train``; ``test`` must have the
     same class folders. See the module docstring for sizes, modes and caching.
+    ``phase`` shows the decoding of each split (``jssl.progress``).
     """
     if path is None:
         raise DataError(f"the image_folder source needs path=...; {_LAYOUT}")
@@ -230,7 +239,8 @@ def load_image_folder(
             ("train", train_files, train_labels),
             ("test", test_files, test_labels),
         ):
-            images, kept = _decode_all(files, size, on_bad_image, num_workers)
+            with phase(f"decoding the {split} images of {root}") as report:
+                images, kept = _decode_all(files, size, on_bad_image, num_workers, report)
             if not kept.all():
                 skipped.extend(f for f, k in zip(files, kept, strict=True) if not k)
                 if not kept.any():

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from jssl import progress
 from jssl.data.arrayrecord import load_arrayrecord
 from jssl.data.core import DataError, Dataset, Split, as_hw, resize_array
 from jssl.data.image_folder import load_image_folder
@@ -42,10 +43,10 @@ def load_digits(*, image_size: tuple[int, int] | None = None, seed: int = 0, **_
 
 
 def _image_folder(
-    *, path: Any, image_size: Any, cache_dir: Any, on_bad_image: str, **_: Any
+    *, path: Any, image_size: Any, cache_dir: Any, on_bad_image: str, phase: Any, **_: Any
 ) -> Dataset:
     return load_image_folder(
-        path, image_size=image_size, cache_dir=cache_dir, on_bad_image=on_bad_image
+        path, image_size=image_size, cache_dir=cache_dir, on_bad_image=on_bad_image, phase=phase
     )
 
 
@@ -107,6 +108,7 @@ def load_dataset(
     seed: int = 0,
     num_threads: int = 8,
     stream: bool = False,
+    phase: progress.Phase = progress.silent,
 ) -> Dataset:
     """Loads a labelled train/test dataset: into memory as uint8 arrays, or streamed.
 
@@ -126,6 +128,7 @@ def load_dataset(
       seed: digits train/test split seed (0 is the reference split).
       num_threads: decoding threads of a streamed source's ``get``.
       stream: source "tfds": stream the prepared files instead of loading them.
+      phase: shows long loading phases (an image folder's first decoding; jssl.progress).
 
     Raises:
       DataError: for any problem with the data or these options.
@@ -146,4 +149,5 @@ def load_dataset(
         seed=seed,
         num_threads=num_threads,
         stream=stream,
+        phase=phase,
     )
