@@ -372,7 +372,9 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     unchecked: list[tuple[int, dict[str, jax.Array]]] = []
     pending: collections.deque = collections.deque()  # metrics of unfinished steps
     timed: list[float] = []  # when each of the first finished steps finished
-    finished_at, step_seconds = None, 0.0  # the last finished step's end, the last interval
+    # When the last finished step ended (at first: when the compiled step was dispatched),
+    # and the interval before it: the step time the deadline counts queued steps with.
+    finished_at, step_seconds = 0.0, 0.0
     skipped = int(jax.device_get(state.nonfinite_steps))
     reason, stop = None, False
     vote = jax.process_count() > 1
@@ -382,8 +384,10 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
             first = step == start
             dispatched = time.perf_counter()
             state, metrics = exp.train_step(state, batch)
-            if first and primary and show_progress:  # the first call traces and compiles
-                bar.write(f"compiled the train step in {time.perf_counter() - dispatched:.1f} s")
+            if first:  # the first call traces and compiles; then the first step runs
+                finished_at = time.perf_counter()
+                if primary and show_progress:
+                    bar.write(f"compiled the train step in {finished_at - dispatched:.1f} s")
             state = host.update(state, step + 1)
             history.append(metrics)
             late = past_deadline(time.monotonic(), deadline, len(pending) + 1, step_seconds)
@@ -400,8 +404,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 agreed = max(agreed, int(votes)) if votes is not None else agreed
                 bar.update(1)
                 now = time.perf_counter()
-                step_seconds = now - finished_at if finished_at is not None else 0.0
-                finished_at = now
+                step_seconds, finished_at = now - finished_at, now
                 if len(timed) < _WARM_STEPS + _TIMED_STEPS:
                     timed.append(now)
                     if len(timed) == _WARM_STEPS + _TIMED_STEPS and primary:
@@ -409,7 +412,6 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                         left = exp.total_steps - start - len(timed)
                         slow = slow_run_warning(seconds, left, jax.default_backend())
                         if slow:
-                            logging.warning(slow)
                             bar.write(f"warning: {slow}")
             steps_in_interval += 1
             done = step + 1

@@ -113,7 +113,6 @@ BASE_FIELDS: dict[str, Check] = {
     "allow_config_change": boolean,
     "max_nonfinite_steps": integer(0),
     "max_train_seconds": NON_NEGATIVE,
-    "steps_in_flight": integer(0, 1000),
     "init_from.workdir": string,
     "init_from.params": names,
     "data.name": lambda v: None,  # checked in _check_data_source (the loader's message)
@@ -146,13 +145,15 @@ BASE_FIELDS: dict[str, Check] = {
     "eval.knn_temperature": POSITIVE,
     "eval.probe_epochs": integer(1, 10**5),
     "eval.untrained": boolean,
-    "eval.at_deadline": boolean,
     "eval.max_train_examples": integer(0),
     "eval.representation": _registry("representation", "eval.representation"),
 }
 
 # Checked wherever the config has them, as is every method's fields (``Method.fields``).
 OPTIONAL_FIELDS: dict[str, Check] = {
+    # loop and evaluation fields added after runs were saved (their defaults: what those did)
+    "steps_in_flight": integer(0, 1000),
+    "eval.at_deadline": boolean,
     "eval.cpu_max_train_examples": integer(0),
     # how streamed data is read (optional: runs saved before these fields reopen)
     "data.stream": boolean,

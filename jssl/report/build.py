@@ -25,29 +25,28 @@ def _wall_time(log: runlog.RunLog) -> str:
     return text
 
 
+def _facts(log: runlog.RunLog) -> dict[str, str]:
+    """A run's overview rows: name -> HTML."""
+    c, last = log.config, (log.sessions[-1] if log.sessions else {})
+    versions = ", ".join(f"{k} {v}" for k, v in last.get("versions", {}).items())
+    return {
+        "workdir": esc(log.workdir),
+        "method / model": esc(f"{c.get('method')} / {c.get('model', {}).get('name')}"),
+        "data": esc(json.dumps({k: v for k, v in c.get("data", {}).items() if v})),
+        "steps evaluated": number(log.eval_step),
+        "batch size": number(c.get("batch_size")),
+        "wall time": esc(_wall_time(log)),
+        "devices": esc(last.get("devices", "not recorded")),
+        "processes": number(last.get("process_count")),
+        "versions": esc(versions or "not recorded"),
+    }
+
+
 def overview(logs: list[runlog.RunLog]) -> Section:
-    """Per run: where, what, how long, on which devices and versions; its config."""
-    rows = []
-    for log in logs:
-        c = log.config
-        last = log.sessions[-1] if log.sessions else {}
-        versions = ", ".join(f"{k} {v}" for k, v in last.get("versions", {}).items())
-        rows += [
-            (log.name, "workdir", esc(log.workdir)),
-            (
-                log.name,
-                "method / model",
-                esc(f"{c.get('method')} / {c.get('model', {}).get('name')}"),
-            ),
-            (log.name, "data", esc(json.dumps({k: v for k, v in c.get("data", {}).items() if v}))),
-            (log.name, "steps evaluated", number(log.eval_step)),
-            (log.name, "batch size", number(c.get("batch_size"))),
-            (log.name, "wall time", esc(_wall_time(log))),
-            (log.name, "devices", esc(last.get("devices", "not recorded"))),
-            (log.name, "processes", number(last.get("process_count"))),
-            (log.name, "versions", esc(versions or "not recorded")),
-        ]
-    body = [table(["run", "", "value"], rows, numeric_from=2)]
+    """Per run, a column: where, what, how long, on which devices and versions; its config."""
+    facts = [_facts(log) for log in logs]
+    rows = [(key, *(f[key] for f in facts)) for key in facts[0]]
+    body = [table(["", *(log.name for log in logs)], rows)]
     for log in logs:
         text = esc(json.dumps(log.config, indent=2, sort_keys=True))
         body.append(
