@@ -18,6 +18,7 @@ from flax import struct
 
 from jssl import checkpoint, optim, validation
 from jssl.errors import UserError
+from tests.helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -683,3 +684,13 @@ def test_sela_soft_labels_that_cannot_fit_on_a_device():
     n = 8 * 160_146
     big = Dataset(Subset(tiny, np.zeros(n, np.int64)), tiny, 10, tuple("0123456789"), "b")
     assert "17.9 GiB per device (split over 8 devices;" in validation.data_problems(soft, big)[0]
+
+
+def test_a_config_saved_before_the_loop_and_evaluation_fields_still_validates():
+    """Runs saved before steps_in_flight, eval.at_deadline and eval.cpu_max_train_examples
+    existed still report and evaluate: those fields are checked where present."""
+    config = tiny_config("simclr")
+    del config.steps_in_flight, config.eval.at_deadline, config.eval.cpu_max_train_examples
+    assert validation.config_problems(config) == []
+    config = tiny_config("simclr", steps_in_flight=-1)
+    assert any("steps_in_flight" in p for p in validation.config_problems(config))
