@@ -117,8 +117,12 @@ def _forget_overrides() -> None:
         delattr(flags.FLAGS, name)
 
 
+_GIVEN = {"config": False}  # whether the command line named a config or an override
+
+
 def parse_args(argv) -> list[str]:
     """absl's flag parsing; bad flags and config files that raise become CommandLineError."""
+    _GIVEN["config"] = any(a.startswith(("--config", "-config")) for a in argv[1:])
     if not any(a.startswith(("--config=", "-config=")) for a in argv[1:]):
         argv = [argv[0], f"--config={_DEFAULT_CONFIG}", *argv[1:]]
     _forget_overrides()
@@ -206,6 +210,11 @@ def main(argv):
         )
         # Both check the whole config and the workdir first (jssl.validation), then the data.
         if _MODE.value == "eval":
+            if not _GIVEN["config"] and os.path.isfile(os.path.join(workdir, "config.json")):
+                from jssl.experiment import saved_config
+
+                config = saved_config(workdir)  # no --config given: the run's own
+                print("config: the run's config.json", flush=True)
             trainer.evaluate_checkpoint(config, workdir)
         elif trainer.train_and_evaluate(config, workdir)["stopped"] == "Ctrl-C":
             sys.exit(130)  # saved; the trainer printed where and how to resume

@@ -193,6 +193,16 @@ def test_train_py_smoke_and_eval_mode(train_py_runs, train_py):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.load(open(os.path.join(workdir, "eval_8.json")))
     assert set(result) >= {"knn_top1", "linear_top1", "cluster_acc", "nmi", "ari"}
+    # Without --config, --mode=eval evaluates the run under its own config.json (the
+    # default config, digits without the smoke settings, would be refused as another one).
+    os.remove(os.path.join(workdir, "eval_8.json"))
+    proc = train_py(f"--workdir={workdir}", "--mode=eval")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "config: the run's config.json" in proc.stdout
+    again = json.load(open(os.path.join(workdir, "eval_8.json")))
+    assert {k: v for k, v in again.items() if k != "eval_seconds"} == {
+        k: v for k, v in result.items() if k != "eval_seconds"
+    }
 
 
 def _image_folder(root, corrupt=False, empty_test=False):
