@@ -181,7 +181,8 @@ def scores(predict, state, train, test, config, dataset, evaluators) -> dict[str
         num_classes=dataset.num_classes,
         class_names=dataset.class_names,
     )
-    return {k: m.value for k, m in evaluation.run_evaluators(evaluators, ctx).items()}
+    found = {k: m.value for k, m in evaluation.run_evaluators(evaluators, ctx).items()}
+    return {**found, "eval_train_examples": len(train)}  # as Experiment.evaluate reports
 
 
 def subset_knn(predict, state, subsets, config, dataset) -> float:
@@ -331,7 +332,8 @@ class TorchPredictor:
     def __init__(self, torch, model, batch_size: int):
         self.torch, self.model, self.batch_size = torch, model, batch_size
 
-    def __call__(self, variables, source, select="features"):
+    def __call__(self, variables, source, select="features", *, progress=None):
+        """(``progress``, the Predictor's per-batch report, is not given here.)"""
         if select != "features":
             sys.exit(
                 "error: the PyTorch reference is scored on its backbone's features only "
