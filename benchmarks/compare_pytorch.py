@@ -221,6 +221,9 @@ def run_jssl(args, spec, images, views) -> dict:
     print(
         f"jssl   (a) step on fixed views: {bs / sec:7.1f} images/s ({sec:.3f} s/step)", flush=True
     )
+    if args.profile:
+        out["step_profile"] = xla_profile(one_step, args.steps, args.profile)
+        print_profile("jssl", out["step_profile"], sec)
     state, holder, batch, compiled = holder["state"], None, None, None
 
     if not args.quick:  # augmentation alone (jitted two_views on fixed uint8 images)
@@ -299,6 +302,9 @@ def run_torch(args, spec, images, views) -> dict:
     print(
         f"torch  (a) step on fixed views: {bs / sec:7.1f} images/s ({sec:.3f} s/step)", flush=True
     )
+    if args.profile:
+        out["step_profile"] = torch_profile(torch, lambda: train_step(x), args.steps)
+        print_profile("torch", out["step_profile"], sec)
 
     # (b) end to end: torchvision transforms on PIL images in a DataLoader with workers.
     two_views = ref.torch_two_views_dataset(torch, images, ref.torch_view_transform(SCALE))
@@ -342,6 +348,80 @@ def run_torch(args, spec, images, views) -> dict:
 
 
 # ----------------------------------------------------------------------------
+# Where a step's time goes, per op (--profile)
+
+PROFILE_ROWS = 15  # the ops kept per framework, by total time
+XLA_WRAPPERS = ("ThunkExecutor", "Execute", "PjRt", "ExecuteHelper")  # not ops
+
+
+def _kind(name: str) -> str:
+    """An XLA op's kind: its HLO instruction name without the ".N" suffix."""
+    head, _, tail = name.rpartition(".")
+    return head if head and tail.isdigit() else name
+
+
+def _rows(totals: dict[str, float], steps: int) -> list[dict]:
+    """{name: seconds over ``steps``} -> rows of ms per step and share, largest first."""
+    whole = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])
+    return [
+        {"op": k, "ms_per_step": 1e3 * v / steps, "share": v / whole}
+        for k, v in ranked[:PROFILE_ROWS]
+    ]
+
+
+def xla_profile(one_step, steps: int, folder: str) -> dict:
+    """``steps`` calls of ``one_step`` traced by jax.profiler (XLA:CPU reports each thunk
+    as an event with its HLO instruction name when --xla_cpu_enable_xprof_traceme=true, set
+    by main); the ops' CPU time summed over the worker threads, per op and per kind."""
+    import glob
+
+    with jax.profiler.trace(folder):
+        for i in range(steps):
+            one_step(i)
+    files = sorted(glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True))
+    data = jax.profiler.ProfileData.from_file(files[-1])
+    ops: dict[str, float] = {}
+    for plane in data.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_XLA"):  # XLA's worker threads only
+                continue
+            for event in line.events:
+                if not any(w in event.name for w in XLA_WRAPPERS):
+                    ops[event.name] = ops.get(event.name, 0.0) + event.duration_ns * 1e-9
+    kinds: dict[str, float] = {}
+    for name, seconds in ops.items():
+        kinds[_kind(name)] = kinds.get(_kind(name), 0.0) + seconds
+    return {
+        "cpu_ms_per_step": 1e3 * sum(ops.values()) / steps,
+        "by_kind": _rows(kinds, steps),
+        "by_op": _rows(ops, steps),
+    }
+
+
+def torch_profile(torch, one_step, steps: int) -> dict:
+    """``steps`` calls of ``one_step`` under torch.profiler: each aten op's own CPU time."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            one_step()
+    ops = {e.key: e.self_cpu_time_total * 1e-6 for e in prof.key_averages()}
+    return {
+        "cpu_ms_per_step": 1e3 * sum(ops.values()) / steps,
+        "by_kind": _rows(ops, steps),
+        "by_op": [],
+    }
+
+
+def print_profile(framework: str, profile: dict, step_seconds: float) -> None:
+    print(
+        f"{framework}: ops take {profile['cpu_ms_per_step']:.0f} ms of CPU time per step "
+        f"({step_seconds * 1e3:.0f} ms of wall time)"
+    )
+    for row in profile["by_kind"]:
+        print(f"  {row['ms_per_step']:9.1f} ms {100 * row['share']:5.1f}%  {row['op']}")
+
+
+# ----------------------------------------------------------------------------
 
 
 def main(argv=None):
@@ -374,7 +454,16 @@ def main(argv=None):
         "--quick", action="store_true", help="skip the matmul rates and augmentation-alone figures"
     )
     p.add_argument("--out", default="", help="JSON path (default under benchmarks/results/)")
+    p.add_argument(
+        "--profile",
+        default="",
+        help="folder for a jax.profiler trace: adds each framework's per-op time of step (a)",
+    )
     args = p.parse_args(argv)
+    if args.profile:  # read when the CPU backend starts, which no import above has done
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true"
+        ).strip()
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     if not frameworks or set(frameworks) - {"jssl", "torch"}:
         p.error(f"--frameworks must list jssl and/or torch, got {args.frameworks!r}")
