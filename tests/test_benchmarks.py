@@ -151,6 +151,47 @@ def test_compare_pytorch_jssl_half(tmp_path):
     assert "torch" not in result and json.loads(out.read_text())["batch_size"] == 8
 
 
+_PROFILE_A_CONV = """
+import json, sys
+import jax, jax.numpy as jnp
+from benchmarks import compare_pytorch
+
+def loss(x, w):
+    dn = ("NHWC", "HWIO", "NHWC")
+    return jnp.sum(jax.lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dn) ** 2)
+
+step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+x, w = jnp.ones((8, 16, 16, 8)), jnp.ones((3, 3, 8, 8))
+jax.block_until_ready(step(x, w))
+profile = compare_pytorch.xla_profile(lambda i: jax.block_until_ready(step(x, w)), 3, sys.argv[1])
+print(json.dumps(profile))
+"""
+
+
+def test_xla_profile_names_the_ops_of_a_step(tmp_path):
+    """--profile's per-op table: XLA:CPU's thunks by HLO name, their CPU time per step."""
+    import subprocess
+    import sys
+
+    flags = "--xla_cpu_enable_xprof_traceme=true --xla_force_host_platform_device_count=1"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROFILE_A_CONV, str(tmp_path / "trace")],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profile = json.loads(proc.stdout.strip().splitlines()[-1])
+    kinds = {row["op"] for row in profile["by_kind"]}
+    assert any("conv" in k or "ynn" in k for k in kinds), kinds  # the convolutions are named
+    assert profile["cpu_ms_per_step"] > 0
+    shares = [row["share"] for row in profile["by_kind"]]
+    assert shares == sorted(shares, reverse=True) and 0.99 <= sum(shares) <= 1.0 + 1e-9
+    assert all("Execute" not in row["op"] for row in profile["by_op"])  # ops, not wrappers
+
+
 def test_compare_pytorch_torch_half(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("torchvision")
