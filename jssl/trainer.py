@@ -54,7 +54,7 @@ __all__ = [
 
 STAGE_PREFIX = "stage:"
 SLOW_RUN_HOURS = 12.0  # a CPU run projected longer than this gets a warning with the fix
-_WARM_STEPS, _TIMED_STEPS = 1, 2  # a run's step time: 2 finished steps after the first
+SLOW_CHECK_STEP = 3  # the finished step after which a slow CPU run is named (1: compiles)
 LABELS_FILE = "metric_labels.json"  # [metric, label] rows of the summary table, in order
 
 
@@ -371,7 +371,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     # a checkpoint never follows an unchecked bad step.
     unchecked: list[tuple[int, dict[str, jax.Array]]] = []
     pending: collections.deque = collections.deque()  # metrics of unfinished steps
-    timed: list[float] = []  # when each of the first finished steps finished
+    finished_steps = 0  # of this session
     # When the last finished step ended (at first: when the compiled step was dispatched),
     # and the interval before it: the step time the deadline counts queued steps with.
     finished_at, step_seconds = 0.0, 0.0
@@ -405,14 +405,12 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 bar.update(1)
                 now = time.perf_counter()
                 step_seconds, finished_at = now - finished_at, now
-                if len(timed) < _WARM_STEPS + _TIMED_STEPS:
-                    timed.append(now)
-                    if len(timed) == _WARM_STEPS + _TIMED_STEPS and primary:
-                        seconds = (timed[-1] - timed[_WARM_STEPS - 1]) / _TIMED_STEPS
-                        left = exp.total_steps - start - len(timed)
-                        slow = slow_run_warning(seconds, left, jax.default_backend())
-                        if slow:
-                            bar.write(f"warning: {slow}")
+                finished_steps += 1
+                if finished_steps == SLOW_CHECK_STEP and primary:
+                    left = exp.total_steps - start - finished_steps
+                    slow = slow_run_warning(step_seconds, left, jax.default_backend())
+                    if slow:
+                        bar.write(f"warning: {slow}")
             steps_in_interval += 1
             done = step + 1
             unchecked.append((done, metrics))
