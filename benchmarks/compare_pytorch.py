@@ -113,7 +113,7 @@ def make_config(spec: dict, batch_size: int) -> ml_collections.ConfigDict:
     config.model.kwargs.update(
         width=spec["width"],
         stage_sizes=tuple(spec["stage_sizes"]),
-        conv_impl=spec.get("conv_impl", "xla"),
+        conv_impl=spec.get("conv_impl", "auto"),
     )
     config.simclr.proj_hidden_dims = (spec["proj_hidden"],)
     config.simclr.temperature = TEMPERATURE
@@ -435,9 +435,9 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=256, help="images (pairs of views) per step")
     p.add_argument(
         "--conv_impl",
-        default="xla",
+        default="auto",
         choices=CONV_IMPLS,
-        help="jssl: convolutions by XLA, im2col, or im2col for strided ones (jssl.models.conv)",
+        help="jssl's convolutions (jssl.models.conv; auto: the CPU's backward in batch chunks)",
     )
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
     p.add_argument("--steps", type=int, default=10, help="timed steps for (a)")
@@ -525,7 +525,7 @@ def main(argv=None):
     result["machine"]["loadavg_1_5_15_after"] = os.getloadavg()
     result["total_seconds"] = time.perf_counter() - started
     print(json.dumps(result, indent=2, default=str))
-    impl = "" if args.conv_impl == "xla" else f"_{args.conv_impl}"
+    impl = "" if args.conv_impl == "auto" else f"_{args.conv_impl}"
     tag = f"{args.arch}_w{spec['width']}_b{args.batch_size}{impl}_{result['date'][:10]}"
     write_result(result, f"compare_pytorch_{tag}.json", args.out)
     return result

@@ -1,15 +1,15 @@
-"""Every convolution of a CPU-sized ResNet, by XLA and as patches + matmul (im2col).
+"""Every convolution of a CPU-sized ResNet, under each of jssl's ways to compute it.
 
     python benchmarks/conv_impl.py                      # width 16, batch 512 views
     python benchmarks/conv_impl.py --width 32 --batch 256
 
 For each distinct convolution of a ResNet with a 3x3 CIFAR stem and one basic
 block per stage (the network of benchmarks/compare_pytorch.py), times forward +
-backward (gradients for input and kernel, jitted) with ``lax.conv_general_dilated``
-and with ``jssl.models.conv.im2col_conv``, and reports GFLOP/s of both, the
-faster one, and the time of one whole network pass under each ``conv_impl``
-choice (each convolution counted as often as the network uses it). Writes
-``benchmarks/results/conv_impl_w<W>_b<B>_<date>.json``.
+backward (gradients for input and kernel, jitted) under every
+``jssl.models.conv.CONV_IMPLS`` choice ("auto" is one of the others), and
+reports GFLOP/s of each, the fastest, and the time of one whole network pass
+under each choice (each convolution counted as often as the network uses it).
+Writes ``benchmarks/results/conv_impl_w<W>_b<B>_<date>.json``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from benchmarks.throughput import write_result  # noqa: E402
-from jssl.models.conv import CONV_IMPLS, conv_fn, im2col_conv  # noqa: E402
+from jssl.models.conv import CONV_IMPLS, conv_fn  # noqa: E402
 
 DN = ("NHWC", "HWIO", "NHWC")
+IMPLS = [impl for impl in CONV_IMPLS if impl != "auto"]
 
 
 def resnet_convs(width: int, size: int = 32, stages: int = 4) -> list[dict]:
@@ -85,31 +86,22 @@ def main(argv=None):
         w = jnp.asarray(rng.normal(size=(cv["kernel"],) * 2 + (cv["cin"], cv["cout"])), "float32")
         out_side = cv["side"] // cv["stride"]
         flops = 3 * 2 * args.batch * out_side**2 * cv["kernel"] ** 2 * cv["cin"] * cv["cout"]
-        t_xla = time_fwd_bwd(lax.conv_general_dilated, x, w, cv["stride"], args.repeats)
-        t_im2col = time_fwd_bwd(im2col_conv, x, w, cv["stride"], args.repeats)
-        row = {
-            **cv,
-            "xla_seconds": t_xla,
-            "im2col_seconds": t_im2col,
-            "xla_gflops": flops / t_xla / 1e9,
-            "im2col_gflops": flops / t_im2col / 1e9,
-        }
+        row = dict(cv)
+        for impl in IMPLS:
+            conv = conv_fn(impl, cv["stride"]) or lax.conv_general_dilated
+            seconds = time_fwd_bwd(conv, x, w, cv["stride"], args.repeats)
+            row[f"{impl}_seconds"] = seconds
+            row[f"{impl}_gflops"] = flops / seconds / 1e9
+        row["fastest"] = min(IMPLS, key=lambda impl: row[f"{impl}_seconds"])
         rows.append(row)
         name = (
             f"{cv['side']}x{cv['side']}x{cv['cin']} -> {cv['cout']}, {cv['kernel']}x{cv['kernel']}"
         )
-        print(
-            f"{name:28s} s{cv['stride']}  xla {row['xla_gflops']:6.1f} GFLOP/s"
-            f"  im2col {row['im2col_gflops']:6.1f}",
-            flush=True,
-        )
-    per_pass = {}
-    for impl in CONV_IMPLS:
-        per_pass[impl] = sum(
-            r["uses"] * (r["im2col_seconds"] if conv_fn(impl, r["stride"]) else r["xla_seconds"])
-            for r in rows
-        )
-        print(f"all convolutions, fwd + bwd, conv_impl={impl}: {per_pass[impl]:.3f} s", flush=True)
+        rates = "  ".join(f"{impl} {row[f'{impl}_gflops']:6.1f}" for impl in IMPLS)
+        print(f"{name:28s} s{cv['stride']}  GFLOP/s: {rates}", flush=True)
+    per_pass = {impl: sum(r["uses"] * r[f"{impl}_seconds"] for r in rows) for impl in IMPLS}
+    for impl, seconds in per_pass.items():
+        print(f"all convolutions, fwd + bwd, conv_impl={impl}: {seconds:.3f} s", flush=True)
     date = datetime.date.today().isoformat()
     result = {
         "command": "python benchmarks/conv_impl.py " + " ".join(argv or sys.argv[1:]),

@@ -111,7 +111,7 @@ def main(argv=None):
     p.add_argument(
         "--conv_impl",
         default="",
-        help="override config.model.kwargs.conv_impl (ResNets: xla | im2col | im2col_strided)",
+        help="override config.model.kwargs.conv_impl (ResNets: jssl.models.conv.CONV_IMPLS)",
     )
     p.add_argument(
         "--peak_tflops",

@@ -147,9 +147,9 @@ def base_config(method: str) -> ml_collections.ConfigDict:
 def resnet_kwargs(stem: str, stage_sizes: tuple[int, ...]) -> ml_collections.ConfigDict:
     """Every ResNet argument a command line may override, e.g. a CPU-sized network with
     ``--config.model.kwargs.width=16 --config.model.kwargs.stage_sizes="(1, 1, 1, 1)"
-    --config.model.kwargs.conv_impl=im2col_strided`` (flags can change fields, not add them)."""
+    --config.model.kwargs.conv_impl=xla`` (flags can change fields, not add them)."""
     return ml_collections.ConfigDict(
-        {"stem": stem, "width": 64, "stage_sizes": stage_sizes, "conv_impl": "xla"}
+        {"stem": stem, "width": 64, "stage_sizes": stage_sizes, "conv_impl": "auto"}
     )
 
 
@@ -274,9 +274,9 @@ CPU_PRESETS = ("cifar10", "cifar10_folder")
 
 def apply_cpu(c: ml_collections.ConfigDict, preset: str) -> None:
     """A CIFAR-10 run that a 2-core CPU finishes in about 20 minutes (the ``cpu`` modifier):
-    a narrow network (ResNet: width 16, one basic block per stage, strided convolutions as
-    im2col; ViT: ViT-Tiny's width at depth 6), 4 epochs with half an epoch of warm-up, and
-    an evaluation fitted on 10,000 training images. The method's own recipe stays."""
+    a narrow network (ResNet: width 16, one basic block per stage; ViT: ViT-Tiny's width at
+    depth 6), 4 epochs with half an epoch of warm-up, and an evaluation fitted on 10,000
+    training images. The method's own recipe stays."""
     if preset not in CPU_PRESETS:
         raise ValueError(
             f"The cpu modifier sizes the {' and '.join(CPU_PRESETS)} presets, not {preset!r} "
@@ -285,7 +285,7 @@ def apply_cpu(c: ml_collections.ConfigDict, preset: str) -> None:
     if c.model.name.startswith("vit"):
         c.model.kwargs.update(hidden=192, depth=6, num_heads=3, mlp_dim=768)
     else:
-        c.model.kwargs.update(width=16, stage_sizes=(1, 1, 1, 1), conv_impl="im2col_strided")
+        c.model.kwargs.update(width=16, stage_sizes=(1, 1, 1, 1))
     c.num_epochs = 4.0
     c.num_steps = 0
     c.optim.warmup_epochs = 0.5

@@ -76,8 +76,10 @@ def test_conv_impl_script(tmp_path):
     # stem; stage 1's two identical convs (counted twice); 3x3 s2, 3x3 s1, 1x1 s2 per later stage
     assert len(result["convs"]) == 1 + 1 + 3 * 3
     assert sorted(r["uses"] for r in result["convs"]) == [1] * 10 + [2]
-    assert all(r["xla_gflops"] > 0 and r["im2col_gflops"] > 0 for r in result["convs"])
-    assert set(result["seconds_per_pass"]) == {"xla", "im2col", "im2col_strided"}
+    impls = {"xla", "im2col", "im2col_strided", "chunked_grad"}
+    assert all(r[f"{impl}_gflops"] > 0 for r in result["convs"] for impl in impls)
+    assert all(r["fastest"] in impls for r in result["convs"])
+    assert set(result["seconds_per_pass"]) == impls
 
 
 def test_budget_overrides():

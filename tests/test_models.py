@@ -297,35 +297,107 @@ def test_sharded_batch_matches_single_device():
         (2, 1, ((0, 1), (1, 0))),
     ],
 )
-def test_im2col_conv_equals_lax_conv_values_and_gradients(kernel, stride, padding):
+@pytest.mark.parametrize("impl", ["im2col", "chunked_grad"])
+def test_conv_impls_equal_lax_conv_values_and_gradients(kernel, stride, padding, impl, monkeypatch):
     from jax import lax
 
-    from jssl.models.conv import im2col_conv
+    from jssl.models import conv as conv_module
 
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 1000)  # 4 chunks of one image each
+    conv = conv_module.conv_fn(impl, stride=2)
     rng = np.random.default_rng(kernel * 10 + stride)
-    x = jnp.asarray(rng.normal(size=(2, 9, 10, 3)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(4, 9, 10, 3)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
     dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
 
-    def loss(conv):
+    def loss(fn):
         def f(x, w):
-            y = conv(x, w, (stride, stride), padding, dimension_numbers=dn, precision="highest")
+            y = fn(x, w, (stride, stride), padding, dimension_numbers=dn, precision="highest")
             return jnp.sum(jnp.sin(y)), y
 
         return jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(x, w)
 
     (_, y_ref), g_ref = loss(lax.conv_general_dilated)
-    (_, y), g = loss(im2col_conv)
+    (_, y), g = loss(conv)
     assert y.shape == y_ref.shape
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
     for a, b in zip(g, g_ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
+def _preset_convs(monkeypatch) -> list[tuple]:
+    """(input shape, kernel shape, strides, padding) of every distinct convolution of the
+    ResNet presets (CIFAR and STL-10 ResNet-18, ImageNet ResNet-50, the cpu modifier's), at
+    batch 2, recorded by tracing each network's init."""
+    from jax import lax
+
+    from benchmarks.throughput import load_config
+    from jssl.models import conv as conv_module
+
+    seen = {}
+
+    def record(lhs, rhs, window_strides, padding, **kwargs):
+        pads = conv_module._explicit(padding, lhs.shape, rhs.shape, window_strides)
+        seen[(lhs.shape, rhs.shape, tuple(window_strides), pads)] = None
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+
+    monkeypatch.setattr(conv_module, "chunked_grad_conv", record)
+    for name in ("cifar10_folder", "cifar10_folder,cpu", "stl10", "imagenet"):
+        c = load_config(f"configs/simclr.py:{name}")
+        kwargs = dict(c.model.kwargs, conv_impl="chunked_grad")
+        model = create_model(c.model.name, **kwargs)
+        side = c.augment.crop_size
+        _abstract_init(model, (2, side, side, 3))
+    return list(seen)
+
+
+def test_chunked_grad_conv_equals_lax_conv_for_every_preset_convolution(monkeypatch):
+    """The CPU path and XLA's convolution agree to 1e-5 on the forward and both gradients,
+    for each convolution the presets use (kernel gradients summed over 2 batch chunks)."""
+    from jax import lax
+
+    from jssl.models import conv as conv_module
+
+    convs = _preset_convs(monkeypatch)
+    monkeypatch.undo()
+    assert len(convs) >= 20  # the stems, every stage's 3x3s and strided 1x1s
+    assert {(k[1][0], k[2][0]) for k in convs} >= {(7, 2), (3, 1), (3, 2), (1, 1), (1, 2)}
+    rng = np.random.default_rng(0)
+    inputs = [
+        (
+            jnp.asarray(rng.normal(size=x), jnp.float32),
+            jnp.asarray(rng.normal(size=w) / np.sqrt(np.prod(w[:3])), jnp.float32),
+        )
+        for x, w, _, _ in convs
+    ]
+
+    def outputs(fn, conv_inputs):
+        return [
+            fn(x, w, strides, pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            for (x, w), (_, _, strides, pad) in zip(conv_inputs, convs, strict=True)
+        ]
+
+    def run(fn):
+        def f(conv_inputs):
+            ys = outputs(fn, conv_inputs)
+            return sum(jnp.sum(jnp.sin(y)) for y in ys), ys
+
+        return jax.jit(jax.value_and_grad(f, has_aux=True))(inputs)
+
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 1)  # one image per chunk
+    (_, ys), grads = run(conv_module.chunked_grad_conv)
+    (_, ys_ref), grads_ref = run(lax.conv_general_dilated)
+    for got, ref in zip(
+        jax.tree.leaves((ys, grads)), jax.tree.leaves((ys_ref, grads_ref)), strict=True
+    ):
+        scale = float(jnp.max(jnp.abs(ref)))
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
+
+
 def test_im2col_conv_passes_unsupported_cases_to_lax():
     from jax import lax
 
-    from jssl.models.conv import conv_fn, im2col_conv
+    from jssl.models.conv import chunked_grad_conv, conv_fn, im2col_conv
 
     x = jnp.ones((1, 6, 6, 4))
     w = jnp.ones((3, 3, 2, 4))  # two groups
@@ -354,11 +426,16 @@ def test_im2col_conv_passes_unsupported_cases_to_lax():
     assert "conv_general_dilated" in ops(lambda x: im2col_conv(x, w_oihw, (1, 1), "SAME"), x_nchw)
     assert conv_fn("xla", 2) is None and conv_fn("im2col_strided", 1) is None
     assert conv_fn("im2col_strided", 2) is im2col_conv and conv_fn("im2col", 1) is im2col_conv
+    assert conv_fn("chunked_grad", 1) is chunked_grad_conv
+    np.testing.assert_array_equal(
+        chunked_grad_conv(x_nchw, w_oihw, (1, 1), "SAME"),
+        lax.conv_general_dilated(x_nchw, w_oihw, (1, 1), "SAME"),
+    )
     with pytest.raises(ValueError, match="conv_impl 'fft'.*im2col_strided"):
         conv_fn("fft", 1)
 
 
-@pytest.mark.parametrize("impl", ["im2col", "im2col_strided"])
+@pytest.mark.parametrize("impl", ["im2col", "im2col_strided", "chunked_grad"])
 def test_resnet_conv_impls_share_parameters_and_outputs(impl):
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 32, 32, 3)), jnp.float32)
     ref = create_model("resnet18", stem="cifar", width=8, stage_sizes=(1, 1))

@@ -1,83 +1,69 @@
-"""Convolution as patches + one matmul (im2col), a drop-in for ``lax.conv_general_dilated``.
+"""Ways to compute a model's convolutions, drop-ins for ``lax.conv_general_dilated``.
 
-On XLA's CPU backend, strided convolutions of narrow networks run 1.5-3x
-faster as the k*k shifted windows gathered into one [N, H', W', k*k*C] array
-times the reshaped kernel, while stride-1 convolutions are as fast or faster
-in XLA's own kernel (benchmarks/conv_impl.py, every convolution of the width-16
-CPU ResNet); the SimCLR step of that network ran 14-23% faster with
-``im2col_strided`` (docs/results.md, "jssl against a PyTorch reference"). Flax's
-``nn.Conv(conv_general_dilated=...)`` takes the function, so parameters, their
-names and checkpoints are unchanged. On accelerators keep XLA's convolutions
-(the default).
+Flax's ``nn.Conv(conv_general_dilated=...)`` takes the function, so parameters,
+their names and checkpoints are the same under every choice; on accelerators
+keep XLA's convolutions (the default). ``CONV_IMPLS`` names the choices a model
+accepts (``conv_impl=``):
 
-``CONV_IMPLS`` names the choices a model accepts (``conv_impl=``):
-
-- ``"xla"``: ``lax.conv_general_dilated`` (the default everywhere).
-- ``"im2col"``: every convolution as patches + matmul.
-- ``"im2col_strided"``: only convolutions with a stride > 1 (the choice that
-  measured fastest for that CPU step); the others stay XLA's.
+- ``"auto"`` (the default): ``"chunked_grad"`` when JAX's default backend is
+  the CPU, ``"xla"`` on accelerators.
+- ``"xla"``: ``lax.conv_general_dilated``.
+- ``"im2col"``: every convolution as patches + one matmul: the k*k shifted
+  windows gathered into one [N, H', W', k*k*C] array times the reshaped kernel.
+- ``"im2col_strided"``: only convolutions with a stride > 1 as im2col; the
+  others stay XLA's. On XLA:CPU strided convolutions of narrow networks run
+  1.5-3x faster as im2col, stride-1 ones as fast or faster in XLA's own kernel
+  (benchmarks/conv_impl.py).
+- ``"chunked_grad"``: XLA's convolution, its backward pass computed batch chunk
+  by batch chunk (about ``CHUNK_BYTES`` of input each). XLA:CPU computes a
+  kernel gradient as a convolution over the batch after transposing the
+  activations and output gradients to batch-last; over a whole batch those
+  transposes leave the cache and cost more than the convolutions themselves
+  (docs/results.md, "Where the step's time goes, per op"). Chunked, the CPU
+  step of the width-16 ResNet runs about 1.6x faster and ResNet-18's 2x.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("xla", "im2col", "im2col_strided")
+CONV_IMPLS = ("auto", "xla", "im2col", "im2col_strided", "chunked_grad")
+CHUNK_BYTES = 1 << 20
+NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def im2col_conv(
-    lhs,
-    rhs,
-    window_strides: Sequence[int],
-    padding,
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    precision=None,
-    preferred_element_type=None,
-):
-    """``lax.conv_general_dilated`` for 2-D NHWC x HWIO convolutions, as patches @ kernel.
-
-    Handles any kernel size, strides and explicit or "SAME"/"VALID" padding.
-    Cases it does not cover (dilation, grouped convolutions, other layouts or
-    ranks) are passed on to ``lax.conv_general_dilated`` unchanged, so it is
-    safe to use for every convolution of a model.
-    """
+def _plain(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, groups) -> bool:
+    """True for an undilated, ungrouped 2-D NHWC x HWIO convolution."""
     plain = (
         lhs.ndim == 4
         and rhs.ndim == 4
         and dimension_numbers is not None  # None means NCHW x OIHW in lax
-        and feature_group_count == 1
-        and batch_group_count == 1
+        and groups == (1, 1)
         and all(d == 1 for d in (lhs_dilation or (1, 1)))
         and all(d == 1 for d in (rhs_dilation or (1, 1)))
     )
-    if plain:  # the layouts as strings or as ConvDimensionNumbers
-        dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-        plain = dn == lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    if not plain:
-        return lax.conv_general_dilated(
-            lhs,
-            rhs,
-            window_strides,
-            padding,
-            lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation,
-            dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count,
-            batch_group_count=batch_group_count,
-            precision=precision,
-            preferred_element_type=preferred_element_type,
-        )
-    kh, kw, cin, cout = rhs.shape
-    sh, sw = window_strides
+    # The layouts may come as strings or as ConvDimensionNumbers.
+    return plain and lax.conv_dimension_numbers(
+        lhs.shape, rhs.shape, dimension_numbers
+    ) == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
+
+
+def _explicit(padding, lhs_shape, kernel_shape, strides) -> tuple:
+    """Padding as ((top, bottom), (left, right)) ints, hashable."""
     if isinstance(padding, str):
-        padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
+        padding = lax.padtype_to_pads(lhs_shape[1:3], kernel_shape[:2], strides, padding)
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def _patches_matmul(lhs, rhs, strides, padding, precision=None, preferred_element_type=None):
+    """A plain convolution as patches @ reshaped kernel."""
+    kh, kw, cin, cout = rhs.shape
+    sh, sw = strides
     (pt, pb), (pl, pr) = padding
     x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     ho = (x.shape[1] - kh) // sh + 1
@@ -98,10 +84,118 @@ def im2col_conv(
     )
 
 
+def _xla(lhs, rhs, strides, padding, precision=None, preferred_element_type=None):
+    return lax.conv_general_dilated(
+        lhs,
+        rhs,
+        strides,
+        padding,
+        dimension_numbers=NHWC,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _chunked_grad(lhs, rhs, strides, padding, precision, preferred_element_type):
+    return _xla(lhs, rhs, strides, padding, precision, preferred_element_type)
+
+
+def _chunked_grad_fwd(lhs, rhs, *options):
+    return _xla(lhs, rhs, *options), (lhs, rhs)
+
+
+def _chunked_grad_bwd(*args):
+    """Both gradients, batch chunk by batch chunk: the input gradients concatenated, the
+    kernel gradients summed."""
+    *options, (lhs, rhs), g = args
+    n = lhs.shape[0]
+    chunks = max(1, min(n, lhs.size * lhs.dtype.itemsize // CHUNK_BYTES))
+    while n % chunks:
+        chunks -= 1
+    d_lhs, d_rhs = [], None
+    for x, g_part in zip(jnp.split(lhs, chunks), jnp.split(g, chunks), strict=True):
+        _, vjp = jax.vjp(lambda x, w: _xla(x, w, *options), x, rhs)
+        dx, dw = vjp(g_part)
+        d_lhs.append(dx)
+        d_rhs = dw if d_rhs is None else d_rhs + dw
+    return jnp.concatenate(d_lhs) if chunks > 1 else d_lhs[0], d_rhs
+
+
+_chunked_grad.defvjp(_chunked_grad_fwd, _chunked_grad_bwd)
+
+
+def _dispatch(kernel):
+    """A ``lax.conv_general_dilated`` drop-in computing plain convolutions with ``kernel``."""
+
+    @functools.wraps(kernel)
+    def conv(
+        lhs,
+        rhs,
+        window_strides: Sequence[int],
+        padding,
+        lhs_dilation: Sequence[int] | None = None,
+        rhs_dilation: Sequence[int] | None = None,
+        dimension_numbers=None,
+        feature_group_count: int = 1,
+        batch_group_count: int = 1,
+        precision=None,
+        preferred_element_type=None,
+    ):
+        groups = (feature_group_count, batch_group_count)
+        if not _plain(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, groups):
+            return lax.conv_general_dilated(
+                lhs,
+                rhs,
+                window_strides,
+                padding,
+                lhs_dilation=lhs_dilation,
+                rhs_dilation=rhs_dilation,
+                dimension_numbers=dimension_numbers,
+                feature_group_count=feature_group_count,
+                batch_group_count=batch_group_count,
+                precision=precision,
+                preferred_element_type=preferred_element_type,
+            )
+        strides = tuple(int(s) for s in window_strides)
+        padding = _explicit(padding, lhs.shape, rhs.shape, strides)
+        return kernel(lhs, rhs, strides, padding, precision, preferred_element_type)
+
+    return conv
+
+
+@_dispatch
+def im2col_conv(lhs, rhs, strides, padding, precision=None, preferred_element_type=None):
+    """``lax.conv_general_dilated`` for 2-D NHWC x HWIO convolutions, as patches @ kernel.
+
+    Handles any kernel size, strides and explicit or "SAME"/"VALID" padding.
+    Cases it does not cover (dilation, grouped convolutions, other layouts or
+    ranks) are passed on to ``lax.conv_general_dilated`` unchanged, so it is
+    safe to use for every convolution of a model.
+    """
+    return _patches_matmul(lhs, rhs, strides, padding, precision, preferred_element_type)
+
+
+@_dispatch
+def chunked_grad_conv(lhs, rhs, strides, padding, precision=None, preferred_element_type=None):
+    """``lax.conv_general_dilated`` with the kernel gradient summed over batch chunks.
+
+    The forward and the input gradient are XLA's convolution (im2col when
+    strided); the kernel gradient is the sum of the kernel gradients of batch
+    chunks of about ``CHUNK_BYTES`` of input each. Cases other than 2-D NHWC x
+    HWIO go to XLA unchanged, as in ``im2col_conv``.
+    """
+    return _chunked_grad(lhs, rhs, strides, padding, precision, preferred_element_type)
+
+
 def conv_fn(impl: str, stride: int):
     """The ``conv_general_dilated`` for ``nn.Conv`` under ``impl`` (None: Flax's default)."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"Unknown conv_impl {impl!r}; valid: {', '.join(CONV_IMPLS)}.")
+    if impl == "auto":
+        impl = "chunked_grad" if jax.default_backend() == "cpu" else "xla"
+    if impl == "chunked_grad":
+        return chunked_grad_conv
     if impl == "im2col" or (impl == "im2col_strided" and stride > 1):
         return im2col_conv
     return None

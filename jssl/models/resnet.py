@@ -25,7 +25,7 @@ def _conv(
     stride: int,
     dtype: Dtype,
     name: str | None = None,
-    impl: str = "xla",
+    impl: str = "auto",
 ):
     pad = kernel // 2
     return nn.Conv(
@@ -49,7 +49,7 @@ class BasicBlock(nn.Module):
     stride: int = 1
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
 
     expansion = 1
 
@@ -73,7 +73,7 @@ class BottleneckBlock(nn.Module):
     stride: int = 1
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
 
     expansion = 4
 
@@ -107,9 +107,9 @@ class ResNet(nn.Module):
       zero_init_residual: zero-init the last BN scale of each block (Goyal et al. 2017).
       dtype: compute dtype; parameters are always float32.
       conv_impl: how convolutions are computed (``jssl.models.conv.CONV_IMPLS``):
-        "xla" (lax.conv_general_dilated), "im2col" (patches + matmul), or
-        "im2col_strided" (patches + matmul for strided convolutions only). The
-        parameters are the same for all three.
+        "auto" (the CPU's backward pass in batch chunks, XLA's on accelerators),
+        "xla", "im2col", "im2col_strided" or "chunked_grad". The parameters are
+        the same for all.
 
     Call: ``x [B, H, W, C]`` float, ``train`` -> ``(features [B, feature_dim] float32,
     {"feature_map": [B, h, w, feature_dim] float32})``.
@@ -121,7 +121,7 @@ class ResNet(nn.Module):
     stem: str = "cifar"
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
 
     @property
     def feature_dim(self) -> int:
