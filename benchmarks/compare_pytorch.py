@@ -525,8 +525,7 @@ def main(argv=None):
     result["machine"]["loadavg_1_5_15_after"] = os.getloadavg()
     result["total_seconds"] = time.perf_counter() - started
     print(json.dumps(result, indent=2, default=str))
-    impl = "" if args.conv_impl == "auto" else f"_{args.conv_impl}"
-    tag = f"{args.arch}_w{spec['width']}_b{args.batch_size}{impl}_{result['date'][:10]}"
+    tag = f"{args.arch}_w{spec['width']}_b{args.batch_size}_{args.conv_impl}_{result['date'][:10]}"
     write_result(result, f"compare_pytorch_{tag}.json", args.out)
     return result
 
