@@ -42,6 +42,8 @@ RESUMABLE_FIELDS = (
     "data.num_threads",
     "data.prefetch",
     "data.num_workers",
+    # how the convolutions are computed, not what: the same parameters, float32 rounding apart
+    "model.kwargs.conv_impl",
 )
 
 # Base fields added after runs were first saved, each with the value that does what a

@@ -168,6 +168,20 @@ def test_runs_saved_before_a_field_existed_resume_while_it_keeps_their_value():
     assert any(d.startswith("dino.ibot_out_dim:") for d in diffs)
 
 
+def test_a_run_saved_with_another_conv_impl_resumes():
+    """conv_impl changes how a ResNet's convolutions are computed, not its parameters: a run
+    saved under the earlier default ("xla") resumes under "auto"; another width does not."""
+    from benchmarks.throughput import load_config
+
+    config = load_config("configs/simclr.py:cifar10_folder,cpu")
+    saved = json.loads(config.to_json_best_effort())
+    assert config.model.kwargs.conv_impl == "auto"
+    saved["model"]["kwargs"]["conv_impl"] = "xla"
+    assert resume.config_differences(saved, config) == []
+    saved["model"]["kwargs"]["width"] = 32
+    assert resume.config_differences(saved, config) == ["model.kwargs.width: saved 32, now 16"]
+
+
 def test_train_py_smoke_and_eval_mode(train_py_runs, train_py):
     run = train_py_runs["simclr"]
     workdir = run.workdir
