@@ -14,8 +14,9 @@ accepts (``conv_impl=``):
   others stay XLA's. On XLA:CPU strided convolutions of narrow networks run
   1.5-3x faster as im2col, stride-1 ones as fast or faster in XLA's own kernel
   (benchmarks/conv_impl.py).
-- ``"chunked_grad"``: XLA's convolution, its backward pass computed batch chunk
-  by batch chunk (about ``CHUNK_BYTES`` of input each). XLA:CPU computes a
+- ``"chunked_grad"``: XLA's convolution (strided 1x1 ones as a slice and a
+  matmul), its backward pass computed batch chunk by batch chunk (about
+  ``CHUNK_BYTES`` of input each). XLA:CPU computes a
   kernel gradient as a convolution over the batch after transposing the
   activations and output gradients to batch-last; over a whole batch those
   transposes leave the cache and cost more than the convolutions themselves
@@ -84,9 +85,10 @@ def _patches_matmul(lhs, rhs, strides, padding, precision=None, preferred_elemen
     )
 
 
-def _xla(lhs, rhs, strides, padding, precision=None, preferred_element_type=None):
-    """``chunked_grad``'s convolution: XLA's, except a strided 1x1 one, which is a strided
-    slice and one matmul (2-3x faster on XLA:CPU, benchmarks/conv_impl.py)."""
+def _chunk_conv(lhs, rhs, strides, padding, precision=None, preferred_element_type=None):
+    """``chunked_grad``'s convolution of a whole batch or a chunk: XLA's, except a strided 1x1
+    one, which is a strided slice and one matmul (2-3x faster on XLA:CPU,
+    benchmarks/conv_impl.py)."""
     if rhs.shape[:2] == (1, 1) and max(strides) > 1:
         return _patches_matmul(lhs, rhs, strides, padding, precision, preferred_element_type)
     return lax.conv_general_dilated(
@@ -102,11 +104,11 @@ def _xla(lhs, rhs, strides, padding, precision=None, preferred_element_type=None
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _chunked_grad(lhs, rhs, strides, padding, precision, preferred_element_type):
-    return _xla(lhs, rhs, strides, padding, precision, preferred_element_type)
+    return _chunk_conv(lhs, rhs, strides, padding, precision, preferred_element_type)
 
 
 def _chunked_grad_fwd(lhs, rhs, *options):
-    return _xla(lhs, rhs, *options), (lhs, rhs)
+    return _chunk_conv(lhs, rhs, *options), (lhs, rhs)
 
 
 def _chunked_grad_bwd(*args):
@@ -119,7 +121,7 @@ def _chunked_grad_bwd(*args):
         chunks -= 1
     d_lhs, d_rhs = [], None
     for x, g_part in zip(jnp.split(lhs, chunks), jnp.split(g, chunks), strict=True):
-        _, vjp = jax.vjp(lambda x, w: _xla(x, w, *options), x, rhs)
+        _, vjp = jax.vjp(lambda x, w: _chunk_conv(x, w, *options), x, rhs)
         dx, dw = vjp(g_part)
         d_lhs.append(dx)
         d_rhs = dw if d_rhs is None else d_rhs + dw
@@ -182,12 +184,12 @@ def im2col_conv(lhs, rhs, strides, padding, precision=None, preferred_element_ty
 
 @_dispatch
 def chunked_grad_conv(lhs, rhs, strides, padding, precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated`` with the kernel gradient summed over batch chunks.
+    """``lax.conv_general_dilated`` with its backward pass computed batch chunk by chunk.
 
-    The forward and the input gradient are XLA's convolution (im2col when
-    strided); the kernel gradient is the sum of the kernel gradients of batch
-    chunks of about ``CHUNK_BYTES`` of input each. Cases other than 2-D NHWC x
-    HWIO go to XLA unchanged, as in ``im2col_conv``.
+    The forward is XLA's convolution (a strided 1x1 one: a strided slice and one
+    matmul). The backward takes the batch in chunks of about ``CHUNK_BYTES`` of
+    input: their input gradients concatenated, their kernel gradients summed.
+    Cases other than 2-D NHWC x HWIO go to XLA unchanged, as in ``im2col_conv``.
     """
     return _chunked_grad(lhs, rhs, strides, padding, precision, preferred_element_type)
 
