@@ -111,21 +111,24 @@ def _chunked_grad_fwd(lhs, rhs, *options):
     return _chunk_conv(lhs, rhs, *options), (lhs, rhs)
 
 
-def _chunked_grad_bwd(*args):
+def _chunked_grad_bwd(strides, padding, precision, preferred_element_type, residuals, g):
     """Both gradients, batch chunk by batch chunk: the input gradients concatenated, the
     kernel gradients summed."""
-    *options, (lhs, rhs), g = args
+    lhs, rhs = residuals
     n = lhs.shape[0]
     chunks = max(1, min(n, lhs.size * lhs.dtype.itemsize // CHUNK_BYTES))
     while n % chunks:
         chunks -= 1
-    d_lhs, d_rhs = [], None
-    for x, g_part in zip(jnp.split(lhs, chunks), jnp.split(g, chunks), strict=True):
-        _, vjp = jax.vjp(lambda x, w: _chunk_conv(x, w, *options), x, rhs)
-        dx, dw = vjp(g_part)
-        d_lhs.append(dx)
-        d_rhs = dw if d_rhs is None else d_rhs + dw
-    return jnp.concatenate(d_lhs) if chunks > 1 else d_lhs[0], d_rhs
+    conv = functools.partial(
+        _chunk_conv,
+        strides=strides,
+        padding=padding,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    parts = zip(jnp.split(lhs, chunks), jnp.split(g, chunks), strict=True)
+    dxs, dws = zip(*(jax.vjp(conv, x, rhs)[1](g_part) for x, g_part in parts), strict=True)
+    return jnp.concatenate(dxs), sum(dws[1:], dws[0])
 
 
 _chunked_grad.defvjp(_chunked_grad_fwd, _chunked_grad_bwd)
