@@ -23,10 +23,9 @@ from benchmarks import (
 from configs import rotation as rotation_config
 from configs import simclr as simclr_config
 from jssl import augment, data, pretext, trainer
+from tests.helpers import ROOT
 
-ARCHIVE = os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "datasets", "cifar10-jpeg.tar.gz"
-)
+ARCHIVE = os.path.join(ROOT, "..", "shared", "datasets", "cifar10-jpeg.tar.gz")
 
 
 def test_throughput_script(tmp_path):
@@ -180,7 +179,7 @@ def test_xla_profile_names_the_ops_of_a_step(tmp_path):
         [sys.executable, "-c", _PROFILE_A_CONV, str(tmp_path / "trace")],
         capture_output=True,
         text=True,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=ROOT,
         env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
         timeout=300,
     )

@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jssl import losses, sharding
-from tests.test_ssl_losses import np_sinkhorn
+from tests.losses.test_ssl_losses import np_sinkhorn
 
 
 def _sk_np(logits, temp, iters=3):

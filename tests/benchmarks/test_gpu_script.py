@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT
+
 WORKLOADS = ("simclr_resnet18_cifar", "simclr_resnet50_224", "dino_vits16_224")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -29,7 +29,7 @@ from tests.helpers import (
     set_fields,
     smoke_args,
 )
-from tests.test_ssl_losses import np_sinkhorn
+from tests.losses.test_ssl_losses import np_sinkhorn
 
 RUN = RunInfo(total_steps=10, steps_per_epoch=5, num_examples=80)
 # The smoke ViT (4 px patches on 16 px globals: 16 patches, 8 px locals) at a learning rate

@@ -25,8 +25,9 @@ from jssl.data import (
     load_dataset,
     steps_per_epoch,
 )
+from tests.helpers import ROOT
 
-SHARED_DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
+SHARED_DATASETS = Path(ROOT).resolve().parent / "shared" / "datasets"
 CIFAR_TAR = SHARED_DATASETS / "cifar10-jpeg.tar.gz"
 
 
