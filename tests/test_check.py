@@ -12,6 +12,7 @@ devices, fails the same comparison.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 import subprocess
@@ -89,6 +90,55 @@ def test_leaf_errors_by_hand():
     assert check.worst(errors) == ("mu/y", errors["mu/y"])
 
 
+def test_one_ulp_apart_moves_every_float32_value_by_one_unit_in_the_last_place():
+    tree = {"w": np.linspace(-3, 3, 1000, dtype=np.float32), "n": np.arange(3)}
+    moved = check.one_ulp_apart(tree)
+    steps = np.abs(moved["w"] - tree["w"]) / np.spacing(np.abs(tree["w"]))
+    np.testing.assert_array_equal(steps, 1.0)
+    assert 0.4 < np.mean(moved["w"] > tree["w"]) < 0.6  # up or down at random
+    np.testing.assert_array_equal(moved["n"], tree["n"])
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class _Params:
+    params: dict
+
+    def replace(self, **kw):
+        return dataclasses.replace(self, **kw)
+
+
+def _gradient(loss, state, views, key):
+    """A ``grads64_fn`` of ``check.sensitivity_of``, by hand in float64."""
+    w = np.asarray(state.params["w"], np.float64)
+    grad = {"square": 2 * w, "spread": 2 * (w - w.mean())}[loss]
+    return 0.0, {"w": grad}
+
+
+def test_sensitivity_by_hand_small_where_well_conditioned_large_where_sums_cancel():
+    # Values that are nearly alike: their spread cancels in (w - mean), as a network's
+    # nearly alike features do at initialisation.
+    w = np.float32(1.0) + np.arange(8, dtype=np.float32) * np.spacing(np.float32(1.0)) * 4
+    host = (_Params({"w": w}), np.zeros(2, np.float32), None)
+    # sum(w**2): 2w moves by one ulp; sum((w - mean)**2): 2(w - mean) moves by about
+    # one ulp of 1.0 on values of a few ulps of 1.0, a large part of itself.
+    for loss, low, high in (("square", 0.0, 2e-7), ("spread", 0.05, 2.0)):
+        grads64_fn = functools.partial(_gradient, loss)
+        _, want = grads64_fn(*host)
+        err = check.worst(check.sensitivity_of(grads64_fn, host, want))[1]
+        assert low < err <= high, (loss, err)
+
+
+def test_gradient_verdict_excuses_an_ill_conditioned_step_never_a_wrong_one():
+    g = {"max_relative_error": 2e-2, "worst_leaf": "a", "loss": 1.0, "loss_float64": 1.0}
+    ill = check._gradient_verdict({**g, "sensitivity": 5e-3, "sensitive_leaf": "b"})
+    assert ill.ok is None and "ill-conditioned" in ill.text and "5.0e-03 (b)" in ill.text
+    wrong = check._gradient_verdict({**g, "sensitivity": 1e-6, "sensitive_leaf": "b"})
+    assert wrong.ok is False and "a wrong step" in wrong.text
+    assert check._gradient_verdict({**g, "sensitivity": None}).ok is False
+    assert check._gradient_verdict({**g, "max_relative_error": 5e-5}).ok is True
+
+
 # ----------------------------------------------------------------------------- equivalence
 
 VIT = {"augment.crop_size": 8, "model.kwargs.patch_size": 2, "model.kwargs.image_size": 8}
@@ -155,6 +205,9 @@ def test_step_equals_float64_and_1_2_4_8_devices_agree(method, tmp_path, monkeyp
     wrong = _one_percent_off(one, monkeypatch)
     wrong = check.gradient_check(wrong, one.init_state(), batch, against=one)
     assert wrong["max_relative_error"] > check.LIMIT
+    # The step is well-conditioned: its conditioning does not excuse the 1% error.
+    assert wrong["sensitivity"] < check.PRECISE / check.CONDITION, wrong["sensitive_leaf"]
+    assert check._gradient_verdict(wrong).ok is False
     for n in (2, 4, 8):
         many, _ = open_run(config, str(tmp_path), devices=jax.devices()[:n])
         d = check.devices_check(one, many, host)
