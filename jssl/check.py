@@ -5,11 +5,10 @@
     python -m jssl.check --config=configs/simclr.py:digits --config.batch_size=128
 
 The command to run first on a new machine: 20 s for the digits presets on a 2-core CPU;
-SimCLR's ResNet-18 CIFAR preset (batch 512 views) took 9 min and 17 GB there, most of it
-the float64 reference (on a GPU it runs on the card; on a TPU, which has no float64, on the
-host's CPU). It
-builds the config's real train step on every local device and prints one line per
-verdict, then writes them all to ``--out`` (JSON):
+SimCLR's ResNet-18 CIFAR preset (batch 512) took 25 min and 21 GB there, most of it two
+float64 gradients (on a GPU they run on the card; on a TPU, which has no float64, on the
+host's CPU). It builds the config's real train step on every local device and prints one
+line per verdict, then writes them all to ``--out`` (JSON):
 
 - machine: backend, device kind and count, processes, library versions;
 - numerics: the step's gradient against the same program computed in float64

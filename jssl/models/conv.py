@@ -16,7 +16,7 @@ accepts (``conv_impl=``):
   (benchmarks/conv_impl.py).
 - ``"chunked_grad"``: XLA's convolution (strided 1x1 ones as a slice and a
   matmul), its backward pass computed batch chunk by batch chunk (about
-  ``CHUNK_BYTES`` of input each). XLA:CPU computes a
+  ``CHUNK_BYTES`` of input each, at most ``MAX_CHUNKS``). XLA:CPU computes a
   kernel gradient as a convolution over the batch after transposing the
   activations and output gradients to batch-last; over a whole batch those
   transposes leave the cache and cost more than the convolutions themselves
@@ -35,6 +35,10 @@ from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "im2col", "im2col_strided", "chunked_grad")
 CHUNK_BYTES = 1 << 20
+# At most this many chunks per convolution: the chunks are unrolled in the program, and
+# XLA's compile time grows faster than their number (SimCLR's ResNet-18 preset, 512
+# views: 240 s with 128 chunks in the first stage); larger batches get larger chunks.
+MAX_CHUNKS = 32
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -116,7 +120,7 @@ def _chunked_grad_bwd(strides, padding, precision, preferred_element_type, resid
     kernel gradients summed."""
     lhs, rhs = residuals
     n = lhs.shape[0]
-    chunks = max(1, min(n, lhs.size * lhs.dtype.itemsize // CHUNK_BYTES))
+    chunks = max(1, min(n, MAX_CHUNKS, lhs.size * lhs.dtype.itemsize // CHUNK_BYTES))
     while n % chunks:
         chunks -= 1
     conv = functools.partial(

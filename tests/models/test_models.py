@@ -394,6 +394,32 @@ def test_chunked_grad_conv_equals_lax_conv_for_every_preset_convolution(monkeypa
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
 
 
+@pytest.mark.parametrize("batch, chunks", [(8, 4), (6, 3), (3, 3)])
+def test_chunked_grad_takes_at_most_max_chunks_that_divide_the_batch(batch, chunks, monkeypatch):
+    from jax import lax
+
+    from jssl.models import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 1)  # one image per chunk, but for the cap
+    monkeypatch.setattr(conv_module, "MAX_CHUNKS", 4)
+    rng = np.random.default_rng(batch)
+    x = jnp.asarray(rng.normal(size=(batch, 6, 6, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+
+    def loss(fn):
+        nhwc = conv_module.NHWC
+        return lambda x, w: jnp.sum(jnp.sin(fn(x, w, (1, 1), "SAME", dimension_numbers=nhwc)))
+
+    grad = jax.grad(loss(conv_module.chunked_grad_conv), argnums=(0, 1))
+    jaxpr = str(jax.make_jaxpr(grad)(x, w))
+    # The forward, then per chunk the vjp's own forward (unused, dropped by XLA) and the
+    # two gradients.
+    assert jaxpr.count("conv_general_dilated[") == 1 + 3 * chunks
+    want = jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1))(x, w)
+    for a, b in zip(grad(x, w), want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_im2col_conv_passes_unsupported_cases_to_lax():
     from jax import lax
 
