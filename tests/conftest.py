@@ -8,8 +8,9 @@ compiled instead of compiling them again, which is most of a smoke run's time
 on a 2-core CPU. Every compiled program is cached (no minimum compile time).
 
 Background runs: a test module lists the train.py runs its tests read as
-``TRAIN_PY_RUNS = {name: args}`` (no --workdir), and its tests take the
-``train_py_runs`` fixture (``train_py_runs[name]`` waits for that run). XLA
+``TRAIN_PY_RUNS = {name: args}`` (no --workdir), and other commands as
+``BACKGROUND_COMMANDS = {name: argv}`` ("{folder}" in argv: a folder of its own), and
+its tests take the ``train_py_runs`` fixture (``train_py_runs[name]`` waits). XLA
 compiles on one core, so while this process compiles the unit tests' programs,
 the selected modules' runs go on in subprocesses from the start of the session,
 in the order their modules come, ``cpu_count - 1`` at a time
@@ -51,7 +52,7 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.helpers import TrainPy  # noqa: E402
+from tests.helpers import ROOT, TrainPy  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -62,11 +63,13 @@ def train_py():
 
 
 class BackgroundRun:
-    """One train.py run of a module's TRAIN_PY_RUNS, in ``folder``/run; output in files
-    (not pipes: nobody reads them until the run ends)."""
+    """One train.py run of a module's TRAIN_PY_RUNS, in ``folder``/run, or one command of its
+    BACKGROUND_COMMANDS (``command=True``: argv, "{folder}" in it replaced by ``folder``/run);
+    output in files (not pipes: nobody reads them until the run ends)."""
 
-    def __init__(self, module: str, name: str, args, folder):
+    def __init__(self, module: str, name: str, args, folder, command: bool = False):
         self.module, self.name, self.args, self.folder = module, name, tuple(args), folder
+        self.command = command
         self.workdir = str(folder / "run")
         self.proc = None
         self.started = self.ended = None
@@ -79,9 +82,15 @@ class BackgroundRun:
             open(self.folder / "stdout.txt", "w") as out,
             open(self.folder / "stderr.txt", "w") as err,
         ):
-            self.proc = train_py.start(
-                *self.args, f"--workdir={self.workdir}", stdout=out, stderr=err
-            )
+            if self.command:
+                argv = [a.replace("{folder}", self.workdir) for a in self.args]
+                self.proc = subprocess.Popen(
+                    argv, cwd=ROOT, env=train_py.env, stdout=out, stderr=err
+                )
+            else:
+                self.proc = train_py.start(
+                    *self.args, f"--workdir={self.workdir}", stdout=out, stderr=err
+                )
 
     def running(self) -> bool:
         if self.proc is None or self.ended is not None:
@@ -154,16 +163,18 @@ _BACKGROUND: list[BackgroundRuns] = []
 
 @pytest.fixture(scope="session", autouse=True)
 def _background_runs(request, tmp_path_factory, train_py):
-    """Queues TRAIN_PY_RUNS of every module with a selected test that takes train_py_runs."""
+    """Queues TRAIN_PY_RUNS and BACKGROUND_COMMANDS of every module with a selected test
+    that takes train_py_runs."""
     runs, seen = [], set()
     for item in request.session.items:
         module = getattr(item, "module", None)
         if module is None or module in seen or "train_py_runs" not in item.fixturenames:
             continue
         seen.add(module)
-        for name, args in getattr(module, "TRAIN_PY_RUNS", {}).items():
-            folder = tmp_path_factory.mktemp(f"{module.__name__.split('.')[-1]}-{name}")
-            runs.append(BackgroundRun(module.__name__, name, args, folder))
+        for command, table in ((False, "TRAIN_PY_RUNS"), (True, "BACKGROUND_COMMANDS")):
+            for name, args in getattr(module, table, {}).items():
+                folder = tmp_path_factory.mktemp(f"{module.__name__.split('.')[-1]}-{name}")
+                runs.append(BackgroundRun(module.__name__, name, args, folder, command))
     limit = int(os.environ.get("JSSL_TEST_BACKGROUND_RUNS", max(1, (os.cpu_count() or 2) - 1)))
     background = BackgroundRuns(runs, train_py, limit)
     _BACKGROUND.append(background)
@@ -174,8 +185,8 @@ def _background_runs(request, tmp_path_factory, train_py):
 
 @pytest.fixture(scope="module")
 def train_py_runs(request, _background_runs):
-    """``train_py_runs[name]``: the finished run ``name`` of this module's TRAIN_PY_RUNS, with
-    ``workdir``, ``returncode``, ``stdout`` and ``stderr``."""
+    """``train_py_runs[name]``: the finished run ``name`` of this module's TRAIN_PY_RUNS or
+    BACKGROUND_COMMANDS, with ``workdir``, ``returncode``, ``stdout`` and ``stderr``."""
 
     class Runs:
         def __getitem__(self, name):

@@ -9,40 +9,42 @@ run with its kNN on a tiny JPEG folder, and the JSON and markdown it writes.
 import importlib.util
 import json
 import math
-import os
-import subprocess
+import pathlib
 import sys
 
 import pytest
-
-from tests.helpers import ROOT
 
 WORKLOADS = ("simclr_resnet18_cifar", "simclr_resnet50_224", "dino_vits16_224")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
+# The dry run goes on in the background from the start of the session (conftest.py).
+BACKGROUND_COMMANDS = {
+    "dry_run": [
+        "env",
+        f"PYTHON={sys.executable}",
+        "bash",
+        "benchmarks/gpu.sh",
+        "{folder}",
+        "--dry-run",
+    ],
+}
+
+
 @pytest.fixture(scope="module")
-def dry_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu_dry_run")
-    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), str(out), "--dry-run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+def dry_run(train_py_runs):
+    run = train_py_runs["dry_run"]
+    out = pathlib.Path(run.workdir)
     result_path = out / "gpu_compare.json"
-    assert result_path.exists(), proc.stdout + proc.stderr
+    assert result_path.exists(), run.stdout + run.stderr
     with open(result_path) as f:
         result = json.load(f)
-    return proc, result, (out / "gpu_compare.md").read_text(), out
+    return run, result, (out / "gpu_compare.md").read_text(), out
 
 
 def test_dry_run_jssl_and_end_to_end(dry_run):
-    proc, result, markdown, out = dry_run
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run, result, markdown, out = dry_run
+    assert run.returncode == 0, run.stdout + run.stderr
     verdicts = json.loads((out / "check.json").read_text())  # python -m jssl.check first
     assert {v["name"] for v in verdicts} >= {"machine", "numerics", "speed", "input", "program"}
     assert not any(v["ok"] is False for v in verdicts), (out / "check.txt").read_text()
@@ -71,7 +73,7 @@ def test_dry_run_jssl_and_end_to_end(dry_run):
     "the PyTorch half as skipped); run this test in a venv with torch to cover it",
 )
 def test_dry_run_torch_reference(dry_run):
-    proc, result, markdown, _ = dry_run
+    _, result, markdown, _ = dry_run
     torch_part = result["parts"]["torch"]
     assert "error" not in torch_part and "skipped" not in torch_part, torch_part
     for row in result["workloads"]:
@@ -90,6 +92,6 @@ def test_dry_run_torch_reference(dry_run):
 def test_dry_run_without_torch_says_so(dry_run):
     if HAS_TORCH:
         pytest.skip("PyTorch is installed: test_dry_run_torch_reference covers the torch half")
-    proc, result, markdown, _ = dry_run
+    _, result, markdown, _ = dry_run
     assert "not installed" in result["parts"]["torch"]["skipped"]
     assert "not installed" in markdown
