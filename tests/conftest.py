@@ -9,7 +9,7 @@ on a 2-core CPU. Every compiled program is cached (no minimum compile time).
 
 Background runs: a test module lists the train.py runs its tests read as
 ``TRAIN_PY_RUNS = {name: args}`` (no --workdir), and other commands as
-``BACKGROUND_COMMANDS = {name: argv}`` ("{folder}" in argv: a folder of its own), and
+``BACKGROUND_COMMANDS = {name: argv}`` ("{folder}" in argv: an empty folder of its own), and
 its tests take the ``train_py_runs`` fixture (``train_py_runs[name]`` waits). XLA
 compiles on one core, so while this process compiles the unit tests' programs,
 the selected modules' runs go on in subprocesses from the start of the session,
@@ -83,6 +83,7 @@ class BackgroundRun:
             open(self.folder / "stderr.txt", "w") as err,
         ):
             if self.command:
+                os.makedirs(self.workdir)
                 argv = [a.replace("{folder}", self.workdir) for a in self.args]
                 self.proc = subprocess.Popen(
                     argv, cwd=ROOT, env=train_py.env, stdout=out, stderr=err

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import importlib
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -227,15 +228,15 @@ SMALL = [
 ]
 
 
-def test_check_command_prints_every_verdict_and_writes_json(tmp_path):
-    out = tmp_path / "check.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "jssl.check", *SMALL, f"--out={out}", "--steps=2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+# The command goes on in the background from the start of the session (conftest.py).
+BACKGROUND_COMMANDS = {
+    "check": [sys.executable, "-m", "jssl.check", *SMALL, "--out={folder}/check.json", "--steps=2"]
+}
+
+
+def test_check_command_prints_every_verdict_and_writes_json(train_py_runs):
+    run = train_py_runs["check"]
+    out = pathlib.Path(run.workdir) / "check.json"
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     lines = run.stdout.splitlines()
     names = [line.split(":")[0].split()[-1] for line in lines if ":" in line]

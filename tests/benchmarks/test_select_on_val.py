@@ -2,12 +2,20 @@
 then scored once on the test split (a tiny SCAN sweep of the neighbour count)."""
 
 import json
-import os
+import pathlib
+import sys
 
 from benchmarks import select_on_val
 from tests.helpers import tiny_flags
 
 FLAGS = [*tiny_flags(), "--config.eval.untrained=False"]
+SWEEP = ["--config=configs/scan.py:digits,smoke", "--values=2,3", "--seeds=0"]
+SWEEP += ["--pretext=configs/simclr.py:digits,smoke", "--test"]
+SWEEP += [f"--set={f}" for f in FLAGS] + [f"--pretext_set={f}" for f in FLAGS]
+# The sweep (five train.py runs) goes on in the background from the start of the session.
+BACKGROUND_COMMANDS = {
+    "sweep": [sys.executable, "benchmarks/select_on_val.py", "--root={folder}", *SWEEP]
+}
 
 
 def test_choice_and_table():
@@ -21,27 +29,27 @@ def test_choice_and_table():
     assert "| 20 (chosen) | 0.700 ± 0.141 | 0.800, 0.600 |" in text
 
 
-def test_tiny_scan_sweep_on_the_validation_split(tmp_path, capsys):
-    args = [f"--root={tmp_path}", "--config=configs/scan.py:digits,smoke"]
-    args += ["--values=2,3", "--seeds=0", "--pretext=configs/simclr.py:digits,smoke", "--test"]
-    args += [f"--set={f}" for f in FLAGS] + [f"--pretext_set={f}" for f in FLAGS]
-    out = select_on_val.main(args)
+def test_tiny_scan_sweep_on_the_validation_split(train_py_runs, capsys):
+    run = train_py_runs["sweep"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = pathlib.Path(run.workdir)
+    with open(root / "selection.json") as f:
+        out = json.load(f)
     assert set(out["validation"]) == {"2", "3"} and out["chosen"] in ("2", "3")
     for value in ("2", "3"):  # scored on the carved validation split
-        workdir = tmp_path / "val" / f"scan.num_neighbors={value}_seed0"
+        workdir = root / "val" / f"scan.num_neighbors={value}_seed0"
         with open(workdir / "config.json") as f:
             config = json.load(f)
         assert config["eval"]["split"] == "val" and config["data"]["val_fraction"] == 0.1
         assert config["scan"]["num_neighbors"] == int(value)
-        assert config["init_from"]["workdir"] == str(tmp_path / "val" / "pretext_seed0")
+        assert config["init_from"]["workdir"] == str(root / "val" / "pretext_seed0")
         score = out["validation"][value]["seeds"]["0"]
         assert 0.0 <= score <= 1.0
-    test_run = tmp_path / "test" / f"scan.num_neighbors={out['chosen']}_seed0"
+    test_run = root / "test" / f"scan.num_neighbors={out['chosen']}_seed0"
     with open(test_run / "config.json") as f:
         config = json.load(f)
     assert config["eval"]["split"] == "test" and config["data"]["val_fraction"] == 0.0
-    assert os.path.exists(tmp_path / "selection.json")
-    printed = capsys.readouterr().out
-    assert f"scan.num_neighbors={out['chosen']} (chosen on validation)" in printed
+    assert f"scan.num_neighbors={out['chosen']} (chosen on validation)" in run.stdout
     # A second call reads the finished runs instead of training again.
-    assert select_on_val.main(args) == out
+    assert select_on_val.main([f"--root={root}", *SWEEP]) == out
+    assert "scan.num_neighbors" in capsys.readouterr().out
