@@ -45,8 +45,16 @@ SELA = smoke_args(
     "--config.num_steps=4",
     "--config.sela.num_label_updates=2",
 )
+# BYOL and SwAV with their presets' optimisers (LARS, AdamW), MAE with SGD (see DINO's).
+STEPS = ("--config.num_steps=4", "--config.eval.probe_epochs=2")
+VIT = ("--config.augment.crop_size=8", "--config.model.kwargs.patch_size=2")
+MORE = {
+    "byol": smoke_args("byol", *tiny_flags(), *STEPS),
+    "swav": smoke_args("swav", *tiny_flags(), *STEPS),
+    "mae": smoke_args("mae", *VIT, "--config.model.kwargs.image_size=8", *SGD, *STEPS),
+}
 # The 1 process x 8 devices references, run in the background from the session's start.
-TRAIN_PY_RUNS = {"simclr": SIMCLR, "dino": DINO, "sela": SELA}
+TRAIN_PY_RUNS = {"simclr": SIMCLR, "dino": DINO, "sela": SELA, **MORE}
 
 
 def _free_port() -> int:
@@ -229,6 +237,20 @@ def test_two_processes_equal_one_process_dino(train_py, train_py_runs, tmp_path,
     assert int(a.state.step) == int(b.state.step) > 0
     session = run_info.read(str(work))[-1]
     assert session["process_count"] == 2 and session["devices"].startswith(f"{2 * devices} x ")
+    _assert_every_leaf_close(jax.device_get(a.state), jax.device_get(b.state))
+
+
+@pytest.mark.parametrize("method", list(MORE))
+def test_two_processes_equal_one_process(train_py, train_py_runs, tmp_path, method):
+    """BYOL (its EMA target), SwAV (its prototypes, renormalised after each step) and MAE
+    on 2 processes x 4 devices: every leaf of the state after 4 steps as the 1 x 8 run's."""
+    work = tmp_path / "two"
+    _finish(_start_processes(train_py, (*MORE[method], f"--workdir={work}")))
+    one = train_py_runs[method]
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = restore_run(str(work)), restore_run(str(one.workdir))
+    assert int(a.state.step) == int(b.state.step) == 4
+    assert run_info.read(str(work))[-1]["process_count"] == 2
     _assert_every_leaf_close(jax.device_get(a.state), jax.device_get(b.state))
 
 
