@@ -36,8 +36,9 @@ from jax import lax
 CONV_IMPLS = ("auto", "xla", "im2col", "im2col_strided", "chunked_grad")
 CHUNK_BYTES = 1 << 20
 # At most this many chunks per convolution: the chunks are unrolled in the program, and
-# XLA's compile time grows faster than their number (SimCLR's ResNet-18 preset, 512
-# views: 240 s with 128 chunks in the first stage); larger batches get larger chunks.
+# XLA's compile time grows faster than their number (SimCLR's ResNet-18 preset at batch
+# 512: 181 s with 128 chunks in the first stage, 32 s with 32); larger batches get
+# larger chunks.
 MAX_CHUNKS = 32
 NHWC = ("NHWC", "HWIO", "NHWC")
 
