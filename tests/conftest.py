@@ -13,7 +13,7 @@ Background runs: a test module lists the train.py runs its tests read as
 its tests take the ``train_py_runs`` fixture (``train_py_runs[name]`` waits). XLA
 compiles on one core, so while this process compiles the unit tests' programs,
 the selected modules' runs go on in subprocesses from the start of the session,
-in the order their modules come, ``cpu_count - 1`` at a time
+in the order their modules come (those modules run after the others), ``cpu_count - 1`` at a time
 ($JSSL_TEST_BACKGROUND_RUNS overrides; 0 starts each one when a test asks for it).
 The terminal summary lists when each ran and how long a test waited for it.
 """
@@ -194,6 +194,13 @@ def train_py_runs(request, _background_runs):
             return _background_runs.get(request.module.__name__, name)
 
     return Runs()
+
+
+def pytest_collection_modifyitems(items):
+    """The modules whose tests read background runs go last, in their order, so that their
+    runs (started at the session's start) finish while the other modules' tests compile."""
+    late = {item.module for item in items if "train_py_runs" in item.fixturenames}
+    items.sort(key=lambda item: getattr(item, "module", None) in late)
 
 
 def pytest_runtest_setup(item):
