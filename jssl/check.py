@@ -179,16 +179,14 @@ def _grads_fn(exp):
     )
 
 
-def gradient_check(
-    exp, state: TrainState, batch, *, against=None, sensitivity: bool | None = None
-) -> dict[str, Any]:
+def gradient_check(exp, state: TrainState, batch, *, against=None) -> dict[str, Any]:
     """The step's float32 gradient against the same program in float64 on the same views.
 
     ``against``: the Experiment whose program is computed in float64 (default ``exp``;
-    the tests pass a correct one to show that a wrong ``exp`` fails). ``sensitivity``:
-    also measure the gradient's conditioning (``sensitivity_of``); None: only where the
-    error is beyond ``PRECISE``. Returns loss, loss_float64, errors (per leaf),
-    worst_leaf, max_relative_error, and sensitivity, sensitive_leaf (None unmeasured).
+    the tests pass a correct one to show that a wrong ``exp`` fails). Where the error is
+    beyond ``PRECISE``, also the gradient's conditioning (``sensitivity_of``). Returns
+    loss, loss_float64, errors (per leaf), worst_leaf, max_relative_error, sensitivity
+    and sensitive_leaf (None where not measured).
     """
     views, key = _views(exp, state, batch)
     (loss, _), grads = jax.jit(_grads_fn(exp))(state, views, key)
@@ -206,7 +204,7 @@ def gradient_check(
         "sensitivity": None,
         "sensitive_leaf": None,
     }
-    if sensitivity or (sensitivity is None and err > PRECISE):
+    if err > PRECISE:
         moved, moved_err = worst(sensitivity_of(grads64_fn, host, grads64))
         result.update(sensitivity=moved_err, sensitive_leaf=moved)
     return result

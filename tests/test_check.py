@@ -100,7 +100,6 @@ def test_one_ulp_apart_moves_every_float32_value_by_one_unit_in_the_last_place()
     np.testing.assert_array_equal(moved["n"], tree["n"])
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class _Params:
     params: dict

@@ -225,32 +225,22 @@ def test_features_on_two_processes_equal_one_process(train_py, train_py_runs, tm
     np.testing.assert_allclose(b.features, a.features, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("devices", [2, 4])
-def test_two_processes_equal_one_process_dino(train_py, train_py_runs, tmp_path, devices):
-    """DINO on 2 processes x 2 and x 4 devices: every leaf of the state after its 4 steps
-    (teacher and centre included) as the 1 x 8 run's."""
+@pytest.mark.parametrize(
+    "method, devices", [("dino", 2), ("dino", 4), ("byol", 4), ("swav", 4), ("mae", 4)]
+)
+def test_two_processes_equal_one_process(train_py, train_py_runs, tmp_path, method, devices):
+    """DINO (teacher and centre) on 2 processes x 2 and x 4 devices, BYOL (its EMA target),
+    SwAV (its prototypes, renormalised after each step) and MAE on 2 x 4: every leaf of
+    the state after 4 steps as the 1 x 8 run's."""
     work = tmp_path / "two"
-    _finish(_start_processes(train_py, (*DINO, f"--workdir={work}"), devices=devices))
-    one = train_py_runs["dino"]
-    assert one.returncode == 0, one.stderr[-3000:]
-    a, b = restore_run(str(work)), restore_run(str(one.workdir))
-    assert int(a.state.step) == int(b.state.step) > 0
-    session = run_info.read(str(work))[-1]
-    assert session["process_count"] == 2 and session["devices"].startswith(f"{2 * devices} x ")
-    _assert_every_leaf_close(jax.device_get(a.state), jax.device_get(b.state))
-
-
-@pytest.mark.parametrize("method", list(MORE))
-def test_two_processes_equal_one_process(train_py, train_py_runs, tmp_path, method):
-    """BYOL (its EMA target), SwAV (its prototypes, renormalised after each step) and MAE
-    on 2 processes x 4 devices: every leaf of the state after 4 steps as the 1 x 8 run's."""
-    work = tmp_path / "two"
-    _finish(_start_processes(train_py, (*MORE[method], f"--workdir={work}")))
+    args = TRAIN_PY_RUNS[method]
+    _finish(_start_processes(train_py, (*args, f"--workdir={work}"), devices=devices))
     one = train_py_runs[method]
     assert one.returncode == 0, one.stderr[-3000:]
     a, b = restore_run(str(work)), restore_run(str(one.workdir))
     assert int(a.state.step) == int(b.state.step) == 4
-    assert run_info.read(str(work))[-1]["process_count"] == 2
+    session = run_info.read(str(work))[-1]
+    assert session["process_count"] == 2 and session["devices"].startswith(f"{2 * devices} x ")
     _assert_every_leaf_close(jax.device_get(a.state), jax.device_get(b.state))
 
 
