@@ -138,6 +138,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     # unchanged.
     c.eval.every_steps = 0
     c.eval.during_max_examples = 1000
+    # Evaluators run after the method's own, e.g. "('lidar', 'rankme')" (label-free scores).
+    c.eval.extra_evaluators = ()
+    # LiDAR: this many test images (each its own class), in this many random crops each.
+    c.eval.lidar_images = 1000
+    c.eval.lidar_views = 10
     # The split the evaluation scores: "test", or "val" (the split data.val_fraction carves
     # from the training set: choose hyperparameters there, never on the test split).
     c.eval.split = "test"

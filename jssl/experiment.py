@@ -333,6 +333,11 @@ class Experiment:
             return e.max_train_examples
         return e.get("cpu_max_train_examples", 0)
 
+    def evaluators(self) -> tuple[str, ...]:
+        """The method's evaluators, then the config's ``eval.extra_evaluators`` it lacks."""
+        extra = self.config.eval.get("extra_evaluators", ())
+        return self.method.evaluators + tuple(n for n in extra if n not in self.method.evaluators)
+
     def evaluate(self, state: TrainState, progress=None) -> dict[str, evaluation.Metric]:
         """The method's evaluators (and its host object's metrics) on the frozen network.
 
@@ -355,7 +360,7 @@ class Experiment:
             teacher=self.method.teacher,
             progress=progress or evaluation.evaluators.silent,
         )
-        results = evaluation.run_evaluators(self.method.evaluators, ctx)
+        results = evaluation.run_evaluators(self.evaluators(), ctx)
         results.update(self.host.metrics())
         results["eval_train_examples"] = evaluation.Metric(len(train))
         return results

@@ -83,7 +83,7 @@ class ConfigError(UserError):
 def _registries() -> dict[str, tuple[str, ...]]:
     """Registry names, imported on first use (the methods import JAX)."""
     from jssl.data import SOURCES
-    from jssl.evaluation.evaluators import REPRESENTATIONS
+    from jssl.evaluation.evaluators import EVALUATORS, REPRESENTATIONS
     from jssl.methods import METHODS
     from jssl.models import MODELS
 
@@ -92,11 +92,23 @@ def _registries() -> dict[str, tuple[str, ...]]:
         "model": tuple(sorted(MODELS)),
         "source": tuple(sorted(SOURCES)),
         "representation": tuple(REPRESENTATIONS),
+        "evaluator": tuple(sorted(EVALUATORS)),
     }
 
 
 def _registry(key: str, what: str) -> Check:
     return lambda v: one_of(_registries()[key], what)(v)
+
+
+def _evaluator_names(v) -> str | None:
+    """A tuple (possibly empty) of registered evaluator names."""
+    if not isinstance(v, (tuple, list)):
+        return "must be a tuple of evaluator names, e.g. \"('lidar',)\""
+    for name in v:
+        problem = _registry("evaluator", "evaluator")(name)
+        if problem:
+            return f"{name!r}: {problem}"
+    return None
 
 
 # Every field the trainer and the experiment read, in any config.
@@ -168,6 +180,9 @@ OPTIONAL_FIELDS: dict[str, Check] = {
     # these fields existed still reopen)
     "eval.every_steps": integer(0, MAX_STEPS),
     "eval.during_max_examples": integer(1),
+    "eval.extra_evaluators": _evaluator_names,
+    "eval.lidar_images": integer(2),
+    "eval.lidar_views": integer(2, 1000),
     "eval.split": one_of(EVAL_SPLITS, "eval.split"),
     "data.val_fraction": real(0.0, 1.0, hi_open=True),
     "data.val_seed": integer(0, MAX_SEED),

@@ -1,4 +1,5 @@
-"""Evaluation during training: a cheap kNN on fixed subsets, every ``config.eval.every_steps``.
+"""Evaluation during training: a cheap kNN and RankMe on fixed subsets, every
+``config.eval.every_steps``.
 
 The trainer calls ``DuringTraining.__call__`` at every multiple of
 ``config.eval.every_steps`` and logs what it returns (kind ``"eval_during"`` in
@@ -7,6 +8,9 @@ pass through the run's ``Predictor``, no random numbers drawn, nothing written
 back, so the training trajectory is the same with it or without it. The subsets
 are drawn once from ``config.seed`` (``jssl.data.take_subset``), so a resumed run
 scores the same examples as before its interruption.
+
+RankMe of the test subset's features is the label-free collapse monitor of every method:
+a warning when it falls under ``RANKME_WARN_FRACTION`` of its first value in this process.
 """
 
 from __future__ import annotations
@@ -14,18 +18,21 @@ from __future__ import annotations
 import dataclasses
 
 import ml_collections
+from absl import logging
 
 from jssl.data.core import ImageSource, take_subset
-from jssl.evaluation.evaluators import EvalContext, knn, teacher_knn
+from jssl.evaluation.evaluators import EvalContext, knn, rankme_score, teacher_knn
 from jssl.evaluation.predict import Predictor
 
 KIND = "eval_during"  # the metrics.jsonl kind of these records
+RANKME_WARN_FRACTION = 0.25  # as LeJEPA's lejepa.rankme_warn_fraction
 
 
 @dataclasses.dataclass
 class DuringTraining:
     """kNN top-1 of the student (and of the EMA teacher when the method evaluates one) on
-    at most ``config.eval.during_max_examples`` training and as many test examples."""
+    at most ``config.eval.during_max_examples`` training and as many test examples, and
+    the student's RankMe on those test examples."""
 
     config: ml_collections.ConfigDict
     predict: Predictor
@@ -34,6 +41,7 @@ class DuringTraining:
     num_classes: int
     networks: tuple[str, ...]
     teacher: str | None = None  # the method-state entry of the EMA copy (Method.teacher)
+    first_rankme: float | None = None  # the first RankMe this process measured
 
     @classmethod
     def build(
@@ -62,8 +70,8 @@ class DuringTraining:
         )
 
     def __call__(self, state) -> dict[str, float]:
-        """{"knn_top1"[, "teacher_knn_top1"]} of ``state`` (read only): the ``knn`` and
-        ``teacher_knn`` evaluators on the subsets."""
+        """{"knn_top1"[, "teacher_knn_top1"], "rankme"} of ``state`` (read only): the
+        ``knn``, ``teacher_knn`` and ``rankme`` evaluators on the subsets."""
         ctx = EvalContext(
             config=self.config,
             predict=self.predict,
@@ -75,8 +83,21 @@ class DuringTraining:
             teacher=self.teacher,
         )
         evaluators = {"student": knn, "teacher": teacher_knn}
-        return {
+        results = {
             key: metric.value
             for network in self.networks
             for key, metric in evaluators[network](ctx).items()
         }
+        rank = results["rankme"] = rankme_score(ctx)["rankme"].value
+        if self.first_rankme is None:
+            self.first_rankme = rank
+        elif rank < RANKME_WARN_FRACTION * self.first_rankme:
+            logging.warning(
+                "step %d: RankMe %.2f of the evaluation subset fell under %g of its first value "
+                "(%.2f): the features are collapsing onto a few directions",
+                ctx.step,
+                rank,
+                RANKME_WARN_FRACTION,
+                self.first_rankme,
+            )
+        return results

@@ -21,12 +21,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl.data.core import ImageSource
+from jssl import pretext
+from jssl.data.core import ImageSource, take_subset
 from jssl.errors import UserError
 from jssl.evaluation import clustering, plots, rank
 from jssl.evaluation.knn import knn_accuracy
 from jssl.evaluation.linear_probe import linear_probe
-from jssl.evaluation.predict import Predictor, network_variables
+from jssl.evaluation.predict import SELECTORS, Predictor, network_variables
 
 REPRESENTATIONS = ("features", "output")
 
@@ -152,6 +153,48 @@ def rankme_score(ctx: EvalContext) -> dict[str, Metric]:
     return {"rankme": Metric(float(rank.rankme(ctx.features("test"))), "RankMe")}
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentedViews:
+    """A Predictor selector: ``select`` of ``views`` random crops (and flips) of each image,
+    [b, views, ...]. Frozen, so equal settings reuse one compiled program. The crops of
+    an image come from ``seed`` and its row within the batch."""
+
+    select: str
+    views: int
+    scale: tuple[float, float]
+    flip: bool
+    seed: int
+
+    def __call__(self, model, variables, x: jax.Array) -> jax.Array:
+        def one(key):
+            view = pretext.crop_flip_views(
+                key, x, size=x.shape[1], scale=self.scale, flip=self.flip
+            )
+            return SELECTORS[self.select](model, variables, view)
+
+        keys = jax.random.split(jax.random.key(self.seed), self.views)
+        return jax.numpy.swapaxes(jax.lax.map(one, keys), 0, 1)
+
+
+def lidar_score(ctx: EvalContext) -> dict[str, Metric]:
+    """LiDAR (label-free): the effective rank of the linear discriminant of the representation
+    of ``eval.lidar_images`` test images (each its own class) in ``eval.lidar_views``
+    random resized crops each (``augment.scale``, ``augment.flip``: the crop every method's
+    views share), in [1, min(D, images - 1)]."""
+    e, a = ctx.config.eval, ctx.config.augment
+    images = take_subset(ctx.test, e.get("lidar_images", 1000), seed=ctx.config.seed + 3)
+    views = AugmentedViews(
+        select=e.get("representation", "features"),
+        views=e.get("lidar_views", 10),
+        scale=tuple(a.get("scale", (0.08, 1.0))),
+        flip=bool(a.get("flip", True)),
+        seed=ctx.config.seed,
+    )
+    ctx.progress(f"LiDAR: {views.views} views of {len(images):,} test images")
+    embeddings = ctx.predict(ctx.variables(), images, views)  # [n, q, D]
+    return {"lidar": Metric(float(rank.lidar(embeddings)), "LiDAR")}
+
+
 def head_logits(model, variables, x) -> jax.Array:
     """Clustering heads' logits [H, b, K] as [b, H, K] (examples first, for the Predictor)."""
     logits, _ = model.apply(variables, x, train=False)
@@ -224,6 +267,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "cluster_heads": cluster_heads,
     "teacher_knn": teacher_knn,
     "rankme": rankme_score,
+    "lidar": lidar_score,
 }
 DEFAULT_EVALUATORS = ("knn", "linear_probe", "kmeans")
 

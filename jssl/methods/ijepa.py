@@ -238,7 +238,7 @@ IJEPA = Method(
     after_update=after_update,
     collapse_warnings=collapse_warnings,
     picture_rows=picture_rows,
-    evaluators=("knn", "linear_probe", "kmeans", "teacher_knn"),
+    evaluators=("knn", "linear_probe", "kmeans", "teacher_knn", "rankme", "lidar"),
     teacher="target",
     fields={
         **parts.CROP_FLIP_FIELDS,

@@ -114,7 +114,7 @@ LEJEPA = Method(
     make_loss=make_loss,
     init_method_state=init_method_state,
     collapse_warnings=collapse_warnings,
-    evaluators=("knn", "linear_probe", "kmeans", "rankme"),
+    evaluators=("knn", "linear_probe", "kmeans", "rankme", "lidar"),
     fields={
         **parts.MULTI_CROP_FIELDS,
         "augment.local_solarize_p": PROBABILITY,

@@ -61,8 +61,8 @@ def curves(logs: list[RunLog], out: str, prefix: str = "") -> Section:
         name = f"{prefix}curves_eval_during.png"
         plotting.save(_figure(logs, during), os.path.join(out, name))
         caption = (
-            "Evaluation during training (config.eval.every_steps): kNN on fixed subsets of "
-            "config.eval.during_max_examples training and test images."
+            "Evaluation during training (config.eval.every_steps): kNN and RankMe on fixed "
+            "subsets of config.eval.during_max_examples training and test images."
         )
         parts.append(image(name, "evaluation during training", caption))
     else:

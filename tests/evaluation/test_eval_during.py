@@ -45,8 +45,9 @@ def test_eval_during_leaves_training_bit_identical_and_survives_resume(tmp_path)
     during = records(workdir, KIND)
     assert [r["step"] for r in during] == [2, 4, 6]
     for r in during:
-        assert set(r) == {"step", "kind", "knn_top1"}
+        assert set(r) == {"step", "kind", "knn_top1", "rankme"}
         assert 0.0 <= r["knn_top1"] <= 1.0
+        assert 1.0 <= r["rankme"] <= 128  # the tiny ConvNet's feature width
     # A kNN on a trained network is above chance (10 classes) on the fixed subset.
     assert during[-1]["knn_top1"] > 0.2, during
     # TensorBoard got the same scalars.
@@ -65,6 +66,29 @@ def test_eval_during_scores_a_fixed_subset(tmp_path):
     assert first == again
     assert len(exp._during.train) == len(exp._during.test) == 64
     assert not np.array_equal(exp._during.train.labels[:64], exp._during.test.labels[:64])
+
+
+def test_rankme_during_training_warns_when_it_falls_under_a_quarter_of_its_first_value(
+    tmp_path, caplog
+):
+    """The label-free collapse monitor of every method: RankMe of the subset's test features,
+    with a warning once it is under RANKME_WARN_FRACTION of the first value measured."""
+    from jssl.evaluation import during, rankme
+    from jssl.evaluation.predict import network_variables
+
+    config = tiny_config("simclr", **{"eval.during_max_examples": 64})
+    exp = trainer.Experiment(config)
+    state = exp.init_state()
+    first = exp.evaluate_during(state)
+    features = exp._during.predict(network_variables(state), exp._during.test)
+    np.testing.assert_allclose(first["rankme"], rankme(features), rtol=1e-5)
+    assert exp._during.first_rankme == first["rankme"]
+    with caplog.at_level("WARNING"):
+        exp.evaluate_during(state)
+        assert "RankMe" not in caplog.text
+        exp._during.first_rankme = first["rankme"] / during.RANKME_WARN_FRACTION * 1.01
+        exp.evaluate_during(state)
+    assert "fell under 0.25 of its first value" in caplog.text
 
 
 @pytest.mark.parametrize(

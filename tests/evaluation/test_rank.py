@@ -84,3 +84,64 @@ def test_rotation_invariance_and_jit_equals_no_jit():
     np.testing.assert_allclose(float(lidar(e @ rotation)), float(lidar(e)), rtol=1e-4)
     np.testing.assert_allclose(float(jax.jit(rankme)(flat)), float(rankme(flat)), rtol=1e-6)
     np.testing.assert_allclose(float(jax.jit(lidar)(e)), float(lidar(e)), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the evaluators
+
+
+def test_lidar_evaluator_scores_the_crops_of_each_test_image_on_8_devices_as_by_hand():
+    """``eval.extra_evaluators=('lidar',)`` adds LiDAR to SimCLR's evaluation: the value is
+    ``lidar`` of the representation of ``lidar_views`` random crops of ``lidar_images``
+    test images, computed here directly on one device from the same crops, in the same
+    rows; the range is [1, min(D, n - 1)]."""
+    from jssl import augment, pretext, trainer
+    from jssl.data import take_subset
+    from jssl.evaluation import evaluators
+    from tests.helpers import tiny_config
+
+    config = tiny_config(
+        "simclr",
+        **{"eval.extra_evaluators": ("lidar",), "eval.lidar_images": 24, "eval.lidar_views": 3},
+    )
+    exp = trainer.Experiment(config)
+    assert exp.evaluators() == ("knn", "linear_probe", "kmeans", "lidar")
+    state = exp.init_state()
+    ctx = evaluators.EvalContext(
+        config=config,
+        predict=exp.predict,
+        state=state,
+        train=exp.train,
+        test=exp.dataset.test,
+        num_classes=10,
+        class_names=(),
+    )
+    got = evaluators.lidar_score(ctx)["lidar"].value
+
+    images = take_subset(exp.dataset.test, 24, seed=config.seed + 3)
+    x = augment.eval_view(images.get(np.arange(24)), size=(config.augment.crop_size,) * 2)
+    variables = ctx.variables()
+    keys = jax.random.split(jax.random.key(config.seed), 3)
+    per_view = []
+    for key in keys:
+        view = pretext.crop_flip_views(
+            key, x, size=x.shape[1], scale=tuple(config.augment.scale), flip=config.augment.flip
+        )
+        per_view.append(exp.model.apply(variables, view, train=False)[1]["features"])
+    want = np.stack(per_view, axis=1)  # [n, q, D]
+    selector = evaluators.AugmentedViews("features", 3, tuple(config.augment.scale), False, 0)
+    embeddings = exp.predict(variables, images, selector)
+    np.testing.assert_allclose(embeddings, want, rtol=1e-5, atol=1e-6)
+    # LiDAR with n (q - 1) = 48 < D = 128 is ill-conditioned (S_w's null space is only
+    # regularised by delta): judged on the embeddings above, the score from them here.
+    np.testing.assert_allclose(got, lidar(embeddings), rtol=1e-6)
+    assert 1.0 <= got <= min(per_view[0].shape[-1], 23) + 1e-3
+    # the three crops of an image differ: the views are augmented, not copies
+    assert not np.allclose(per_view[0], per_view[1])
+
+
+def test_bad_extra_evaluator_is_a_config_error():
+    from jssl.validation import ConfigError, validate_config
+    from tests.helpers import tiny_config
+
+    with pytest.raises(ConfigError, match="eval.extra_evaluators=.*'lidr'.*unknown evaluator"):
+        validate_config(tiny_config("simclr", **{"eval.extra_evaluators": ("lidr",)}))
