@@ -108,6 +108,8 @@ def _evaluator_names(v) -> str | None:
         problem = _registry("evaluator", "evaluator")(name)
         if problem:
             return f"{name!r}: {problem}"
+        if name == "cluster_heads":  # it scores the clustering methods' own heads
+            return "'cluster_heads' scores clustering heads: the methods with heads run it already"
     return None
 
 
