@@ -68,9 +68,7 @@ def test_eval_during_scores_a_fixed_subset(tmp_path):
     assert not np.array_equal(exp._during.train.labels[:64], exp._during.test.labels[:64])
 
 
-def test_rankme_during_training_warns_when_it_falls_under_a_quarter_of_its_first_value(
-    tmp_path, caplog
-):
+def test_rankme_during_training_warns_when_it_falls_under_a_quarter_of_its_first_value(caplog):
     """The label-free collapse monitor of every method: RankMe of the subset's test features,
     with a warning once it is under RANKME_WARN_FRACTION of the first value measured."""
     from jssl.evaluation import during, rankme

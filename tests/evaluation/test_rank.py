@@ -128,7 +128,8 @@ def test_lidar_evaluator_scores_the_crops_of_each_test_image_on_8_devices_as_by_
         )
         per_view.append(exp.model.apply(variables, view, train=False)[1]["features"])
     want = np.stack(per_view, axis=1)  # [n, q, D]
-    selector = evaluators.AugmentedViews("features", 3, tuple(config.augment.scale), False, 0)
+    a = config.augment
+    selector = evaluators.AugmentedViews("features", 3, tuple(a.scale), a.flip, config.seed)
     embeddings = exp.predict(variables, images, selector)
     np.testing.assert_allclose(embeddings, want, rtol=1e-5, atol=1e-6)
     # LiDAR with n (q - 1) = 48 < D = 128 is ill-conditioned (S_w's null space is only
