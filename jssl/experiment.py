@@ -379,6 +379,10 @@ class Experiment:
             )
         return self._during(state)
 
+    def during_warnings(self, results: dict[str, float]) -> list[str]:
+        """Collapse warnings of one ``evaluate_during`` result (its RankMe against the first)."""
+        return self._during.collapse_warnings(results)
+
 
 def transplant(tree: dict, parts: dict, source: str) -> dict:
     """``tree`` with its top-level subtrees replaced by ``parts``, checking structure and shapes."""

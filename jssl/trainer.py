@@ -124,6 +124,13 @@ def _read_json(path: str) -> dict | None:
         return json.load(f)
 
 
+def _warn(bar, step: int, warnings: list[str]) -> None:
+    """Collapse warnings to the log and above the progress bar."""
+    for warning in warnings:
+        logging.warning("step %d: %s", step, warning)
+        bar.write(f"warning: step {step}: {warning}")
+
+
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
     stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *history))
     return {k: float(np.mean(v)) for k, v in stacked.items()}
@@ -428,15 +435,15 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
                 logged["images_per_sec"] = steps_in_interval * config.batch_size / elapsed
                 history, t0, steps_in_interval = [], time.perf_counter(), 0
                 if exp.method.collapse_warnings is not None:
-                    for warning in exp.method.collapse_warnings(logged, config):
-                        logging.warning("step %d: %s", done, warning)
-                        bar.write(f"warning: step {done}: {warning}")
+                    _warn(bar, done, exp.method.collapse_warnings(logged, config))
                 writer.write(done, logged)
                 bar.set_postfix(
                     loss=f"{logged['loss']:.4f}", img_s=f"{logged['images_per_sec']:.0f}"
                 )
             if eval_every and done % eval_every == 0:  # reads the state only
-                writer.write(done, exp.evaluate_during(state), kind=evaluation.during.KIND)
+                during = exp.evaluate_during(state)
+                writer.write(done, during, kind=evaluation.during.KIND)
+                _warn(bar, done, exp.during_warnings(during))
             if save_due:
                 ckpt.save(state)
             if stop:

@@ -83,7 +83,7 @@ class ConfigError(UserError):
 def _registries() -> dict[str, tuple[str, ...]]:
     """Registry names, imported on first use (the methods import JAX)."""
     from jssl.data import SOURCES
-    from jssl.evaluation.evaluators import EVALUATORS, REPRESENTATIONS
+    from jssl.evaluation.evaluators import REPRESENTATIONS
     from jssl.methods import METHODS
     from jssl.models import MODELS
 
@@ -92,25 +92,11 @@ def _registries() -> dict[str, tuple[str, ...]]:
         "model": tuple(sorted(MODELS)),
         "source": tuple(sorted(SOURCES)),
         "representation": tuple(REPRESENTATIONS),
-        "evaluator": tuple(sorted(EVALUATORS)),
     }
 
 
 def _registry(key: str, what: str) -> Check:
     return lambda v: one_of(_registries()[key], what)(v)
-
-
-def _evaluator_names(v) -> str | None:
-    """A tuple (possibly empty) of registered evaluator names."""
-    if not isinstance(v, (tuple, list)):
-        return "must be a tuple of evaluator names, e.g. \"('lidar',)\""
-    for name in v:
-        problem = _registry("evaluator", "evaluator")(name)
-        if problem:
-            return f"{name!r}: {problem}"
-        if name == "cluster_heads":  # it scores the clustering methods' own heads
-            return "'cluster_heads' scores clustering heads: the methods with heads run it already"
-    return None
 
 
 # Every field the trainer and the experiment read, in any config.
@@ -163,7 +149,8 @@ BASE_FIELDS: dict[str, Check] = {
     "eval.representation": _registry("representation", "eval.representation"),
 }
 
-# Checked wherever the config has them, as is every method's fields (``Method.fields``).
+# Checked wherever the config has them, as are the evaluation's (``evaluators.FIELDS``) and
+# every method's fields (``Method.fields``).
 OPTIONAL_FIELDS: dict[str, Check] = {
     # loop and evaluation fields added after runs were saved (their defaults: what those did)
     "steps_in_flight": integer(0, 1000),
@@ -178,13 +165,7 @@ OPTIONAL_FIELDS: dict[str, Check] = {
     "init_from.weights": string,
     "init_from.prefix": string,
     "init_from.input_norm": lambda v: _input_norm_check()(v),
-    # evaluation during training and the validation split (optional: runs saved before
-    # these fields existed still reopen)
-    "eval.every_steps": integer(0, MAX_STEPS),
-    "eval.during_max_examples": integer(1),
-    "eval.extra_evaluators": _evaluator_names,
-    "eval.lidar_images": integer(2),
-    "eval.lidar_views": integer(2, 1000),
+    # the validation split (optional: runs saved before these fields existed still reopen)
     "eval.split": one_of(EVAL_SPLITS, "eval.split"),
     "data.val_fraction": real(0.0, 1.0, hi_open=True),
     "data.val_seed": integer(0, MAX_SEED),
@@ -202,8 +183,10 @@ def _method_fields() -> dict[str, dict[str, Check]]:
 
 @functools.cache
 def optional_fields() -> dict[str, Check]:
-    """OPTIONAL_FIELDS and every method's fields: each is checked wherever a config has it."""
-    out = dict(OPTIONAL_FIELDS)
+    """OPTIONAL_FIELDS, the evaluation's and every method's: checked wherever a config has them."""
+    from jssl.evaluation.evaluators import FIELDS
+
+    out = {**OPTIONAL_FIELDS, **FIELDS}
     for fields in _method_fields().values():
         out.update(fields)
     return out

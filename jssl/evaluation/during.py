@@ -10,7 +10,8 @@ are drawn once from ``config.seed`` (``jssl.data.take_subset``), so a resumed ru
 scores the same examples as before its interruption.
 
 RankMe of the test subset's features is the label-free collapse monitor of every method:
-a warning when it falls under ``RANKME_WARN_FRACTION`` of its first value in this process.
+``collapse_warnings`` warns when it falls under ``RANKME_WARN_FRACTION`` of its first value
+in this process (the trainer shows them as it shows a method's own).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 
 import ml_collections
-from absl import logging
 
 from jssl.data.core import ImageSource, take_subset
 from jssl.evaluation.evaluators import EvalContext, knn, rankme_score, teacher_knn
@@ -88,16 +88,19 @@ class DuringTraining:
             for network in self.networks
             for key, metric in evaluators[network](ctx).items()
         }
-        rank = results["rankme"] = rankme_score(ctx)["rankme"].value
+        results["rankme"] = rankme_score(ctx)["rankme"].value
+        return results
+
+    def collapse_warnings(self, results: dict[str, float]) -> list[str]:
+        """A warning when ``results``' RankMe is under RANKME_WARN_FRACTION of the first
+        RankMe this process measured (which the first call records)."""
+        rank = results["rankme"]
         if self.first_rankme is None:
             self.first_rankme = rank
-        elif rank < RANKME_WARN_FRACTION * self.first_rankme:
-            logging.warning(
-                "step %d: RankMe %.2f of the evaluation subset fell under %g of its first value "
-                "(%.2f): the features are collapsing onto a few directions",
-                ctx.step,
-                rank,
-                RANKME_WARN_FRACTION,
-                self.first_rankme,
-            )
-        return results
+        if rank >= RANKME_WARN_FRACTION * self.first_rankme:
+            return []
+        return [
+            f"RankMe {rank:.2f} of the evaluation subset fell under {RANKME_WARN_FRACTION:g} of "
+            f"its first value ({self.first_rankme:.2f}): the features are collapsing onto a "
+            "few directions"
+        ]

@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from jssl import pretext
+from jssl.checks import MAX_STEPS, Check, integer
 from jssl.data.core import ImageSource, take_subset
 from jssl.errors import UserError
 from jssl.evaluation import clustering, plots, rank
@@ -270,6 +271,31 @@ EVALUATORS: dict[str, Evaluator] = {
     "lidar": lidar_score,
 }
 DEFAULT_EVALUATORS = ("knn", "linear_probe", "kmeans")
+
+
+def _extra_evaluators(v) -> str | None:
+    """Registered names, but not cluster_heads (it scores the clustering methods' own heads,
+    and those run it already)."""
+    if not isinstance(v, (tuple, list)):
+        return "must be a tuple of evaluator names, e.g. \"('lidar',)\""
+    addable = sorted(set(EVALUATORS) - {"cluster_heads"})
+    for name in v:
+        if name == "cluster_heads":
+            return "'cluster_heads' scores clustering heads: the methods with heads run it already"
+        if name not in EVALUATORS:
+            return f"{name!r}: unknown evaluator; use one of {', '.join(map(repr, addable))}"
+    return None
+
+
+# The evaluation's optional config fields, checked by jssl.validation wherever a config has
+# them (runs saved before they existed still reopen).
+FIELDS: dict[str, Check] = {
+    "eval.every_steps": integer(0, MAX_STEPS),  # evaluation during training (during.py)
+    "eval.during_max_examples": integer(1),
+    "eval.extra_evaluators": _extra_evaluators,
+    "eval.lidar_images": integer(2),
+    "eval.lidar_views": integer(2, 1000),
+}
 
 
 def run_evaluators(names, ctx: EvalContext) -> dict[str, Metric]:
