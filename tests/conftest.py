@@ -15,6 +15,8 @@ compiles on one core, so while this process compiles the unit tests' programs,
 the selected modules' runs go on in subprocesses from the start of the session,
 in the order their modules come (those modules run after the others), ``cpu_count - 1`` at a time
 ($JSSL_TEST_BACKGROUND_RUNS overrides; 0 starts each one when a test asks for it).
+A module's ``SLOW_RUNS`` names the entries only its tests marked ``slow`` read: they
+are queued only when one of those is selected.
 The terminal summary lists when each ran and how long a test waited for it.
 """
 
@@ -23,13 +25,16 @@ import os
 import shutil
 import tempfile
 
-# LLVM optimisation level 0 for the CPU code XLA generates: the suite's time is
-# mostly compilation of tiny programs, and -O0 compiles them much faster (a 37%
-# shorter run of two test files) while computing the same IEEE results (no
-# fast-math either way). Set XLA_FLAGS with another level to override it.
+# The suite's time is mostly XLA compiling tiny programs, so the CPU code is compiled
+# cheaply: LLVM optimisation level 0 (a 37% shorter run of two test files) and XLA's
+# older loop emitters instead of its MLIR fusion emitters (1.6x faster compiles of a
+# train step and of small programs); both compute IEEE float32 (no fast-math either way).
+# Set either flag in XLA_FLAGS to override it.
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_backend_optimization_level" not in _flags:
     _flags += " --xla_backend_optimization_level=0"
+if "xla_cpu_use_fusion_emitters" not in _flags:
+    _flags += " --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JSSL_CACHE_DIR" not in os.environ:  # the tfds label cache, away from the user's home
@@ -48,6 +53,7 @@ import jax  # noqa: E402
 jax.config.update("jax_threefry_partitionable", True)
 
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
@@ -108,8 +114,9 @@ class BackgroundRun:
 class BackgroundRuns:
     """The session's queue of BackgroundRuns: at most ``limit`` running at once."""
 
-    def __init__(self, runs: list[BackgroundRun], train_py: TrainPy, limit: int):
+    def __init__(self, runs: list[BackgroundRun], train_py: TrainPy, limit: int, tmp_path_factory):
         self.runs, self.train_py, self.limit = runs, train_py, limit
+        self.tmp_path_factory = tmp_path_factory
         self.t0 = time.monotonic()
 
     def pump(self, limit: int | None = None) -> None:
@@ -127,7 +134,8 @@ class BackgroundRuns:
         """The finished run ``name`` of ``module``, started now if it has not been."""
         run = next((r for r in self.runs if (r.module, r.name) == (module, name)), None)
         if run is None:
-            raise KeyError(f"{module} has no selected TRAIN_PY_RUNS entry {name!r}")
+            run = _background_run(self.tmp_path_factory, sys.modules[module], name)
+            self.runs.append(run)
         if run.proc is None:
             run.start(self.train_py)
         t, deadline = time.monotonic(), time.monotonic() + timeout
@@ -162,22 +170,33 @@ class BackgroundRuns:
 _BACKGROUND: list[BackgroundRuns] = []
 
 
+def _background_run(tmp_path_factory, module, name: str) -> BackgroundRun:
+    """The BackgroundRun of entry ``name`` of ``module``'s TRAIN_PY_RUNS or
+    BACKGROUND_COMMANDS, in a folder of its own."""
+    command = name not in getattr(module, "TRAIN_PY_RUNS", {})
+    args = getattr(module, "BACKGROUND_COMMANDS" if command else "TRAIN_PY_RUNS")[name]
+    folder = tmp_path_factory.mktemp(f"{module.__name__.split('.')[-1]}-{name}")
+    return BackgroundRun(module.__name__, name, args, folder, command)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _background_runs(request, tmp_path_factory, train_py):
     """Queues TRAIN_PY_RUNS and BACKGROUND_COMMANDS of every module with a selected test
-    that takes train_py_runs."""
-    runs, seen = [], set()
+    that takes train_py_runs, but those named in its SLOW_RUNS only if a selected test of
+    the module is marked slow (a run nobody queued starts when a test asks for it)."""
+    runs, readers = [], {}
     for item in request.session.items:
         module = getattr(item, "module", None)
-        if module is None or module in seen or "train_py_runs" not in item.fixturenames:
-            continue
-        seen.add(module)
-        for command, table in ((False, "TRAIN_PY_RUNS"), (True, "BACKGROUND_COMMANDS")):
-            for name, args in getattr(module, table, {}).items():
-                folder = tmp_path_factory.mktemp(f"{module.__name__.split('.')[-1]}-{name}")
-                runs.append(BackgroundRun(module.__name__, name, args, folder, command))
+        if module is not None and "train_py_runs" in item.fixturenames:
+            readers.setdefault(module, []).append(item)
+    for module, items in readers.items():
+        slow = any(item.get_closest_marker("slow") for item in items)
+        for table in ("TRAIN_PY_RUNS", "BACKGROUND_COMMANDS"):
+            for name in getattr(module, table, {}):
+                if slow or name not in getattr(module, "SLOW_RUNS", ()):
+                    runs.append(_background_run(tmp_path_factory, module, name))
     limit = int(os.environ.get("JSSL_TEST_BACKGROUND_RUNS", max(1, (os.cpu_count() or 2) - 1)))
-    background = BackgroundRuns(runs, train_py, limit)
+    background = BackgroundRuns(runs, train_py, limit, tmp_path_factory)
     _BACKGROUND.append(background)
     background.pump()
     yield background

@@ -192,7 +192,11 @@ def _one_percent_off(exp, monkeypatch):
     return wrong
 
 
-@pytest.mark.parametrize("method", list(CONFIGS))
+# SimCLR's ConvNet in the default run (the layout of the 4-device error an earlier report
+# found); the other five methods with -m slow.
+@pytest.mark.parametrize(
+    "method", [m if m == "simclr" else pytest.param(m, marks=pytest.mark.slow) for m in CONFIGS]
+)
 def test_step_equals_float64_and_1_2_4_8_devices_agree(method, tmp_path, monkeypatch):
     config = CONFIGS[method]()
     one, _ = open_run(config, str(tmp_path), devices=jax.devices()[:1])

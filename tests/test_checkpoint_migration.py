@@ -50,18 +50,21 @@ def test_an_older_checkpoint_restores_to_the_same_outputs(method, tmp_path):
     assert int(run.state.step) == 2
     images = run.dataset.test.get(np.arange(16))
     source = Split(images, np.zeros(16, np.int32))
-    close = dict(rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(run.predict(source, "features"), expected["features"], **close)
+
+    def close(got, want):  # 1e-6 of the outputs' scale: float32 rounding, never a lost weight
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.max(np.abs(want)))
+
+    close(run.predict(source, "features"), expected["features"])
     x = augment.eval_view(jnp.asarray(images), size=(run.config.augment.crop_size,) * 2)
     variables = model_variables(run.state.params, run.state.batch_stats)
     z, aux = run.model.apply(variables, x, train=False)
-    np.testing.assert_allclose(z, expected["output"], **close)
+    close(z, expected["output"])
     assert ("prediction" in aux) == ("prediction" in expected)
     if "prediction" in expected:
-        np.testing.assert_allclose(aux["prediction"], expected["prediction"], **close)
+        close(aux["prediction"], expected["prediction"])
     if "teacher_features" in expected:
         teacher = run.predict(source, "features", network="teacher")
-        np.testing.assert_allclose(teacher, expected["teacher_features"], **close)
+        close(teacher, expected["teacher_features"])
     if method in RENAMED:  # the optimiser's moments and the momentum encoder moved too
         leaves = jax.tree_util.tree_leaves_with_path(run.state)
         names = [jax.tree_util.keystr(p) for p, _ in leaves]

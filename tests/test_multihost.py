@@ -55,6 +55,7 @@ MORE = {
 }
 # The 1 process x 8 devices references, run in the background from the session's start.
 TRAIN_PY_RUNS = {"simclr": SIMCLR, "dino": DINO, "sela": SELA, **MORE}
+SLOW_RUNS = ("dino", "sela", "swav", "mae")  # read only by tests marked slow
 
 
 def _free_port() -> int:
@@ -126,6 +127,7 @@ def _metrics_lines(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_two_processes_killed_and_resumed_equal_one_process(train_py, train_py_runs, tmp_path):
     """SimCLR: a 2 x 4 run, process 1 SIGKILLed mid-run (process 0 exits non-zero within
     the heartbeat timeout), both restarted: the same parameters as one 1 x 8 run."""
@@ -161,6 +163,7 @@ def test_two_processes_killed_and_resumed_equal_one_process(train_py, train_py_r
     assert two["knn_top1"] == pytest.approx(single["knn_top1"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_every_process_after_one_step(train_py, tmp_path):
     """Preemption reaches one host first: SIGTERM to process 1 alone. The processes vote each
     step and both stop after the same step, save one checkpoint and exit 0 (a stop decided
@@ -226,7 +229,12 @@ def test_features_on_two_processes_equal_one_process(train_py, train_py_runs, tm
 
 
 @pytest.mark.parametrize(
-    "method, devices", [("dino", 2), ("dino", 4), ("byol", 4), ("swav", 4), ("mae", 4)]
+    "method, devices",
+    [
+        ("byol", 4),
+        *(pytest.param(*p, marks=pytest.mark.slow) for p in (("dino", 2), ("dino", 4))),
+        *(pytest.param(m, 4, marks=pytest.mark.slow) for m in ("swav", "mae")),
+    ],
 )
 def test_two_processes_equal_one_process(train_py, train_py_runs, tmp_path, method, devices):
     """DINO (teacher and centre) on 2 processes x 2 and x 4 devices, BYOL (its EMA target),
@@ -244,6 +252,7 @@ def test_two_processes_equal_one_process(train_py, train_py_runs, tmp_path, meth
     _assert_every_leaf_close(jax.device_get(a.state), jax.device_get(b.state))
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_sela_labels_split(train_py, train_py_runs, tmp_path):
     """SeLa with its label table split by example over the devices of both processes,
     each process reading only its rows of the relabelling passes: the 2 x 4 run ends

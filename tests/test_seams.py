@@ -33,6 +33,7 @@ def _modules():
     )
 
 
+@pytest.mark.slow
 def test_every_module_imports_alone():
     """Each module of jssl imports in a fresh interpreter (an import circle fails here)."""
     code = (

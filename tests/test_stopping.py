@@ -76,7 +76,9 @@ def _saved_steps(workdir) -> list[int]:
         ckpt.close()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_signal_stops_a_slow_run_within_a_few_steps(one_device_train_py, tmp_path, signum):
     run = _Output(one_device_train_py, *SLOW, f"--workdir={tmp_path}")
     run.wait_for("compiled the train step")

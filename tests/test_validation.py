@@ -600,6 +600,7 @@ def test_each_kind_of_bad_input_is_one_error_line_through_train_py(tmp_path):
     assert not (dino_run / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_eval_without_checkpoint_ten_times_without_a_traceback(tmp_path):
     """It used to print orbax's 40-line traceback after the error in most runs."""
     (tmp_path / "run").mkdir()

@@ -28,6 +28,7 @@ from tests.helpers import ROOT
 ARCHIVE = os.path.join(ROOT, "..", "shared", "datasets", "cifar10-jpeg.tar.gz")
 
 
+@pytest.mark.slow
 def test_throughput_script(tmp_path):
     out = tmp_path / "t.json"
     result = throughput.main(
@@ -68,6 +69,7 @@ def test_budget_script_on_cifar10_jpeg(tmp_path):
     assert saved["curve_subset"] == {"train": 1000, "test": 500, "seed": budget.CURVE_SEED}
 
 
+@pytest.mark.slow
 def test_conv_impl_script(tmp_path):
     result = conv_impl.main(
         ["--width=4", "--batch=4", "--repeats=1", f"--out={tmp_path / 'c.json'}"]
@@ -127,6 +129,7 @@ def test_raw_pixel_kmeans_floor_scores_like_sklearn():
     assert floor["acc"] == pytest.approx(1.0)  # three well-separated blobs
 
 
+@pytest.mark.slow
 def test_compare_pytorch_jssl_half(tmp_path):
     out = tmp_path / "c.json"
     result = compare_pytorch.main(
@@ -472,6 +475,7 @@ def test_rotation_heads_heldout_accuracy_matches_a_direct_count():
     assert got == pytest.approx(float(np.mean(want)), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_projection_head_script(tmp_path):
     workdir = tmp_path / "run"
     config = _smoke_config(simclr_config, **{"eval.untrained": False})
@@ -499,6 +503,7 @@ def _numbers(tree, key=""):
         yield key, tree
 
 
+@pytest.mark.slow
 def test_input_pipeline_tiny(tmp_path):
     import math
 

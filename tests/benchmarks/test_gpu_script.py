@@ -16,6 +16,7 @@ import pytest
 
 WORKLOADS = ("simclr_resnet18_cifar", "simclr_resnet50_224", "dino_vits16_224")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+pytestmark = pytest.mark.slow  # a 90 s dry run of a script only a lent GPU runs for real
 
 
 # The dry run goes on in the background from the start of the session (conftest.py).

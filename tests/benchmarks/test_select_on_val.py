@@ -5,6 +5,8 @@ import json
 import pathlib
 import sys
 
+import pytest
+
 from benchmarks import select_on_val
 from tests.helpers import tiny_flags
 
@@ -29,6 +31,7 @@ def test_choice_and_table():
     assert "| 20 (chosen) | 0.700 ± 0.141 | 0.800, 0.600 |" in text
 
 
+@pytest.mark.slow  # five train.py runs
 def test_tiny_scan_sweep_on_the_validation_split(train_py_runs, capsys):
     run = train_py_runs["sweep"]
     assert run.returncode == 0, run.stderr[-3000:]

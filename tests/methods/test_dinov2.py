@@ -117,6 +117,7 @@ def dino_loss_as_before(model, config, run):
     return loss_fn
 
 
+@pytest.mark.slow
 def test_default_dino_step_is_bit_identical_to_before():
     """KoLeo and iBOT off (the default): two train steps of DINO == two steps with the
     loss as it was written before, every leaf and metric bit for bit; no mask token, no
@@ -314,6 +315,7 @@ def test_ibot_and_koleo_terms_in_the_step_match_a_direct_computation(centering):
     assert not any(np.any(g) for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.slow
 def test_koleo_alone_and_a_separate_ibot_head():
     c = v2_config(**{"dino.ibot_weight": 0.0})
     model = dino.DINO.build_model(c)
@@ -329,6 +331,7 @@ def test_koleo_alone_and_a_separate_ibot_head():
     assert new_ms["ibot_center"].shape == (48,)
 
 
+@pytest.mark.slow
 def test_one_step_8_devices_equals_1():
     # The Sinkhorn-Knopp teacher (the dinov2 modifier's) balances the global batch. SGD:
     # Adam's first update is about lr * sign(g), and the ViT's key biases have a zero gradient
@@ -359,6 +362,7 @@ def test_train_py_smoke_learns(train_py_runs):
     assert_fell(train, "ibot_loss", by=0.1)
 
 
+@pytest.mark.slow
 def test_exact_resume_with_the_ibot_centre(train_py_runs, tmp_path):
     run = train_py_runs["dinov2"]
     assert run.returncode == 0, run.stderr[-3000:]

@@ -111,6 +111,7 @@ def test_dinov3_presets_and_checks():
     assert any("exclude each other" in p for p in validation.config_problems(both))
 
 
+@pytest.mark.slow
 def test_one_step_8_devices_equals_1():
     small = {"dino.out_dim": 32, "dino.hidden_dim": 16, "dino.bottleneck_dim": 8}
     ibot = {"dino.ibot_out_dim": 32, "dino.ibot_hidden_dim": 16, "dino.ibot_bottleneck_dim": 8}
@@ -119,6 +120,7 @@ def test_one_step_8_devices_equals_1():
     assert float(metrics["gram_on"]) == 1.0 and np.isfinite(metrics["gram_loss"])
 
 
+@pytest.mark.slow
 def test_exact_resume_with_the_gram_teacher(tmp_path):
     config = v3_config(**{"num_steps": 4, "checkpoint_every": 2, "eval.probe_epochs": 2})
     straight = trainer.train_and_evaluate(

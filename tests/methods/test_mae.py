@@ -246,6 +246,7 @@ def test_exact_resume(train_py_runs, tmp_path):
     leaves_equal(straight, resumed["state"])
 
 
+@pytest.mark.slow
 def test_reconstruction_picture(train_py_runs, tmp_path):
     from PIL import Image
 

@@ -343,6 +343,7 @@ def get_config(arg=None):
 """
 
 
+@pytest.mark.slow
 def test_export_and_evaluate_the_weights_through_train_py(tmp_path, train_py):
     """A trained run exported with python -m jssl.export and evaluated from that file with
     train.py --mode=eval --config.init_from.weights gives the run's own evaluation."""

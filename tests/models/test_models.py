@@ -351,6 +351,7 @@ def _preset_convs(monkeypatch) -> list[tuple]:
     return list(seen)
 
 
+@pytest.mark.slow
 def test_chunked_grad_conv_equals_lax_conv_for_every_preset_convolution(monkeypatch):
     """The CPU path and XLA's convolution agree to 1e-5 on the forward and both gradients,
     for each convolution the presets use (kernel gradients summed over 2 batch chunks)."""

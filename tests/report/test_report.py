@@ -33,6 +33,7 @@ TRAIN_PY_RUNS = {
     "scan": smoke_args("scan", *tiny_flags(**SCAN), *tiny_flags("stages.pretext.")),
     "denoising": smoke_args("denoising", "--config.optim.learning_rate=0.01"),
 }
+SLOW_RUNS = ("scan", "denoising")  # read only by tests marked slow
 EVERY_RUN = ("run", "summary", "curves", "retrieval", "map", "clusters", "views")
 
 
@@ -154,6 +155,7 @@ def test_dino_report_has_attention_maps_and_a_tsne_map(train_py_runs, tmp_path):
     assert "No evaluation during training" in page  # every_steps = 0
 
 
+@pytest.mark.slow
 def test_scan_report_shows_the_heads_clusters_and_neighbour_views(train_py_runs, tmp_path):
     run = train_py_runs["scan"]
     assert run.returncode == 0, run.stderr[-3000:]
@@ -165,6 +167,7 @@ def test_scan_report_shows_the_heads_clusters_and_neighbour_views(train_py_runs,
     assert "head ACC (Hungarian)" in page  # the method's summary rows
 
 
+@pytest.mark.slow
 def test_decoder_report_has_reconstructions(train_py_runs, tmp_path):
     run = train_py_runs["denoising"]
     assert run.returncode == 0, run.stderr[-3000:]
@@ -176,6 +179,7 @@ def test_decoder_report_has_reconstructions(train_py_runs, tmp_path):
     assert "python -m jssl.visualize reconstructions draws for denoising" in page
 
 
+@pytest.mark.slow
 def test_two_runs_side_by_side(train_py_runs, simclr_report, tmp_path):
     simclr, dino = simclr_report[0], train_py_runs["dino"].workdir
     folder, page = make([simclr, dino], tmp_path)
