@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
 
 from jssl.evaluation.clustering import contingency_matrix
 
@@ -73,6 +72,8 @@ def matched_confusion_matrix(
     counts = np.asarray(
         contingency_matrix(y_true, y_pred, num_classes=num_classes, num_clusters=num_clusters)
     ).T  # [C, K]
+    import scipy.optimize  # here, as in clustering._hungarian_matched
+
     rows, cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)
     matched = dict(zip(rows.tolist(), cols.tolist(), strict=True))
     order = [matched[c] for c in range(num_classes) if c in matched]
