@@ -13,7 +13,10 @@ encoder's features of a few target blocks, in feature space; no augmentation but
   momentum ``ijepa.target_momentum`` -> ``target_momentum_end`` linearly over the run, as
   the official ``momentum_scheduler``) on the whole image, no gradient;
 - loss: ``losses.ijepa_loss``: smooth L1 between the predictions and the layer-normalised
-  target features of the target blocks' tokens.
+  target features of the target blocks' tokens;
+- monitors: ``target_spread`` (collapse of the patches' features, warned under 0.1) and
+  ``rankme``, the effective rank (``jssl.evaluation.rankme``) of the step's pooled target
+  features, logged every step.
 
 Evaluation pools the encoder's patch tokens of the whole image (I-JEPA's features; jssl's
 ViT also carries a [CLS] token, which nothing trains here); the target encoder is
@@ -31,6 +34,7 @@ import optax
 
 from jssl import ema, losses, masks, pretext
 from jssl.checks import MOMENTUM, WIDTH, integer, pair
+from jssl.evaluation.rank import rankme
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo
 from jssl.models import create_model
@@ -133,6 +137,9 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
             # std over every patch of every image of the layer-normalised targets: ~1 when
             # patches differ, 0 when all are the same
             "target_spread": jnp.mean(jnp.std(jax.nn.standardize(features, axis=-1), (0, 1))),
+            # the effective rank of the batch's evaluation features (the target encoder's
+            # pooled patch tokens): it falls as they collapse onto a few directions
+            "rankme": rankme(jnp.mean(features, axis=1)),
             "target_momentum": momentum(target.count),
         }
         return loss, (batch_stats, method_state, metrics)

@@ -100,6 +100,12 @@ def test_gradients_reach_encoder_and_predictor_never_the_target():
     want = losses.ijepa_loss(pred, feats, views["targets"], valid=views["targets_valid"])
     np.testing.assert_allclose(float(value), float(want), rtol=1e-5)
     assert 0.0 < float(metrics["target_spread"]) <= 1.01
+    # RankMe of the batch's pooled target features, by hand: exp of the entropy of the
+    # normalised singular values (eps 1e-7), in float64.
+    s = np.linalg.svd(np.mean(np.asarray(feats, np.float64), axis=1), compute_uv=False)
+    p = s / s.sum() + 1e-7
+    np.testing.assert_allclose(float(metrics["rankme"]), np.exp(-np.sum(p * np.log(p))), rtol=1e-4)
+    assert 1.0 <= float(metrics["rankme"]) <= min(feats.shape[0], feats.shape[-1])
 
 
 def test_target_encoder_follows_the_ema():
@@ -128,7 +134,7 @@ def test_one_step_8_devices_equals_1():
     # gradient in exact arithmetic, so their order-dependent rounding would move whole updates.
     config = smoke_config(**{"optim.name": "sgd", "batch_size": 16})
     metrics = assert_one_step_8_devices_equals_1(config)
-    for key in ("context_share", "target_share", "pred_std", "target_spread"):
+    for key in ("context_share", "target_share", "pred_std", "target_spread", "rankme"):
         assert np.isfinite(metrics[key]), key
 
 
