@@ -82,9 +82,10 @@ def _saved_steps(workdir) -> list[int]:
 def test_signal_stops_a_slow_run_within_a_few_steps(one_device_train_py, tmp_path, signum):
     run = _Output(one_device_train_py, *SLOW, f"--workdir={tmp_path}")
     run.wait_for("compiled the train step")
-    # Long enough for an unbounded loop to queue tens of steps ahead of the device (about
-    # 60 s of them here, measured with --config.steps_in_flight=0); a bounded one has 2.
-    time.sleep(20.0)
+    # Long enough for an unbounded loop to queue tens of steps ahead of the device: with
+    # --config.steps_in_flight=0 the exit then came 40 s after the signal here (20 s of
+    # sleep: 60 s), and this test failed; a bounded loop has 2.
+    time.sleep(10.0)
     run.proc.send_signal(signum)
     code, seconds, err = run.finish()
     assert code == (0 if signum == signal.SIGTERM else 130), err[-3000:]
