@@ -62,6 +62,31 @@ def test_checkpoint_from_8_devices_resumes_on_1(tmp_path):
     )
 
 
+def test_a_save_in_one_process_compiles_nothing_and_restores_exactly(tmp_path):
+    """The state replicated on 8 devices is written whole from one replica: no slicing
+    program per array and replica (orbax's replica-parallel saving compiled 28 here)."""
+    exp = trainer.Experiment(tiny_config("simclr"), jax.devices())
+    state = exp.init_state()
+    compiled = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        ckpt = checkpoint.Checkpointer(str(tmp_path))
+        try:
+            ckpt.save(state)
+            ckpt.wait()
+        finally:
+            ckpt.close()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled == []
+    leaves_equal(jax.device_get(state), jax.device_get(restore_final(exp.config, tmp_path)))
+
+
 # The tiny config, 12 steps long with a checkpoint every 3: the subprocess tests pay for
 # JAX start-up and compilation.
 LONGER = {"num_steps": 12, "checkpoint_every": 3}

@@ -15,8 +15,9 @@ from jssl.data.batching import (
     host_batches,
     steps_per_epoch,
 )
+from jssl.data.cache import default_cache_dir
 from jssl.data.core import DataError, Dataset, ImageSource, Split, Subset, take_subset
-from jssl.data.image_folder import default_cache_dir, load_image_folder
+from jssl.data.image_folder import load_image_folder
 from jssl.data.sources import SOURCES, load_dataset, load_digits
 from jssl.data.tfds_source import load_tfds
 from jssl.data.validation_split import carve_validation, stratified_split

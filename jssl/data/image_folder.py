@@ -20,7 +20,6 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,17 +28,12 @@ from absl import logging
 from PIL import Image, ImageOps
 
 from jssl import progress
+from jssl.data.cache import default_cache_dir, read_cache, write_cache
 from jssl.data.core import DataError, Dataset, Split, resize_array
 
 _CACHE_VERSION = 1
 _CHUNK = 256  # files per thread-pool task
 _LAYOUT = "expected layout: <path>/train/<class>/<image> and <path>/test/<class>/<image>"
-
-
-def default_cache_dir() -> Path:
-    """$JSSL_CACHE_DIR if set, else ~/.cache/jssl."""
-    env = os.environ.get("JSSL_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "jssl"
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -167,33 +161,6 @@ def _first_size(files: Sequence[str], on_bad_image: str) -> tuple[int, int]:
     raise DataError("no training image could be decoded; check the files in the image folder")
 
 
-def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        return None
-    except Exception as err:  # truncated or foreign file: rebuild it
-        logging.warning("ignoring unreadable dataset cache %s (%s); decoding again", path, err)
-        return None
-
-
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Writes atomically (temporary file + rename); a failure only logs a warning."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
-            tmp = fh.name
-            np.savez(fh, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as err:
-        logging.warning("could not write dataset cache %s (%s); continuing without it", path, err)
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def load_image_folder(
     path: str | os.PathLike | None,
     *,
@@ -228,7 +195,7 @@ def load_image_folder(
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = _cache_key(train_keys + test_keys, image_size, on_bad_image)
     cache_path = cache_root / f"image_folder-{key}.npz"
-    cached = _read_cache(cache_path)
+    cached = read_cache(cache_path)
     if cached is not None:
         logging.info("loaded image folder %s from cache %s", root, cache_path)
     else:
@@ -256,7 +223,7 @@ def load_image_folder(
                 ", ".join(str(f) for f in skipped[:3]),
             )
         cached["class_names"] = np.asarray(train_classes, dtype=np.str_)
-        _write_cache(cache_path, cached)
+        write_cache(cache_path, cached)
     return Dataset(
         train=Split(cached["train_images"], cached["train_labels"]),
         test=Split(cached["test_images"], cached["test_labels"]),

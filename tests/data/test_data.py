@@ -7,6 +7,8 @@ import importlib.util
 import logging
 import os
 import re
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -59,6 +61,22 @@ def test_digits_shapes_ranges_and_stratified_split():
 def test_digits_resize():
     ds = load_dataset("digits", image_size=16)
     assert ds.train.images.shape == (1437, 16, 16, 1) and ds.train.images.dtype == np.uint8
+
+
+def test_digits_load_again_from_the_cache_without_importing_scikit_learn(tmp_path):
+    first = load_dataset("digits", image_size=16, seed=3, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("digits-seed3-16x16-sklearn*.npz")
+    code = (
+        "import sys; import numpy as np; from jssl.data import load_dataset; "
+        "d = load_dataset('digits', image_size=16, seed=3, cache_dir=sys.argv[1]); "
+        "assert 'sklearn' not in sys.modules; np.save(sys.argv[2], d.train.images[::7])"
+    )
+    out = tmp_path / "again.npy"
+    subprocess.run([sys.executable, "-c", code, tmp_path, out], cwd=ROOT, check=True)
+    np.testing.assert_array_equal(np.load(out), first.train.images[::7])
+    cached.write_bytes(b"truncated")  # an unreadable cache is rebuilt
+    again = load_dataset("digits", image_size=16, seed=3, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.test.labels, first.test.labels)
 
 
 def test_unknown_source_and_bad_option():

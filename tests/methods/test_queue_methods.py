@@ -235,7 +235,8 @@ def test_each_step_enqueues_its_global_batch_by_hand(name):
         else:
             start = int(states[step].method_state["queue_ptr"])
             idx = (start + np.arange(32)) % 64
-            np.testing.assert_allclose(q1[..., idx, :], rows[step], rtol=1e-5, atol=1e-6)
+            # Two compiled programs: float32 rounding (1.4e-6 seen on unit-norm rows).
+            np.testing.assert_allclose(q1[..., idx, :], rows[step], rtol=1e-5, atol=1e-5)
             keep = np.setdiff1d(np.arange(64), idx)
             np.testing.assert_array_equal(q1[..., keep, :], q0[..., keep, :])
             np.testing.assert_allclose(np.linalg.norm(rows[step], axis=-1), 1.0, rtol=1e-5)
