@@ -1,5 +1,5 @@
-"""The on-disk cache of decoded data sets: one uncompressed ``.npz`` per data set and
-options, under ``$JSSL_CACHE_DIR`` (default ``~/.cache/jssl``), written atomically."""
+"""The on-disk cache of decoded data sets (one uncompressed ``.npz`` per data set and
+options, written atomically) and of streamed tfds labels, under ``default_cache_dir()``."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from absl import logging
 
 
 def default_cache_dir() -> Path:
-    """$JSSL_CACHE_DIR if set, else ~/.cache/jssl."""
+    """$JSSL_CACHE_DIR if set, else $XDG_CACHE_HOME/jssl, else ~/.cache/jssl."""
     env = os.environ.get("JSSL_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "jssl"
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "jssl"
 
 
 def read_cache(path: Path) -> dict[str, np.ndarray] | None:

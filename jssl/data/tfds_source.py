@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 
 from jssl.data.arrayrecord import StreamedSource
+from jssl.data.cache import default_cache_dir
 from jssl.data.core import DataError, Dataset, Split, resize_array
 
 _BATCH = 1024  # examples per __getitems__ call
@@ -121,19 +122,17 @@ class TfdsStreamSource(StreamedSource):
 
 
 def labels_cache_path(builder, split: str) -> str:
-    """Where the labels of a streamed split are cached: ``$JSSL_CACHE_DIR`` (default
-    ``$XDG_CACHE_HOME/jssl``, ``~/.cache/jssl``) / tfds / name / version / a file named by
-    the split and a digest of the prepared files (names, sizes, mtimes), so a dataset
-    prepared again, or another split, never reads stale labels."""
+    """Where the labels of a streamed split are cached: ``jssl.data.cache.default_cache_dir()``
+    / tfds / name / version / a file named by the split and a digest of the prepared files
+    (names, sizes, mtimes), so a dataset prepared again, or another split, never reads stale
+    labels."""
     files = sorted(
         (f, st.st_size, st.st_mtime_ns)
         for f in os.listdir(builder.data_dir)
         for st in [os.stat(os.path.join(builder.data_dir, f))]
     )
     digest = hashlib.sha256(repr((split, files)).encode()).hexdigest()[:16]
-    root = os.environ.get("JSSL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jssl"
-    )
+    root = str(default_cache_dir())
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", split)
     return os.path.join(root, "tfds", builder.name, str(builder.version), f"{safe}-{digest}.npy")
 

@@ -79,6 +79,18 @@ def test_digits_load_again_from_the_cache_without_importing_scikit_learn(tmp_pat
     np.testing.assert_array_equal(again.test.labels, first.test.labels)
 
 
+def test_cache_dir_order(monkeypatch, tmp_path):
+    from jssl.data import default_cache_dir
+
+    monkeypatch.setenv("JSSL_CACHE_DIR", str(tmp_path / "j"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert default_cache_dir() == tmp_path / "j"
+    monkeypatch.delenv("JSSL_CACHE_DIR")
+    assert default_cache_dir() == tmp_path / "x" / "jssl"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == Path.home() / ".cache" / "jssl"
+
+
 def test_unknown_source_and_bad_option():
     with pytest.raises(DataError, match="known sources.*arrayrecord.*digits.*image_folder.*tfds"):
         load_dataset("cifar100")
