@@ -62,8 +62,8 @@ import gc  # noqa: E402
 import flax.linen  # noqa: E402, F401
 import optax  # noqa: E402, F401
 
-# Tracing walks thousands of short-lived objects; without the modules just imported in
-# the collector's view, the step programs of a test file trace about 7% faster.
+# Tracing makes thousands of short-lived objects; with the modules just imported out of
+# the garbage collector's view, three of the method test files ran 7% faster (103 -> 96 s).
 gc.collect()
 gc.freeze()
 

@@ -147,7 +147,7 @@ def load_dataset(
       train_split, test_split: tfds split names (source "tfds").
       data_dir: tfds data directory (default: tfds's own).
       cache_dir: where decoded image folders and the digits split are cached (default
-        $JSSL_CACHE_DIR or ~/.cache/jssl).
+        ``jssl.data.cache.default_cache_dir()``).
       on_bad_image: "fail" (raise DataError naming the file) or "skip" (skip and log
         the count).
       seed: digits train/test split seed (0 is the reference split).
