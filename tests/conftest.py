@@ -17,7 +17,7 @@ in the order their modules come (those modules run after the others), ``cpu_coun
 ($JSSL_TEST_BACKGROUND_RUNS overrides; 0 starts each one when a test asks for it).
 A module's ``SLOW_RUNS`` names the entries only its tests marked ``slow`` read: they
 are queued only when one of those is selected.
-The terminal summary lists when each ran and how long a test waited for it.
+The terminal summary lists when each ran and how long a test waited for it (with -n 0).
 
 Under pytest-xdist (pyproject's ``-n 2 --dist loadfile``: two worker processes, each
 running whole modules) nothing is queued: a module's run starts when one of its tests
