@@ -30,6 +30,8 @@ import os
 import shutil
 import tempfile
 
+_XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))  # a worker of pytest -n N
+
 # The suite's time is mostly XLA compiling tiny programs, so the CPU code is compiled
 # cheaply: LLVM optimisation level 0 (a 37% shorter run of two test files) and XLA's
 # older loop emitters instead of its MLIR fusion emitters (1.6x faster compiles of a
@@ -202,7 +204,7 @@ def _background_runs(request, tmp_path_factory, train_py):
     runs, readers = [], {}
     # Under pytest-xdist each worker runs whole modules (--dist loadfile) and starts a
     # module's runs when its tests ask: queued here, every worker would run every one.
-    items = [] if os.environ.get("PYTEST_XDIST_WORKER") else request.session.items
+    items = [] if _XDIST_WORKER else request.session.items
     for item in items:
         module = getattr(item, "module", None)
         if module is not None and "train_py_runs" in item.fixturenames:
@@ -238,7 +240,7 @@ def pytest_collection_modifyitems(items):
     runs (started at the session's start) finish while the other modules' tests compile.
     Under pytest-xdist the modules whose tests run subprocesses go first instead (see the
     module's docstring)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if _XDIST_WORKER:
         waits = {"train_py_runs", "train_py"}
         first = {item.module for item in items if waits & set(item.fixturenames)}
         items.sort(key=lambda item: getattr(item, "module", None) not in first)

@@ -19,6 +19,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "jssl"
 
 
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir`` (``~`` expanded) if given, else ``default_cache_dir()``."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
 def read_cache(path: Path) -> dict[str, np.ndarray] | None:
     """The arrays of ``path``; None if it is missing or unreadable (then it is rebuilt)."""
     try:

@@ -28,7 +28,7 @@ from absl import logging
 from PIL import Image, ImageOps
 
 from jssl import progress
-from jssl.data.cache import default_cache_dir, read_cache, write_cache
+from jssl.data.cache import cache_root, read_cache, write_cache
 from jssl.data.core import DataError, Dataset, Split, resize_array
 
 _CACHE_VERSION = 1
@@ -192,9 +192,8 @@ def load_image_folder(
             "folder names in both splits"
         )
 
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = _cache_key(train_keys + test_keys, image_size, on_bad_image)
-    cache_path = cache_root / f"image_folder-{key}.npz"
+    cache_path = cache_root(cache_dir) / f"image_folder-{key}.npz"
     cached = read_cache(cache_path)
     if cached is not None:
         logging.info("loaded image folder %s from cache %s", root, cache_path)

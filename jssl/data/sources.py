@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jssl import progress
 from jssl.data.arrayrecord import load_arrayrecord
-from jssl.data.cache import default_cache_dir, read_cache, write_cache
+from jssl.data.cache import cache_root, read_cache, write_cache
 from jssl.data.core import DataError, Dataset, Split, as_hw, resize_array
 from jssl.data.image_folder import load_image_folder
 from jssl.data.tfds_source import load_tfds
@@ -32,8 +31,7 @@ def load_digits(
     """
     size = "x".join(map(str, image_size)) if image_size is not None else "native"
     version = importlib.metadata.version("scikit-learn")
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = root / f"digits-seed{seed}-{size}-sklearn{version}.npz"
+    path = cache_root(cache_dir) / f"digits-seed{seed}-{size}-sklearn{version}.npz"
     arrays = read_cache(path)
     if arrays is None:
         arrays = _split_digits(image_size, seed)
