@@ -75,6 +75,7 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests import forked  # noqa: E402
 from tests.helpers import ROOT, TrainPy  # noqa: E402
 
 
@@ -101,20 +102,19 @@ class BackgroundRun:
 
     def start(self, train_py: TrainPy) -> None:
         self.started = time.monotonic()
-        with (
-            open(self.folder / "stdout.txt", "w") as out,
-            open(self.folder / "stderr.txt", "w") as err,
-        ):
-            if self.command:
-                os.makedirs(self.workdir)
-                argv = [a.replace("{folder}", self.workdir) for a in self.args]
-                self.proc = subprocess.Popen(
-                    argv, cwd=ROOT, env=train_py.env, stdout=out, stderr=err
-                )
-            else:
-                self.proc = train_py.start(
-                    *self.args, f"--workdir={self.workdir}", stdout=out, stderr=err
-                )
+        if self.command:
+            os.makedirs(self.workdir)
+            argv = [a.replace("{folder}", self.workdir) for a in self.args]
+        else:
+            argv = train_py.command(*self.args, f"--workdir={self.workdir}")
+        out, err = str(self.folder / "stdout.txt"), str(self.folder / "stderr.txt")
+        if forked.forkable(argv, train_py.env):
+            self.proc = forked.Forked(argv, ROOT, out, err)
+            return
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            self.proc = subprocess.Popen(
+                argv, cwd=ROOT, env=train_py.env, stdout=stdout, stderr=stderr
+            )
 
     def running(self) -> bool:
         if self.proc is None or self.ended is not None:

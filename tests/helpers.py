@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: the tiny config, train.py in a subprocess, learning checks.
+"""Helpers shared by the tests: the tiny config, train.py in its own process, learning checks.
 
 Plain functions, because module-level code, other helpers and fixtures call them
 too; conftest.py builds its fixtures (``train_py``, ``train_py_runs``) on them.
@@ -15,6 +15,8 @@ import sys
 
 import jax
 import numpy as np
+
+from tests import forked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,11 +102,12 @@ def jit_views(method: str, config):
 
 
 class TrainPy:
-    """``python train.py ARGS`` in a subprocess, with cwd ROOT and JAX on the CPU.
+    """``python train.py ARGS`` with cwd ROOT and JAX on the CPU: forked from a server that
+    has imported JAX and jssl (tests/forked.py) where it can be, else a subprocess.
 
     The environment is this process's: conftest.py's 8 fake devices, -O0 and the
-    session's persistent compilation cache, so that a subprocess loads what an
-    earlier run of the same program compiled.
+    session's persistent compilation cache, so that a run loads what an earlier run of
+    the same program compiled.
     """
 
     def __init__(self, env: dict[str, str] | None = None):
@@ -114,27 +117,27 @@ class TrainPy:
         """argv; ``wrapper`` (e.g. ``(sys.executable, "-c", CODE)``) runs train.py's argv."""
         return [*wrapper, sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)]
 
-    def start(self, *args: str, wrapper: tuple[str, ...] = (), **popen_kwargs) -> subprocess.Popen:
-        """A running train.py; stdout and stderr are text pipes unless ``popen_kwargs`` says."""
+    def start(self, *args: str, wrapper: tuple[str, ...] = (), **popen_kwargs):
+        """A running train.py: a ``Forked`` (poll, wait, kill, send_signal, communicate) or,
+        with ``popen_kwargs`` or a ``wrapper``, a ``subprocess.Popen`` whose stdout and
+        stderr are text pipes unless ``popen_kwargs`` says."""
+        argv = self.command(*args, wrapper=wrapper)
+        if not popen_kwargs and forked.forkable(argv, self.env):
+            return forked.Forked(argv, ROOT)
         kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-        return subprocess.Popen(
-            self.command(*args, wrapper=wrapper),
-            cwd=ROOT,
-            env=self.env,
-            **{**kwargs, **popen_kwargs},
-        )
+        return subprocess.Popen(argv, cwd=ROOT, env=self.env, **{**kwargs, **popen_kwargs})
 
     def __call__(
         self, *args: str, wrapper: tuple[str, ...] = (), timeout: float = 300
     ) -> subprocess.CompletedProcess:
         """Runs train.py to its end: CompletedProcess with text stdout and stderr."""
+        argv = self.command(*args, wrapper=wrapper)
+        if forked.forkable(argv, self.env):
+            proc = forked.Forked(argv, ROOT)
+            out, err = proc.communicate(timeout=timeout)
+            return subprocess.CompletedProcess(argv, proc.returncode, out, err)
         return subprocess.run(
-            self.command(*args, wrapper=wrapper),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=ROOT,
-            env=self.env,
+            argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=self.env
         )
 
 
