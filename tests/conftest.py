@@ -2,7 +2,7 @@
 the ``train_py`` runner and the ``train_py_runs`` started in the background.
 
 The cache (a fresh temporary folder per pytest run, removed at exit) is in the
-environment, so train.py subprocesses share it: a resumed, restarted or
+environment, so train.py processes share it: a resumed, restarted or
 re-evaluated run loads the executables an earlier run of the same program
 compiled instead of compiling them again, which is most of a smoke run's time
 on a 2-core CPU. Every compiled program is cached (no minimum compile time).
@@ -11,12 +11,14 @@ Background runs: a test module lists the train.py runs its tests read as
 ``TRAIN_PY_RUNS = {name: args}`` (no --workdir), and other commands as
 ``BACKGROUND_COMMANDS = {name: argv}`` ("{folder}" in argv: an empty folder of its own), and
 its tests take the ``train_py_runs`` fixture (``train_py_runs[name]`` waits). XLA
-compiles on one core, so while this process compiles the unit tests' programs,
-the selected modules' runs go on in subprocesses from the start of the session,
-in the order their modules come (those modules run after the others), ``cpu_count - 1`` at a time
+compiles on one core, so while this process compiles the unit tests' programs, the
+selected modules' runs go on in processes of their own (tests/forked.py) from the start
+of the session, in the order their modules come (those modules run after the others),
+``cpu_count - 1`` at a time
 ($JSSL_TEST_BACKGROUND_RUNS overrides; 0 starts each one when a test asks for it).
-A module's ``SLOW_RUNS`` names the entries only its tests marked ``slow`` read: they
-are queued only when one of those is selected.
+A module's ``SLOW_RUNS`` names the entries only its tests marked ``slow`` read (for the
+methods' runs, tests/helpers.py's ``slow_runs``): they are queued only when one of those
+is selected.
 The terminal summary lists when each ran and how long a test waited for it (with -n 0).
 
 Under pytest-xdist (pyproject's ``-n 2 --dist loadfile``: two worker processes, each

@@ -15,10 +15,51 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from tests import forked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The default tier checks every method's own parts: its loss, views, presets, state and one
+# step on 8 devices == 1. The same guarantee for every method runs there for one method of
+# each kind (test_train.py's SimCLR besides); the others' with -m slow (pyproject's marker).
+# A train.py smoke run that learns: one for each kind of network (BYOL's momentum network,
+# SwAV's queue and prototypes, DINO's teacher and centre, MAE's decoder, I-JEPA's target
+# encoder and predictor, LeJEPA's projections, SeLa's labels, SCAN's stages, a rotation
+# classifier, an inpainting decoder, a VQ codebook).
+RUNS_IN_DEFAULT_TIER = frozenset(
+    {"byol", "swav", "dino", "mae", "ijepa", "lejepa", "sela", "scan"}
+    | {"rotation", "inpainting", "vq"}
+)
+# An exact resume: one for each kind of state besides the parameters and optimiser (a
+# momentum network, a queue with prototypes, a teacher with its centre, labels, stages).
+RESUMES_IN_DEFAULT_TIER = frozenset({"byol", "swav", "dino", "sela", "scan"})
+
+
+def run_params(*cases, tier=RUNS_IN_DEFAULT_TIER) -> list:
+    """``cases`` (a name, or a tuple that starts with one) as the pytest parameters of a
+    test that reads their train.py runs, those outside ``tier`` marked slow."""
+    params = []
+    for case in cases:
+        values = case if isinstance(case, tuple) else (case,)
+        slow = () if values[0] in tier else (pytest.mark.slow,)
+        params.append(pytest.param(*values, marks=slow))
+    return params
+
+
+def run_tier(*names: str, tier=RUNS_IN_DEFAULT_TIER):
+    """Decorates a test that reads the train.py runs ``names``: marked slow unless one of
+    them is in ``tier``."""
+    if any(name in tier for name in names):
+        return lambda test: test
+    return pytest.mark.slow
+
+
+def slow_runs(*names: str) -> tuple[str, ...]:
+    """A module's SLOW_RUNS (conftest.py): those of ``names`` outside RUNS_IN_DEFAULT_TIER."""
+    return tuple(n for n in names if n not in RUNS_IN_DEFAULT_TIER)
+
 
 # Small enough that compiling, not running, is most of a test's time: 8x8 crops, a
 # two-stage ConvNet, two probe epochs, no evaluation of the untrained network.

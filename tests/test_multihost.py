@@ -55,7 +55,7 @@ MORE = {
 }
 # The 1 process x 8 devices references, run in the background from the session's start.
 TRAIN_PY_RUNS = {"simclr": SIMCLR, "dino": DINO, "sela": SELA, **MORE}
-SLOW_RUNS = ("dino", "sela", "swav", "mae")  # read only by tests marked slow
+SLOW_RUNS = ("simclr", "dino", "sela", "swav", "mae")  # read only by tests marked slow
 
 
 def _free_port() -> int:
@@ -190,6 +190,7 @@ def test_sigterm_to_one_process_stops_every_process_after_one_step(train_py, tmp
     assert int(restore_run(str(run)).state.step) == steps[0]
 
 
+@pytest.mark.slow
 def test_features_on_two_processes_equal_one_process(train_py, train_py_runs, tmp_path):
     """python -m jssl.features on 2 processes x 4 devices: the file process 0 writes holds the
     same rows as the one written here (one process, 8 devices)."""

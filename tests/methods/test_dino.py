@@ -29,6 +29,7 @@ from tests.helpers import (
     set_fields,
     smoke_args,
 )
+from tests.report.pages import EVERY_RUN, assert_images_decode, make, sections
 
 # A 10-step run of 5 steps per epoch (the schedules' length in the step tests).
 RUN = RunInfo(total_steps=10, steps_per_epoch=5, num_examples=80)
@@ -613,3 +614,15 @@ def test_attention_picture(train_py_runs, tmp_path):
     # Maps are min-max scaled per head: each spans the colour ramp.
     assert picture.std() > 10
     assert visualize.main(["attention", "--workdir", str(tmp_path / "nothing")]) == 1
+
+
+def test_dino_report_has_attention_maps_and_a_tsne_map(train_py_runs, tmp_path):
+    run = train_py_runs["dino"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder, page = make([run.workdir], tmp_path, "--map", "tsne")
+    assert sections(page) == [*EVERY_RUN, "method"]
+    srcs = assert_images_decode(folder, page)
+    assert "attention.png" in srcs
+    assert "(teacher, features)" in page or "teacher" in page  # DINO's kNN network
+    assert "t-SNE (perplexity" in page
+    assert "No evaluation during training" in page  # every_steps = 0

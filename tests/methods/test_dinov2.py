@@ -26,7 +26,9 @@ from tests.helpers import (
     jit_views,
     leaves_equal,
     records,
+    run_tier,
     set_fields,
+    slow_runs,
     smoke_args,
 )
 from tests.losses.test_ssl_losses import np_sinkhorn
@@ -47,6 +49,7 @@ TRAIN_PY_RUNS = {
         "dino", *(f"--config.{k}={v}" for k, v in LONGER.items()), arg="digits,smoke,dinov2"
     )
 }
+SLOW_RUNS = slow_runs(*TRAIN_PY_RUNS)
 
 
 def v2_config(arg="digits,smoke,dinov2", **overrides):
@@ -349,6 +352,7 @@ def test_one_step_8_devices_equals_1():
 # ----------------------------------------------------------------------------- train.py
 
 
+@run_tier("dinov2")
 def test_train_py_smoke_learns(train_py_runs):
     run = train_py_runs["dinov2"]
     assert_finished(run)

@@ -12,12 +12,14 @@ from jssl.methods import METHODS, ijepa
 from jssl.methods.base import RunInfo
 from tests.helpers import (
     LEARNING_RUN,
+    RESUMES_IN_DEFAULT_TIER,
     assert_exact_resume,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
     jit_views,
     records,
+    run_tier,
     set_fields,
     smoke_args,
 )
@@ -177,6 +179,7 @@ def test_train_py_smoke_learns(train_py_runs):
     assert_fell(train, ratio=0.8)
 
 
+@run_tier("ijepa", tier=RESUMES_IN_DEFAULT_TIER)
 def test_exact_resume(train_py_runs, tmp_path):
     resumed = assert_exact_resume(smoke_config(), train_py_runs["ijepa"], str(tmp_path))
     assert int(resumed.method_state["target"].count) == 4

@@ -14,12 +14,14 @@ from jssl.methods.base import RunInfo
 from tests.helpers import (
     LEARNING_RUN,
     ONE_STAGE,
+    RESUMES_IN_DEFAULT_TIER,
     assert_exact_resume,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
     jit_views,
     records,
+    run_tier,
     smoke_args,
     tiny_config,
     tiny_flags,
@@ -145,6 +147,7 @@ def test_train_py_smoke_learns(train_py_runs):
     assert "RankMe" in run.stdout
 
 
+@run_tier("lejepa", tier=RESUMES_IN_DEFAULT_TIER)
 def test_exact_resume(train_py_runs, tmp_path):
     """Interrupted at step 2 and resumed to step 4 == the uninterrupted run's step 4, bit
     for bit (the slice directions come from the step key, the RankMe start from the state)."""

@@ -17,6 +17,7 @@ from jssl.evaluation import predict
 from jssl.methods import METHODS, mae
 from jssl.models.vit import sincos_pos_embed
 from tests.helpers import (
+    RESUMES_IN_DEFAULT_TIER,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
@@ -24,6 +25,7 @@ from tests.helpers import (
     jit_views,
     leaves_equal,
     records,
+    run_tier,
     set_fields,
     smoke_args,
 )
@@ -229,6 +231,7 @@ def test_train_py_smoke_learns(train_py_runs):
     assert_fell(train, ratio=0.5)
 
 
+@run_tier("mae", tier=RESUMES_IN_DEFAULT_TIER)
 def test_exact_resume(train_py_runs, tmp_path):
     """Interrupted at step 2 and resumed to step 4 == the uninterrupted run's step 4."""
     run = train_py_runs["mae"]

@@ -14,6 +14,8 @@ from tests.helpers import (
     assert_one_step_8_devices_equals_1,
     jit_init,
     records,
+    run_params,
+    slow_runs,
     smoke_args,
     tiny_config,
 )
@@ -26,6 +28,7 @@ TRAIN_PY_RUNS = {
     )
     for b in ("lowdim", "vq")
 }
+SLOW_RUNS = slow_runs(*TRAIN_PY_RUNS)
 
 
 def test_top_k_mask_keeps_k_largest_and_their_gradient():
@@ -124,7 +127,7 @@ def test_one_step_8_devices_equals_1_device_sparse():
     assert_one_step_8_devices_equals_1(config)
 
 
-@pytest.mark.parametrize("bottleneck", ["lowdim", "vq"])
+@pytest.mark.parametrize("bottleneck", run_params("lowdim", "vq"))
 def test_train_py_smoke(train_py_runs, bottleneck):
     run = train_py_runs[bottleneck]
     assert_finished(run)

@@ -22,7 +22,9 @@ from tests.helpers import (
     jit_init,
     jit_views,
     records,
+    run_tier,
     set_fields,
+    slow_runs,
     smoke_args,
     tiny_config,
 )
@@ -39,6 +41,7 @@ TRAIN_PY_RUNS = {
     ),
     "vae": smoke_args("vae", "--config.optim.learning_rate=0.02"),
 }
+SLOW_RUNS = slow_runs(*TRAIN_PY_RUNS)
 
 
 def test_equivariance_views():
@@ -115,6 +118,7 @@ def test_one_step_8_devices_equals_1_device(name):
     assert np.isfinite(metrics["loss"])
 
 
+@run_tier("equivariance", "vae")
 def test_train_py_smoke_and_pictures(train_py_runs, tmp_path):
     equivariance, vae_run = train_py_runs["equivariance"], train_py_runs["vae"]
     assert_finished(equivariance)

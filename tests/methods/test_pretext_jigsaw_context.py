@@ -20,7 +20,9 @@ from tests.helpers import (
     jit_init,
     jit_views,
     records,
+    run_tier,
     set_fields,
+    slow_runs,
     smoke_args,
     tiny_config,
 )
@@ -38,6 +40,7 @@ TRAIN_PY_RUNS = {
     ),
     "context": smoke_args("context", *EIGHT_STEPS, "--config.optim.learning_rate=0.05"),
 }
+SLOW_RUNS = slow_runs(*TRAIN_PY_RUNS)
 
 
 def test_parts_classifier_paths():
@@ -104,6 +107,7 @@ def test_one_step_8_devices_equals_1_device(name):
     assert {"jigsaw": "permutation_acc", "context": "position_acc"}[name] in metrics
 
 
+@run_tier("jigsaw", "context")
 def test_train_py_smoke(train_py_runs):
     jigsaw, context = train_py_runs["jigsaw"], train_py_runs["context"]
     assert_finished(jigsaw)

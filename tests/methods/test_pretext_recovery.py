@@ -20,6 +20,8 @@ from tests.helpers import (
     jit_init,
     jit_views,
     records,
+    run_params,
+    slow_runs,
     smoke_args,
     tiny_config,
 )
@@ -30,6 +32,7 @@ TRAIN_PY_RUNS = {
     "inpainting": smoke_args("inpainting", "--config.optim.learning_rate=0.005"),
     "colorization": smoke_args("colorization", "--config.optim.learning_rate=0.01"),
 }
+SLOW_RUNS = slow_runs(*TRAIN_PY_RUNS)
 
 
 def output_shape(module, x, **kwargs):
@@ -164,7 +167,9 @@ def _rgb_folder(root):
 
 @pytest.mark.parametrize(
     "name, key",
-    [("denoising", "noisy_mse"), ("inpainting", "masked_mse"), ("colorization", "ab_rmse")],
+    run_params(
+        ("denoising", "noisy_mse"), ("inpainting", "masked_mse"), ("colorization", "ab_rmse")
+    ),
 )
 def test_train_py_smoke(train_py_runs, name, key):
     run = train_py_runs[name]

@@ -16,12 +16,15 @@ from jssl.methods import METHODS, parts
 from tests.helpers import (
     LEARNING_RUN,
     ONE_STAGE,
+    RESUMES_IN_DEFAULT_TIER,
     assert_exact_resume,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
     leaves_equal,
     records,
+    run_params,
+    slow_runs,
     smoke_args,
     tiny_config,
     tiny_flags,
@@ -50,6 +53,7 @@ RUNS = {
     },
 }
 TRAIN_PY_RUNS = {name: smoke_args(name, *tiny_flags(**RUNS[name])) for name in NAMES}
+SLOW_RUNS = slow_runs(*NAMES)
 LOGGED = {
     "mocov2": ("q_std", "k_std", "h_std", "positive_cosine", "contrastive_top1", "key_momentum"),
     "mocov3": ("q_std", "z_std", "k_std", "h_std", "key_momentum"),
@@ -328,7 +332,7 @@ def test_swav_prototypes_unit_norm_and_frozen():
 # ----------------------------------------------------------------------------- train.py
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", run_params(*NAMES))
 def test_train_py_smoke_learns(name, train_py_runs):
     run = train_py_runs[name]
     result = assert_finished(run)
@@ -358,7 +362,7 @@ def test_train_py_smoke_learns(name, train_py_runs):
         assert_fell(train, by={"mocov3": 0.12, "nnclr": 0.5}[name])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", run_params(*NAMES, tier=RESUMES_IN_DEFAULT_TIER))
 def test_exact_resume(name, train_py_runs, tmp_path):
     """Interrupted at step 2 and resumed to step 4 == the uninterrupted train.py run's step 4:
     every leaf bit for bit (params and prototypes, BN statistics, optimiser, queues and

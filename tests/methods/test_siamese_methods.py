@@ -13,12 +13,15 @@ from jssl.methods.base import RunInfo
 from tests.helpers import (
     LEARNING_RUN,
     ONE_STAGE,
+    RESUMES_IN_DEFAULT_TIER,
     assert_exact_resume,
     assert_fell,
     assert_finished,
     assert_one_step_8_devices_equals_1,
     leaves_equal,
     records,
+    run_params,
+    slow_runs,
     smoke_args,
     tiny_config,
     tiny_flags,
@@ -28,6 +31,7 @@ NAMES = ("byol", "simsiam", "barlow_twins", "vicreg")
 # A one-stage ConvNet (the tiny helpers' 8 px crops); the smoke heads are 32-64 wide.
 WIDTHS, LONGER = ONE_STAGE, LEARNING_RUN
 TRAIN_PY_RUNS = {name: smoke_args(name, *tiny_flags(**WIDTHS, **LONGER)) for name in NAMES}
+SLOW_RUNS = slow_runs(*NAMES)
 # The fall each loss shows over those 24 steps (first log -> last), with a margin: BYOL
 # about 2.9 -> 1.4 (of 0..4 per direction, summed), SimSiam -0.01 -> -0.10 (of -1..1),
 # Barlow Twins x 0.67, VICReg x 0.85.
@@ -188,7 +192,7 @@ def test_presets_build(name):
 # ----------------------------------------------------------------------------- train.py
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", run_params(*NAMES))
 def test_train_py_smoke_learns(name, train_py_runs):
     run = train_py_runs[name]
     result = assert_finished(run)
@@ -201,7 +205,7 @@ def test_train_py_smoke_learns(name, train_py_runs):
     assert "warning: step" not in run.stdout + run.stderr, run.stderr[-2000:]  # no collapse
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", run_params(*NAMES, tier=RESUMES_IN_DEFAULT_TIER))
 def test_exact_resume(name, train_py_runs, tmp_path):
     """Interrupted at step 2 and resumed to step 4 == the uninterrupted train.py run's step 4:
     every leaf bit for bit (params, BN statistics, optimiser, method state, rng)."""

@@ -1,6 +1,7 @@
 """python -m jssl.report: the HTML report of real train.py smoke runs (SimCLR with evaluation
-during training, DINO on a ViT, SCAN), every section and image present and decodable,
-comparison of two runs, one-line errors, and a headless Chromium rendering when installed."""
+during training, SCAN, a decoder; DINO's in tests/methods/test_dino.py, beside its run),
+every section and image present and decodable, comparison of two runs, one-line errors,
+and a headless Chromium rendering when installed."""
 
 import json
 import os
@@ -16,6 +17,13 @@ from PIL import Image
 from jssl import report
 from jssl.report import runlog
 from tests.helpers import ROOT, smoke_args, tiny_flags
+from tests.report.pages import (
+    EVERY_RUN,
+    assert_images_decode,
+    assert_self_contained,
+    make,
+    sections,
+)
 
 SIMCLR_FLAGS = tiny_flags(
     **{
@@ -33,45 +41,7 @@ TRAIN_PY_RUNS = {
     "scan": smoke_args("scan", *tiny_flags(**SCAN), *tiny_flags("stages.pretext.")),
     "denoising": smoke_args("denoising", "--config.optim.learning_rate=0.01"),
 }
-SLOW_RUNS = ("scan", "denoising")  # read only by tests marked slow
-EVERY_RUN = ("run", "summary", "curves", "retrieval", "map", "clusters", "views")
-
-
-def sections(page: str) -> list[str]:
-    return re.findall(r'<section id="([^"]+)">', page)
-
-
-def images(page: str) -> list[str]:
-    return re.findall(r'<img src="([^"]+)"', page)
-
-
-def assert_images_decode(folder: str, page: str) -> list[str]:
-    srcs = images(page)
-    assert srcs, "no images"
-    for src in srcs:
-        assert "/" not in src and not src.startswith("http"), src  # beside the page
-        with Image.open(os.path.join(folder, src)) as im:
-            assert im.format == "PNG", src
-            im.load()  # the whole file decodes
-            assert im.size[0] > 50 and im.size[1] > 50, (src, im.size)
-            assert np.asarray(im).std() > 1.0, f"{src} is blank"
-    return srcs
-
-
-def assert_self_contained(page: str) -> None:
-    assert "<script" not in page.lower()
-    assert not re.search(r'(src|href)="(https?:)?//', page), "a reference off the disk"
-
-
-def make(workdirs, tmp_path=None, *extra) -> tuple[str, str]:
-    """Runs the command in this process; (the report folder, its page)."""
-    args = [a for w in workdirs for a in ("--workdir", w)]
-    if tmp_path is not None:
-        args += ["--out", str(tmp_path)]
-    assert report.main([*args, *extra]) == 0
-    folder = str(tmp_path) if tmp_path is not None else os.path.join(workdirs[0], "report")
-    with open(os.path.join(folder, "index.html"), encoding="utf-8") as f:
-        return folder, f.read()
+SLOW_RUNS = ("dino", "scan", "denoising")  # read only by tests marked slow
 
 
 @pytest.fixture(scope="module")
@@ -141,18 +111,6 @@ def test_metrics_log_keeps_the_last_record_of_a_step(tmp_path):
     steps, loss = series["train"]["loss"]
     assert steps.tolist() == [2, 4] and loss.tolist() == [3.0, 2.5]
     assert series["eval_during"]["knn_top1"][1].tolist() == [0.5]
-
-
-def test_dino_report_has_attention_maps_and_a_tsne_map(train_py_runs, tmp_path):
-    run = train_py_runs["dino"]
-    assert run.returncode == 0, run.stderr[-3000:]
-    folder, page = make([run.workdir], tmp_path, "--map", "tsne")
-    assert sections(page) == [*EVERY_RUN, "method"]
-    srcs = assert_images_decode(folder, page)
-    assert "attention.png" in srcs
-    assert "(teacher, features)" in page or "teacher" in page  # DINO's kNN network
-    assert "t-SNE (perplexity" in page
-    assert "No evaluation during training" in page  # every_steps = 0
 
 
 @pytest.mark.slow
