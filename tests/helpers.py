@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -21,13 +22,13 @@ from tests import forked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The default tier checks every method's own parts: its loss, views, presets, state and one
-# step on 8 devices == 1. The same guarantee for every method runs there for one method of
-# each kind (test_train.py's SimCLR besides); the others' with -m slow (pyproject's marker).
-# A train.py smoke run that learns: one for each kind of network (BYOL's momentum network,
-# SwAV's queue and prototypes, DINO's teacher and centre, MAE's decoder, I-JEPA's target
-# encoder and predictor, LeJEPA's projections, SeLa's labels, SCAN's stages, a rotation
-# classifier, an inpainting decoder, a VQ codebook).
+# The default tier checks every method's own parts: its loss (8 devices == 1 included),
+# views, presets and state. One step of the whole train step on 8 devices == 1 and a train.py
+# smoke run that learns are in it for one method of each kind of network (BYOL's momentum
+# network, SwAV's queue and prototypes, DINO's teacher and centre, MAE's decoder, I-JEPA's
+# target encoder and predictor, LeJEPA's projections, SeLa's labels, SCAN's stages, a
+# rotation classifier, an inpainting decoder, a VQ codebook), and for test_check.py's and
+# test_train.py's SimCLR; every other method's with -m slow (pyproject's marker).
 RUNS_IN_DEFAULT_TIER = frozenset(
     {"byol", "swav", "dino", "mae", "ijepa", "lejepa", "sela", "scan"}
     | {"rotation", "inpainting", "vq"}
@@ -38,8 +39,8 @@ RESUMES_IN_DEFAULT_TIER = frozenset({"byol", "swav", "dino", "sela", "scan"})
 
 
 def run_params(*cases, tier=RUNS_IN_DEFAULT_TIER) -> list:
-    """``cases`` (a name, or a tuple that starts with one) as the pytest parameters of a
-    test that reads their train.py runs, those outside ``tier`` marked slow."""
+    """``cases`` (a method's name, or a tuple that starts with one) as the pytest parameters
+    of a test of their steps or train.py runs, those outside ``tier`` marked slow."""
     params = []
     for case in cases:
         values = case if isinstance(case, tuple) else (case,)
@@ -49,8 +50,8 @@ def run_params(*cases, tier=RUNS_IN_DEFAULT_TIER) -> list:
 
 
 def run_tier(*names: str, tier=RUNS_IN_DEFAULT_TIER):
-    """Decorates a test that reads the train.py runs ``names``: marked slow unless one of
-    them is in ``tier``."""
+    """Decorates a test of the steps or train.py runs of the methods ``names``: marked slow
+    unless one of them is in ``tier``."""
     if any(name in tier for name in names):
         return lambda test: test
     return pytest.mark.slow
@@ -242,17 +243,27 @@ def log_uniform(k: int) -> float:
 # ----------------------------------------------------------------------------- 8 == 1 device
 
 
-def one_step_on(config, devices):
+class Step(NamedTuple):
+    """The state after one step (on the host) and the step's metrics."""
+
+    params: dict
+    batch_stats: dict
+    method_state: dict
+    metrics: dict
+
+
+def one_step_on(config, devices) -> Step:
     from jssl import trainer
 
     exp = trainer.Experiment(config, devices)
     state = exp.init_state()
     state, metrics = exp.train_step(state, exp.global_batch(0))
-    return jax.device_get((state.params, state.batch_stats, state.method_state, metrics))
+    return Step(*jax.device_get((state.params, state.batch_stats, state.method_state, metrics)))
 
 
-def assert_one_step_8_devices_equals_1(config, rtol=1e-4, atol=1e-4):
-    """One update on 1 and on 8 devices gives the same loss, params, BN stats, method state.
+def assert_one_step_8_devices_equals_1(config, rtol=1e-4, atol=1e-4) -> Step:
+    """One update on 1 and on 8 devices gives the same loss, params, BN stats, method state;
+    returns the one on 1 device.
 
     atol 1e-4: the smoke configs use AdamW, whose first update is about
     lr * g / |g| (lr 2e-4 here), so a parameter with a near-zero gradient can
@@ -264,9 +275,9 @@ def assert_one_step_8_devices_equals_1(config, rtol=1e-4, atol=1e-4):
     close = lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
     for a, b in zip(one[:3], eight[:3], strict=True):
         jax.tree.map(close, a, b)
-    for k in one[3]:
-        close(one[3][k], eight[3][k])
-    return one[3]
+    for k in one.metrics:
+        close(one.metrics[k], eight.metrics[k])
+    return one
 
 
 def write_image_folder(

@@ -59,12 +59,15 @@ class JEPAPredictor(nn.Module):
         )  # fmt: skip
         x = dense(self.hidden, "embed")(context.astype(self.dtype)) + pos[context_index]
         token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.hidden))
-        targets = token.astype(self.dtype) + pos[target_index]  # [M, N, Kt, Dp]
-        x = jnp.broadcast_to(x[None], (m, n, kc, self.hidden))
-        tokens = jnp.concatenate([x, targets], axis=2).reshape(m * n, kc + kt, self.hidden)
+        # One sequence per (image, block), image-major: [N, M, ...] -> [N * M, ...] keeps the
+        # images' sharding over devices (block-major would gather every image to each).
+        targets = token.astype(self.dtype) + pos[target_index.swapaxes(0, 1)]  # [N, M, Kt, Dp]
+        x = jnp.broadcast_to(x[:, None], (n, m, kc, self.hidden))
+        tokens = jnp.concatenate([x, targets], axis=2).reshape(n * m, kc + kt, self.hidden)
         attend = jnp.concatenate(
-            [jnp.broadcast_to(context_valid[None], (m, n, kc)), target_valid], axis=2
-        ).reshape(m * n, kc + kt)
+            [jnp.broadcast_to(context_valid[:, None], (n, m, kc)), target_valid.swapaxes(0, 1)],
+            axis=2,
+        ).reshape(n * m, kc + kt)
         for i in range(self.depth):
             tokens, _ = EncoderBlock(
                 self.num_heads, self.mlp_dim, dtype=self.dtype, name=f"block{i + 1}"
@@ -73,7 +76,7 @@ class JEPAPredictor(nn.Module):
             tokens[:, kc:]
         )
         out = dense(d, "proj")(tokens)
-        return out.reshape(m, n, kt, d).astype(jnp.float32)
+        return out.reshape(n, m, kt, d).swapaxes(0, 1).astype(jnp.float32)
 
 
 class JEPANetwork(nn.Module):

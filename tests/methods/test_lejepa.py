@@ -38,7 +38,9 @@ def smoke_config(**overrides):
 
 
 def test_one_step_8_devices_equals_1():
-    metrics = assert_one_step_8_devices_equals_1(tiny_config("lejepa", **ONE_STAGE, **LOCALS))
+    metrics = assert_one_step_8_devices_equals_1(
+        tiny_config("lejepa", **ONE_STAGE, **LOCALS)
+    ).metrics
     for key in ("invariance", "sigreg", "rankme", "z_std", "h_std"):
         assert np.isfinite(metrics[key]), key
 

@@ -191,7 +191,7 @@ def test_loss_jit_equals_no_jit_and_gradients_reach_encoder_and_decoder():
 
 
 def test_one_step_8_devices_equals_1():
-    metrics = assert_one_step_8_devices_equals_1(tiny())
+    metrics = assert_one_step_8_devices_equals_1(tiny()).metrics
     np.testing.assert_allclose(metrics["mask_ratio"], 0.75)
 
 

@@ -22,6 +22,7 @@ from tests.helpers import (
     jit_init,
     jit_views,
     records,
+    run_params,
     run_tier,
     set_fields,
     slow_runs,
@@ -112,9 +113,11 @@ def test_image_grid_layout():
     assert grid[1, 1, 0] == 0 and grid[6, 1, 0] == 255 and grid[0, 0, 0] == 255
 
 
-@pytest.mark.parametrize("name", ["equivariance", "vae"])
+@pytest.mark.parametrize("name", run_params("equivariance", "vae"))
 def test_one_step_8_devices_equals_1_device(name):
-    metrics = assert_one_step_8_devices_equals_1(tiny_config(name, batch_size=16, **ONE_STAGE))
+    metrics = assert_one_step_8_devices_equals_1(
+        tiny_config(name, batch_size=16, **ONE_STAGE)
+    ).metrics
     assert np.isfinite(metrics["loss"])
 
 

@@ -20,6 +20,7 @@ from tests.helpers import (
     jit_init,
     jit_views,
     records,
+    run_params,
     run_tier,
     set_fields,
     slow_runs,
@@ -100,10 +101,10 @@ def test_context_geometry_error_names_the_fix():
     assert pretext.context_span(9, 2, 1) == 33
 
 
-@pytest.mark.parametrize("name", ["jigsaw", "context"])
+@pytest.mark.parametrize("name", run_params("jigsaw", "context"))
 def test_one_step_8_devices_equals_1_device(name):
     config = tiny_config(name, batch_size=16, **ONE_STAGE)
-    metrics = assert_one_step_8_devices_equals_1(config)
+    metrics = assert_one_step_8_devices_equals_1(config).metrics
     assert {"jigsaw": "permutation_acc", "context": "position_acc"}[name] in metrics
 
 

@@ -130,18 +130,18 @@ def test_rebalancing_weights_golden():
 
 @pytest.mark.parametrize(
     "name, extra",
-    [
+    run_params(
         ("denoising", {"denoising.noise": "salt_and_pepper"}),
         ("inpainting", {"inpainting.mask": "random", "inpainting.num_blocks": 2}),
         ("colorization", {"colorization.target": "classification", "data.name": "image_folder"}),
-    ],
+    ),
 )
 def test_one_step_8_devices_equals_1_device(name, extra, tmp_path):
     config = tiny_config(name, batch_size=16, **extra)
     if config.data.name == "image_folder":  # colour images: a tiny RGB folder
         config.data.path = str(_rgb_folder(tmp_path))
         config.data.cache_dir = str(tmp_path / "cache")
-    metrics = assert_one_step_8_devices_equals_1(config)
+    metrics = assert_one_step_8_devices_equals_1(config).metrics
     assert np.isfinite(metrics["loss"])
 
 

@@ -84,7 +84,7 @@ def test_views_hold_all_four_rotations_of_each_example():
 
 def test_one_step_8_devices_equals_1_device():
     config = tiny_config("rotation", batch_size=16, **ONE_STAGE)
-    metrics = assert_one_step_8_devices_equals_1(config)
+    metrics = assert_one_step_8_devices_equals_1(config).metrics
     assert 0.0 <= metrics["rotation_acc"] <= 1.0
 
 

@@ -256,13 +256,13 @@ def test_each_step_enqueues_its_global_batch_by_hand(name):
 # ----------------------------------------------------------------------------- devices
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", run_params(*NAMES))
 def test_one_step_8_devices_equals_1(name):
     """params (prototypes included, before the host's normalisation), BN statistics, the
     method state (queue and pointer, key encoder and its count) and metrics, at the smoke
     lr (AdamW's first update moves a parameter whose gradient is rounding noise by a whole
     lr: see the helper). The one-device program is the one-device runs' (cached)."""
-    metrics = assert_one_step_8_devices_equals_1(step_config(name))
+    metrics = assert_one_step_8_devices_equals_1(step_config(name)).metrics
     for key in LOGGED[name]:
         assert np.isfinite(metrics[key]), key
 

@@ -57,9 +57,9 @@ def smoke_config(name, **overrides):
 # ----------------------------------------------------------------------------- devices
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", run_params(*NAMES))
 def test_one_step_8_devices_equals_1(name):
-    metrics = assert_one_step_8_devices_equals_1(tiny_config(name, **WIDTHS))
+    metrics = assert_one_step_8_devices_equals_1(tiny_config(name, **WIDTHS)).metrics
     for key in LOGGED[name]:
         assert np.isfinite(metrics[key]), key
 
