@@ -15,6 +15,8 @@ the batch are global) and return float32.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -40,24 +42,25 @@ def sinkhorn_knopp_teacher(
     count and the other rows come back as zeros (iBOT's masked patches among a static
     number of tokens: DINOv2 balances the masked patches of the batch only).
     """
-    logits = jax.lax.stop_gradient(jnp.asarray(teacher_logits, jnp.float32))
-    shape = logits.shape
-    log_q = logits.reshape(-1, shape[-1]) / teacher_temp  # [B, K]
-    k = log_q.shape[1]
+    # The rows keep their leading axes (no reshape to [B, K]: merging a sharded batch axis
+    # with another would make XLA copy the whole batch to every device).
+    log_q = jax.lax.stop_gradient(jnp.asarray(teacher_logits, jnp.float32)) / teacher_temp
+    k = log_q.shape[-1]
+    samples = tuple(range(log_q.ndim - 1))
     if valid is None:
-        rows = jnp.ones((log_q.shape[0], 1), bool)
-        log_b = jnp.log(jnp.float32(log_q.shape[0]))
+        rows = jnp.ones((*log_q.shape[:-1], 1), bool)
+        log_b = jnp.log(jnp.float32(math.prod(log_q.shape[:-1])))
     else:
-        rows = jnp.asarray(valid, bool).reshape(-1, 1)
+        rows = jnp.asarray(valid, bool)[..., None]
         log_b = jnp.log(jnp.maximum(jnp.sum(rows.astype(jnp.float32)), 1.0))
     keep = lambda x: jnp.where(rows, x, -jnp.inf)
     log_q = keep(log_q)
     log_q = keep(log_q - jax.nn.logsumexp(log_q))
     for _ in range(num_iters):
-        log_q = keep(log_q - jax.nn.logsumexp(log_q, axis=0, keepdims=True) - jnp.log(k))
-        row_sum = jax.nn.logsumexp(jnp.where(rows, log_q, 0.0), axis=1, keepdims=True)
+        log_q = keep(log_q - jax.nn.logsumexp(log_q, axis=samples, keepdims=True) - jnp.log(k))
+        row_sum = jax.nn.logsumexp(jnp.where(rows, log_q, 0.0), axis=-1, keepdims=True)
         log_q = keep(log_q - row_sum - log_b)
-    return jnp.exp(log_q + log_b).reshape(shape)
+    return jnp.exp(log_q + log_b)
 
 
 def _gram(x: jax.Array, img_level: bool) -> jax.Array:

@@ -167,7 +167,9 @@ def update_center(
             f"{center.shape}"
         )
     logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
-    batch_center = jnp.mean(logits.reshape(-1, logits.shape[-1]), axis=0)
+    # The mean over the leading axes as they are: a reshape that merged the crops' axis with
+    # the batch's would make XLA copy the whole (sharded) batch to every device.
+    batch_center = jnp.mean(logits, axis=tuple(range(logits.ndim - 1)))
     return momentum * center.astype(jnp.float32) + (1.0 - momentum) * batch_center
 
 
@@ -209,7 +211,7 @@ def distillation_monitor(
     kl = jnp.sum((ce - jnp.mean(h_q, axis=1)[:, None]) * mask) / jnp.sum(mask)
     return {
         "teacher_entropy": jnp.mean(h_q),
-        "teacher_batch_entropy": entropy(jnp.mean(q.reshape(-1, q.shape[-1]), axis=0)),
+        "teacher_batch_entropy": entropy(jnp.mean(q, axis=tuple(range(q.ndim - 1)))),
         "student_entropy": jnp.mean(entropy(p)),
         "kl": kl,
     }

@@ -101,6 +101,8 @@ def test_8_devices_equal_1_device(img_level):
         put = lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))
         sk = jax.jit(lambda x: losses.sinkhorn_knopp_teacher(x, teacher_temp=0.1))
         gram = lambda s, t: losses.gram_loss(s, t, img_level=img_level)
+        # The sums over the batch are all-reduces: no device gets the others' rows.
+        assert "all-gather" not in sk.lower(put(x, PartitionSpec(None, "data"))).compile().as_text()
         return (
             sk(put(x, PartitionSpec(None, "data"))),
             jax.jit(jax.value_and_grad(gram))(
