@@ -24,8 +24,9 @@ line per verdict, then writes them all to ``--out`` (JSON):
 - memory: the compiled step's buffers against the device's memory;
 - input: the configured data source's host rate (read, decode, batch; measured alone)
   against the step's rate, with a verdict;
-- program: host callbacks or transfers inside the step, and whether the state's
-  buffers are donated to the step's outputs.
+- program: host callbacks or transfers inside the step, whether the state's buffers
+  are donated to the step's outputs, and the collectives each device runs per step with
+  the bytes of their results (all-reduce, all-gather, ...).
 
 The functions below are the checks themselves; the tests call them directly.
 """
@@ -97,6 +98,34 @@ PEAK_TFLOPS = {
 
 _HOST_CALLBACKS = re.compile(r'custom_call_target="[^"]*(callback|host)[^"]*"')
 _TRANSFERS = re.compile(r"\b(send|recv|infeed|outfeed)(-done|-start)?\(")
+# A collective of the (per-device) optimised HLO and its result type: one array, or a tuple
+# (several arrays reduced together; an asynchronous -start's operands and result, whose
+# -done is not counted again).
+_COLLECTIVE = re.compile(
+    r"= (\([^=]*?\)|\S+) "
+    r"(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(-start)?\("
+)
+_ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16|c64|c128)\[([\d,]*)\]")
+_ITEM_BYTES = {"pred": 1, "bf16": 2, "c64": 8, "c128": 16}
+
+
+def _array_bytes(dtype: str, dims: str) -> int:
+    size = _ITEM_BYTES.get(dtype) or int(dtype[1:]) // 8
+    return size * math.prod(int(d) for d in dims.split(",") if d)
+
+
+def collectives(text: str) -> dict[str, dict[str, int]]:
+    """Each kind of collective in a compiled program's text: how many, and the bytes of
+    their results on one device (of an asynchronous one, its result: the last array)."""
+    found: dict[str, dict[str, int]] = {}
+    for m in _COLLECTIVE.finditer(text):
+        arrays = _ARRAY.findall(m.group(1))
+        if m.group(3):
+            arrays = arrays[-1:]
+        entry = found.setdefault(m.group(2), {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += sum(_array_bytes(*a) for a in arrays)
+    return found
 
 
 @dataclasses.dataclass
@@ -318,6 +347,7 @@ def program_check(compiled, state) -> dict[str, Any]:
         "transfers": sorted(set(m.group(1) for m in _TRANSFERS.finditer(text))),
         "aliased_outputs": aliased,
         "state_leaves": len(jax.tree.leaves(state)),
+        "collectives": collectives(text),
     }
 
 
@@ -599,6 +629,13 @@ def _program_verdict(p: dict) -> Verdict:
     text = "; ".join(problems) or (
         f"no host callbacks or transfers inside the step; {p['aliased_outputs']} output "
         f"buffers reuse the donated state's ({p['state_leaves']} state leaves)"
+    )
+    # What the devices exchange each step: data parallel, the gradients' all-reduce; an
+    # all-gather copies every device's part of an array to each.
+    moved = p.get("collectives") or {}
+    text += "; per step and device: " + (
+        ", ".join(f"{k} {v['count']} ({v['bytes'] / 1e6:.2f} MB)" for k, v in moved.items())
+        or "no collectives"
     )
     return Verdict("program", text, not problems, p)
 

@@ -100,6 +100,36 @@ def test_one_ulp_apart_moves_every_float32_value_by_one_unit_in_the_last_place()
     np.testing.assert_array_equal(moved["n"], tree["n"])
 
 
+def test_collectives_counted_with_the_bytes_of_their_results_on_one_device():
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from jssl import sharding
+
+    mesh = sharding.make_mesh()
+    x = jax.device_put(np.ones((8, 4), np.float32), NamedSharding(mesh, P("data")))
+    whole = NamedSharding(mesh, P())
+    f = jax.jit(lambda x: (x * 2, jnp.sum(x), jnp.sum(x, 0)), out_shardings=(whole,) * 3)
+    program = check.program_check(f.lower(x).compile(), {})
+    # x gathered: f32[8, 4]; the two sums reduced together: f32[] and f32[4].
+    assert program["collectives"] == {
+        "all-gather": {"count": 1, "bytes": 8 * 4 * 4},
+        "all-reduce": {"count": 1, "bytes": 4 + 4 * 4},
+    }
+    one_device = jax.jit(lambda x: x * 2).lower(np.ones((8, 4), np.float32)).compile()
+    assert check.collectives(one_device.as_text()) == {}
+    # An asynchronous collective (accelerators): its result, the last array, counted once.
+    text = (
+        "%ags = (f32[2]{0}, f32[16]{0}) all-gather-start(%p), dimensions={0}\n"
+        "%agd = f32[16]{0} all-gather-done(%ags)\n"
+        "%ar = bf16[3,2]{1,0} all-reduce(%q), to_apply=%add\n"
+    )
+    assert check.collectives(text) == {
+        "all-gather": {"count": 1, "bytes": 64},
+        "all-reduce": {"count": 1, "bytes": 12},
+    }
+
+
 @dataclasses.dataclass
 class _Params:
     params: dict
@@ -254,6 +284,10 @@ def test_check_command_prints_every_verdict_and_writes_json(train_py_runs):
     assert 0 < speed["utilisation"] < 1.5
     program = next(v for v in verdicts if v["name"] == "program")
     assert program["ok"] and program["values"]["aliased_outputs"] > 0
+    # 8 devices: the gradients' all-reduce, and its line.
+    assert program["values"]["collectives"]["all-reduce"]["count"] >= 1
+    line = next(x for x in lines if "program:" in x)
+    assert "per step and device: " in line and "all-reduce " in line, line
 
 
 def test_check_command_bad_flag_is_one_error_line():
