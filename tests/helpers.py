@@ -23,8 +23,8 @@ from tests import forked
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The default tier checks every method's own parts: its loss (8 devices == 1 included),
-# views, presets and state. One step of the whole train step on 8 devices == 1 and a train.py
-# smoke run that learns are in it for one method of each kind of network (BYOL's momentum
+# views, presets and state. One whole train step on 8 devices == 1 and a train.py smoke run
+# that learns are in it for one method of each kind of network (BYOL's momentum
 # network, SwAV's queue and prototypes, DINO's teacher and centre, MAE's decoder, I-JEPA's
 # target encoder and predictor, LeJEPA's projections, SeLa's labels, SCAN's stages, a
 # rotation classifier, an inpainting decoder, a VQ codebook), and for test_check.py's and
