@@ -99,11 +99,11 @@ PEAK_TFLOPS = {
 _HOST_CALLBACKS = re.compile(r'custom_call_target="[^"]*(callback|host)[^"]*"')
 _TRANSFERS = re.compile(r"\b(send|recv|infeed|outfeed)(-done|-start)?\(")
 # A collective of the (per-device) optimised HLO and its result type: one array, or a tuple
-# (several arrays reduced together; an asynchronous -start's operands and result, whose
-# -done is not counted again).
+# of arrays reduced together. An asynchronous one counts at its -done, whose type is the
+# result (its -start's tuple also holds the operands and, for some kinds, contexts).
 _COLLECTIVE = re.compile(
     r"= (\([^=]*?\)|\S+) "
-    r"(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(-start)?\("
+    r"(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(-done)?\("
 )
 _ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16|c64|c128)\[([\d,]*)\]")
 _ITEM_BYTES = {"pred": 1, "bf16": 2, "c64": 8, "c128": 16}
@@ -116,15 +116,12 @@ def _array_bytes(dtype: str, dims: str) -> int:
 
 def collectives(text: str) -> dict[str, dict[str, int]]:
     """Each kind of collective in a compiled program's text: how many, and the bytes of
-    their results on one device (of an asynchronous one, its result: the last array)."""
+    their results on one device."""
     found: dict[str, dict[str, int]] = {}
     for m in _COLLECTIVE.finditer(text):
-        arrays = _ARRAY.findall(m.group(1))
-        if m.group(3):
-            arrays = arrays[-1:]
         entry = found.setdefault(m.group(2), {"count": 0, "bytes": 0})
         entry["count"] += 1
-        entry["bytes"] += sum(_array_bytes(*a) for a in arrays)
+        entry["bytes"] += sum(_array_bytes(*a) for a in _ARRAY.findall(m.group(1)))
     return found
 
 

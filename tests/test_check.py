@@ -118,15 +118,19 @@ def test_collectives_counted_with_the_bytes_of_their_results_on_one_device():
     }
     one_device = jax.jit(lambda x: x * 2).lower(np.ones((8, 4), np.float32)).compile()
     assert check.collectives(one_device.as_text()) == {}
-    # An asynchronous collective (accelerators): its result, the last array, counted once.
+    # Asynchronous collectives (accelerators): counted once, at the -done, with its result
+    # (not the -start's operands or contexts).
     text = (
         "%ags = (f32[2]{0}, f32[16]{0}) all-gather-start(%p), dimensions={0}\n"
         "%agd = f32[16]{0} all-gather-done(%ags)\n"
-        "%ar = bf16[3,2]{1,0} all-reduce(%q), to_apply=%add\n"
+        "%cps = (f32[4]{0}, f32[4]{0}, u32[], u32[]) collective-permute-start(%q)\n"
+        "%cpd = f32[4]{0} collective-permute-done(%cps)\n"
+        "%ar = (bf16[3,2]{1,0}, s32[]) all-reduce(%r, %s), to_apply=%add\n"
     )
     assert check.collectives(text) == {
         "all-gather": {"count": 1, "bytes": 64},
-        "all-reduce": {"count": 1, "bytes": 12},
+        "collective-permute": {"count": 1, "bytes": 16},
+        "all-reduce": {"count": 1, "bytes": 12 + 4},
     }
 
 
