@@ -91,7 +91,7 @@ def _predictions_and_targets(model, params, v):
 
 def test_predictions_and_loss_keep_each_image_on_its_device():
     """On 8 devices the predictor's (image, block) sequences and the loss's targets stay on
-    their image's device: the compiled step copies no activations between devices."""
+    their image's device: the compiled loss and gradient copy no activations between devices."""
     config, model, params, views = _parts()
     mesh = sharding.make_mesh()
     spec = {"image": P("data"), "context": P("data"), "context_valid": P("data")}
