@@ -27,11 +27,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # that learns are in it for one method of each kind of network (BYOL's momentum
 # network, SwAV's queue and prototypes, DINO's teacher and centre, MAE's decoder, I-JEPA's
 # target encoder and predictor, LeJEPA's projections, SeLa's labels, SCAN's stages, a
-# rotation classifier, an inpainting decoder, a VQ codebook), and for test_check.py's and
-# test_train.py's SimCLR; every other method's with -m slow (pyproject's marker).
+# rotation classifier, a VQ autoencoder's codebook and convolutional decoder), and for
+# test_check.py's and test_train.py's SimCLR; every other method's with -m slow (pyproject's
+# marker).
 RUNS_IN_DEFAULT_TIER = frozenset(
-    {"byol", "swav", "dino", "mae", "ijepa", "lejepa", "sela", "scan"}
-    | {"rotation", "inpainting", "vq"}
+    {"byol", "swav", "dino", "mae", "ijepa", "lejepa", "sela", "scan"} | {"rotation", "vq"}
 )
 # An exact resume: one for each kind of state besides the parameters and optimiser (a
 # momentum network, a queue with prototypes, a teacher with its centre, labels, stages).

@@ -619,6 +619,7 @@ def test_attention_picture(train_py_runs, tmp_path):
     assert visualize.main(["attention", "--workdir", str(tmp_path / "nothing")]) == 1
 
 
+@pytest.mark.slow  # the report's sections: test_report.py's SimCLR run; the attention picture above
 def test_dino_report_has_attention_maps_and_a_tsne_map(train_py_runs, tmp_path):
     run = train_py_runs["dino"]
     assert run.returncode == 0, run.stderr[-3000:]
