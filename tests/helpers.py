@@ -161,8 +161,9 @@ class TrainPy:
 
     def start(self, *args: str, wrapper: tuple[str, ...] = (), **popen_kwargs):
         """A running train.py: a ``Forked`` (poll, wait, kill, send_signal, communicate) or,
-        with ``popen_kwargs`` or a ``wrapper``, a ``subprocess.Popen`` whose stdout and
-        stderr are text pipes unless ``popen_kwargs`` says."""
+        where it cannot be forked (``popen_kwargs``, a ``wrapper``, another environment:
+        ``forked.forkable``), a ``subprocess.Popen`` whose stdout and stderr are text pipes
+        unless ``popen_kwargs`` says."""
         argv = self.command(*args, wrapper=wrapper)
         if not popen_kwargs and forked.forkable(argv, self.env):
             return forked.Forked(argv, ROOT)
@@ -172,15 +173,16 @@ class TrainPy:
     def __call__(
         self, *args: str, wrapper: tuple[str, ...] = (), timeout: float = 300
     ) -> subprocess.CompletedProcess:
-        """Runs train.py to its end: CompletedProcess with text stdout and stderr."""
-        argv = self.command(*args, wrapper=wrapper)
-        if forked.forkable(argv, self.env):
-            proc = forked.Forked(argv, ROOT)
+        """Runs train.py to its end (killed after ``timeout``): CompletedProcess with text
+        stdout and stderr."""
+        proc = self.start(*args, wrapper=wrapper)
+        try:
             out, err = proc.communicate(timeout=timeout)
-            return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-        return subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=self.env
-        )
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def records(workdir, kind: str = "train") -> list[dict]:
