@@ -202,6 +202,19 @@ class SelaOptions:
     weight_decay: float = 1e-4
 
 
+def sela_labels(params: dict, x: jax.Array, *, epsilon: float, num_iters: int) -> jax.Array:
+    """Every head's equipartitioned labels [H, N] of the rows ``x`` (Sinkhorn-Knopp over all
+    N rows), a head at a time (``lax.map``): one [N, K] plan in memory, not H of them."""
+
+    def one(head):
+        log_p = jax.nn.log_softmax(heads.apply(head, x)[0], axis=-1)
+        plan = sinkhorn.sinkhorn_knopp(log_p, epsilon=epsilon, num_iters=num_iters)
+        return jnp.argmax(plan, axis=-1).astype(jnp.int32)
+
+    each = jax.tree.map(lambda a: a[:, None], jax.lax.stop_gradient(params))  # [H, 1, ...]
+    return jax.lax.map(one, each)
+
+
 def fit_sela(spaces, k: int, o: SelaOptions, seed: int) -> Fitted:
     """SeLa (Asano et al., 2020) with the backbone frozen: H heads learn equipartitioned
     pseudo-labels (Sinkhorn-Knopp over every example), relabelled ``relabels`` times."""
@@ -210,13 +223,7 @@ def fit_sela(spaces, k: int, o: SelaOptions, seed: int) -> Fitted:
     every = max(1, o.steps // max(1, o.relabels))
 
     def relabel(params):
-        log_p = jax.nn.log_softmax(heads.apply(jax.lax.stop_gradient(params), x), axis=-1)
-        plan = jax.vmap(
-            lambda s: sinkhorn.sinkhorn_knopp(
-                s, epsilon=1.0 / o.sinkhorn_lambda, num_iters=o.sinkhorn_iters
-            )
-        )(log_p)
-        return jnp.argmax(plan, axis=-1).astype(jnp.int32)  # [H, N]
+        return sela_labels(params, x, epsilon=1.0 / o.sinkhorn_lambda, num_iters=o.sinkhorn_iters)
 
     def loss_fn(params, labels, key, i):
         labels = jax.lax.cond(i % every == 0, relabel, lambda _: labels, params)
