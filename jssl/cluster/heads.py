@@ -100,7 +100,6 @@ def fit(
     return params, extra, np.asarray(losses), np.asarray(per_head)
 
 
-def best_head(per_head: np.ndarray) -> int:
-    """The head of lowest training loss over the last tenth of the steps (no labels)."""
-    tail = per_head[-max(1, len(per_head) // 10) :]
-    return int(np.argmin(tail.mean(axis=0)))
+def tail_loss(per_head: np.ndarray) -> np.ndarray:
+    """Each head's training loss [H] over the last tenth of the steps ([steps, H] history)."""
+    return per_head[-max(1, len(per_head) // 10) :].mean(axis=0)

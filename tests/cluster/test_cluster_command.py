@@ -7,6 +7,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
@@ -108,6 +109,31 @@ def test_methods_are_deterministic_and_seeded():
     other = methods.fit("scan", [x], 5, fast("scan"), seed=1).predict([x])
     np.testing.assert_array_equal(one, again)
     assert not np.array_equal(one, other)
+
+
+def test_temi_chooses_a_head_that_predicts_clusters_not_one_of_lowest_training_loss():
+    from jssl import losses
+    from jssl.cluster import heads
+
+    y = np.arange(200) % 4
+    x = np.eye(4, dtype=np.float32)[y] + 0.05 * np.random.default_rng(0).normal(size=(200, 4))
+    x, neighbour = jnp.asarray(x, jnp.float32), jnp.roll(x, -4, axis=0)  # the same blob
+    good = 10.0 * np.eye(4)  # cluster = blob
+    one = np.tile([[10.0, 0.0, 0.0, 0.0]], (4, 1))  # every row to cluster 0
+    last = np.tile([[0.0, 0.0, 0.0, 10.0]], (4, 1))  # every row to cluster 3
+    as_heads = lambda *w: {"w": jnp.asarray(np.stack(w)), "b": jnp.zeros((len(w), 4))}
+    o = methods.options("temi", {})
+    # The training loss of a head whose student predicts the cluster its teacher empties
+    # (head 1) is far below a good head's (head 0): the prior is near 0 there.
+    teacher, student = as_heads(good, one), as_heads(good, last)
+    views = jnp.stack([x, neighbour])
+    t_logits = heads.apply(teacher, views)
+    prior = jnp.mean(jax.nn.softmax(t_logits / o.teacher_temp, -1), axis=(1, 2))
+    _, train_loss = losses.temi_loss(heads.apply(student, views), t_logits, prior)
+    assert train_loss[1] < train_loss[0] - 5  # -10.7 against -log 4
+    # The score of the heads that predict: the good head is best, the one-cluster head 0.
+    scores = np.asarray(methods.temi_head_scores(teacher, x, neighbour, o))
+    np.testing.assert_allclose(scores, [-np.log(4), 0.0], atol=0.02)
 
 
 def test_sela_labels_each_head_with_one_plan_in_memory():
