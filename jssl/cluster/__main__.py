@@ -16,9 +16,10 @@ training rows (``jssl.cluster.select``), and the K that ``--criterion`` ranks fi
 answer; the labelled figures of every K are printed beside it, with the Spearman
 correlation of each criterion with the Hungarian ACC over the sweep.
 
-``--out`` gets assignments.npz (cluster, confidence and probabilities of every evaluated
-row), metrics.json, and report.html with the matched confusion matrix, the cluster sizes and
-each cluster's most confident images.
+It also prints the RankMe of each training space (the effective number of directions it
+uses, label-free: ``select.rankme``). ``--out`` gets assignments.npz (cluster, confidence
+and probabilities of every evaluated row), metrics.json, and report.html with the matched
+confusion matrix, the cluster sizes and each cluster's most confident images.
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ def run(
                 f"{f.features.shape[1]} for training; give files of the same network"
             )
     os.makedirs(out, exist_ok=True)
+    ranks = [select.rankme(f.features, seed=seed) for f in train]
+    log(
+        "RankMe of the training features (label-free: the directions they use): "
+        + ", ".join(f"{r:.1f} of {f.features.shape[1]}" for r, f in zip(ranks, train, strict=True))
+    )
     num_classes = evals[0].num_classes
     what = f"{evals[0].meta['split']} ({len(evals[0].labels)} images)"
     rows, fitted = [], {}
@@ -143,6 +149,7 @@ def run(
             n: best[n] for n in ("acc", "acc_hungarian", "acc_many_to_one", "nmi", "ari", "ami")
         },
         "criteria": {c: best[c] for c in select.CRITERIA},
+        "rankme": ranks,
         "sweep": rows,
         "correlations": select.correlations(rows, target="acc_hungarian")
         if len(rows) > 1

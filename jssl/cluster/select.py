@@ -11,7 +11,8 @@ NMI, ARI and AMI. Without labels, each criterion is "higher is better":
 - ``neg_objective``: minus the method's own final loss (comparable within a method and K).
 
 ``correlations`` says how well each criterion ranks runs as the labelled ACC does
-(Spearman over the runs given), so a user without labels knows which to trust.
+(Spearman over the runs given), so a user without labels knows which to trust. ``rankme``
+scores a feature space itself, before any clustering (to choose among runs or spaces).
 """
 
 from __future__ import annotations
@@ -77,6 +78,18 @@ def balance(pred, num_clusters: int) -> float:
     p = np.bincount(np.asarray(pred), minlength=num_clusters) / max(len(pred), 1)
     p = p[p > 0]
     return float(-np.sum(p * np.log(p)) / np.log(num_clusters))
+
+
+def rankme(features, *, seed: int = 0, max_examples: int = 16384) -> float:
+    """RankMe (``jssl.evaluation.rank.rankme``) of the L2-normalised rows (at most
+    ``max_examples`` of them, drawn with ``seed``): the effective number of directions the
+    space uses, in [1, D]."""
+    from jssl.evaluation import rank
+
+    x = np.asarray(features)
+    if len(x) > max_examples:
+        x = x[np.random.default_rng(seed).permutation(len(x))[:max_examples]]
+    return float(rank.rankme(heads.normalize(x)))
 
 
 def criteria(features, pred, *, num_clusters: int, objective: float, seed: int = 0) -> dict:
