@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 
 from jssl.report import curves, pictures, runlog
 from jssl.report.html import Section, esc, number, page, table, write
@@ -110,6 +111,57 @@ def summary(logs: list[runlog.RunLog]) -> Section:
     return Section("summary", "Summary", "\n".join(body))
 
 
+def read_clusterings(folders: list[str]) -> list[tuple[str, dict]]:
+    """(folder, metrics.json) of each ``python -m jssl.cluster --out`` folder."""
+    from jssl.errors import UserError
+
+    found = []
+    for folder in folders:
+        path = os.path.join(os.path.abspath(os.path.expanduser(folder)), "metrics.json")
+        try:
+            with open(path) as f:
+                found.append((os.path.dirname(path), json.load(f)))
+        except (OSError, ValueError) as e:
+            raise UserError(
+                f"--cluster={folder}: no readable metrics.json ({type(e).__name__}); give a "
+                "folder written by python -m jssl.cluster --out"
+            ) from None
+    return found
+
+
+def clusterings(found: list[tuple[str, dict]], out: str) -> Section:
+    """A row per ``jssl.cluster`` result: method, K, ACC, NMI, ARI, AMI, each space's RankMe,
+    and a link to the clustering's own page (confusion matrix, sizes, images)."""
+    rows = []
+    for folder, m in found:
+        kind = "Hungarian" if m["k"] == m["num_classes"] else "many-to-one"
+        own = os.path.join(folder, "report.html")
+        link = (
+            f'<a href="{esc(os.path.relpath(own, out))}">clusters</a>'
+            if os.path.exists(own)
+            else "–"
+        )
+        ranks = ", ".join(f"{r:.1f}" for r in m.get("rankme", [])) or "–"
+        rows.append(
+            (
+                os.path.basename(folder),
+                esc(m["method"]),
+                f"{m['k']} ({m['num_classes']} classes)",
+                f"{m['metrics']['acc']:.4f} ({kind})",
+                *(m["metrics"][n] for n in ("nmi", "ari", "ami")),
+                ranks,
+                esc(m["eval_features"]),
+                link,
+            )
+        )
+    header = ["folder", "method", "K", "ACC", "NMI", "ARI", "AMI", "RankMe", "scored on", "page"]
+    note = (
+        '<p class="note">python -m jssl.cluster on cached frozen features: trained without '
+        "labels, scored on the files named.</p>"
+    )
+    return Section("clusterings", "Clustering heads", table(header, rows) + note)
+
+
 def run_sections(workdir: str, out: str, prefix: str, map_method: str) -> list[Section]:
     """The pictures that need the restored network."""
     from jssl.experiment import restore_run
@@ -146,9 +198,16 @@ def side_by_side(logs: list[runlog.RunLog], found: list[list[Section]]) -> list[
     return out
 
 
-def build_report(workdirs: list[str], out: str | None = None, *, map_method: str = "pca") -> str:
+def build_report(
+    workdirs: list[str],
+    out: str | None = None,
+    *,
+    map_method: str = "pca",
+    cluster: Sequence[str] = (),
+) -> str:
     """Writes ``out``/index.html (default: the first workdir's report/) and its PNGs; returns
-    the page's path. Each workdir is checked first (``validate_saved_run``)."""
+    the page's path. Each workdir is checked first (``validate_saved_run``), and each
+    ``cluster`` folder (``python -m jssl.cluster --out``) adds a row to a last section."""
     from jssl import validation
     from jssl.errors import UserError
 
@@ -159,6 +218,7 @@ def build_report(workdirs: list[str], out: str | None = None, *, map_method: str
     workdirs = [os.path.abspath(os.path.expanduser(w)) for w in workdirs]
     for w in workdirs:
         validation.validate_saved_run(w)
+    clustered = read_clusterings(list(cluster))
     out = os.path.abspath(out or os.path.join(workdirs[0], "report"))
     os.makedirs(out, exist_ok=True)
     logs = runlog.read_runs(workdirs)
@@ -168,6 +228,8 @@ def build_report(workdirs: list[str], out: str | None = None, *, map_method: str
         run_sections(w, out, f"run{i}_" if many else "", map_method) for i, w in enumerate(workdirs)
     ]
     sections += side_by_side(logs, found) if many else found[0]
+    if clustered:
+        sections.append(clusterings(clustered, out))
     names = ", ".join(log.name for log in logs)
     methods = ", ".join(str(log.config.get("method")) for log in logs)
     title = f"jssl report: {names}" if many else f"jssl report: {methods} run {names}"

@@ -19,13 +19,16 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", action="append", required=True, help="run folder; repeat to compare runs"
     )
     parser.add_argument("--out", default=None, help="report folder (default: WORKDIR/report)")
+    parser.add_argument(
+        "--cluster", action="append", default=[], help="a python -m jssl.cluster --out folder"
+    )
     parser.add_argument("--map", choices=MAP_METHODS, default="pca", help="2-D embedding map")
     parser.add_argument("--traceback", action="store_true", help="on an error, the traceback")
     parser.add_argument("-v", "--verbosity", type=int, default=0, help="1: as --traceback")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        path = build_report(args.workdir, args.out, map_method=args.map)
+        path = build_report(args.workdir, args.out, map_method=args.map, cluster=args.cluster)
     except cli.user_error_types() as e:
         if args.traceback or args.verbosity >= 1:
             raise

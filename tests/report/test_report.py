@@ -44,17 +44,36 @@ TRAIN_PY_RUNS = {
 SLOW_RUNS = ("dino", "scan", "denoising")  # read only by tests marked slow
 
 
+def blob_clustering(folder) -> str:
+    """A python -m jssl.cluster --out folder (k-means of 3 blobs of 2-d features), with a
+    page of its own beside it."""
+    from jssl.cluster import __main__ as cluster_cli
+
+    labels = np.arange(60) % 3
+    x = np.eye(3)[labels, :2].astype(np.float32) + 0.01 * (labels[:, None] == 2)
+    meta = {"split": "test", "class_names": ["a", "b", "c"], "network": "student"}
+    path = os.path.join(folder, "blobs.npz")
+    np.savez(path, features=x, labels=labels, indices=np.arange(60), meta=json.dumps(meta))
+    out = os.path.join(folder, "kmeans")
+    assert cluster_cli.main([f"--features={path}", "--method=kmeans", "--k=3", f"--out={out}",
+                             "--no_report"]) == 0  # fmt: skip
+    with open(os.path.join(out, "report.html"), "w") as f:
+        f.write("<html></html>")  # what jssl.cluster writes without --no_report
+    return out
+
+
 @pytest.fixture(scope="module")
-def simclr_report(train_py_runs):
+def simclr_report(train_py_runs, tmp_path_factory):
     run = train_py_runs["simclr"]
     assert run.returncode == 0, run.stderr[-3000:]
-    return run.workdir, *make([run.workdir])
+    clustering = blob_clustering(tmp_path_factory.mktemp("clusters"))
+    return run.workdir, *make([run.workdir], None, "--cluster", clustering)
 
 
 def test_simclr_report_has_every_section(simclr_report):
     workdir, folder, page = simclr_report
     assert folder == os.path.join(workdir, "report")
-    assert sections(page) == list(EVERY_RUN)
+    assert sections(page) == [*EVERY_RUN, "clusterings"]
     srcs = assert_images_decode(folder, page)
     assert set(srcs) == {
         "curves_train.png",
@@ -84,6 +103,21 @@ def test_simclr_report_has_every_section(simclr_report):
     # Retrieval and clusters: green and red frames counted in the caption, matched matrix.
     assert re.search(r"\d+\.\d% of the neighbours shown share the query", page)
     assert "k-means (10 clusters)" in page and "ACC" in page
+    # The jssl.cluster result given with --cluster: its row, figures and page.
+    row = re.search(r"<tr><td>kmeans</td>(.*?)</tr>", page.split('id="clusterings"')[1])
+    cells = re.findall(r'<td class="num">(.*?)</td>', row.group(1))
+    assert cells[:4] == ["kmeans", "3 (3 classes)", "1.0000 (Hungarian)", "1"], cells
+    assert 1.0 <= float(cells[6]) <= 2.0 and cells[7].endswith("blobs.npz"), cells  # 2-d
+    assert re.fullmatch(r'<a href="[^"]*kmeans/report.html">clusters</a>', cells[8]), cells
+
+
+def test_a_cluster_folder_without_results_is_one_error_line(simclr_report, tmp_path, capsys):
+    workdir, _, _ = simclr_report
+    assert report.main(["--workdir", workdir, "--cluster", str(tmp_path), "--out", str(tmp_path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no readable metrics.json" in lines[0], lines
+    assert "written by python -m jssl.cluster --out" in lines[0]
+    assert not (tmp_path / "index.html").exists()
 
 
 def test_curves_hold_every_logged_series(simclr_report):
