@@ -111,6 +111,10 @@ def summary(logs: list[runlog.RunLog]) -> Section:
     return Section("summary", "Summary", "\n".join(body))
 
 
+# What a python -m jssl.cluster metrics.json holds that the report reads.
+CLUSTER_KEYS = {"method", "k", "num_classes", "metrics", "eval_features"}
+
+
 def read_clusterings(folders: list[str]) -> list[tuple[str, dict]]:
     """(folder, metrics.json) of each ``python -m jssl.cluster --out`` folder."""
     from jssl.errors import UserError
@@ -120,12 +124,15 @@ def read_clusterings(folders: list[str]) -> list[tuple[str, dict]]:
         path = os.path.join(os.path.abspath(os.path.expanduser(folder)), "metrics.json")
         try:
             with open(path) as f:
-                found.append((os.path.dirname(path), json.load(f)))
-        except (OSError, ValueError) as e:
+                m = json.load(f)
+            if not CLUSTER_KEYS <= set(m):
+                raise ValueError(f"no {', '.join(sorted(CLUSTER_KEYS - set(m)))}")
+        except (OSError, ValueError, TypeError) as e:
             raise UserError(
-                f"--cluster={folder}: no readable metrics.json ({type(e).__name__}); give a "
-                "folder written by python -m jssl.cluster --out"
+                f"--cluster={folder}: no readable metrics.json ({type(e).__name__}: {e}); give "
+                "a folder written by python -m jssl.cluster --out"
             ) from None
+        found.append((os.path.dirname(path), m))
     return found
 
 

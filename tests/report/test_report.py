@@ -118,6 +118,10 @@ def test_a_cluster_folder_without_results_is_one_error_line(simclr_report, tmp_p
     assert len(lines) == 1 and "no readable metrics.json" in lines[0], lines
     assert "written by python -m jssl.cluster --out" in lines[0]
     assert not (tmp_path / "index.html").exists()
+    (tmp_path / "metrics.json").write_text('{"method": "kmeans"}')  # not jssl.cluster's
+    assert report.main(["--workdir", workdir, "--cluster", str(tmp_path), "--out", str(tmp_path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no eval_features, k, metrics, num_classes" in lines[0], lines
 
 
 def test_curves_hold_every_logged_series(simclr_report):
