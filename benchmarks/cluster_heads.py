@@ -63,6 +63,29 @@ def score(method, setting, train, held, k, seed):
     return methods.fit_and_score(method, opts, [train], [held], k, seed=seed)[0]
 
 
+def choose_and_test(method, train, val, test, k) -> dict:
+    """Every setting of the method's grid on the val rows (seed 0), then the setting of best
+    val ACC on the test rows with each seed: {val, chosen, test, summary (mean, std)}."""
+    tried = []
+    for setting in GRIDS[method]:
+        r = score(method, setting, train, val, k, 0)
+        tried.append({"setting": setting, **r})
+        print(f"{method} K={k} {setting}: val ACC {r['acc']:.4f} ({r['seconds']:.1f} s)")
+    chosen = max(tried, key=lambda r: r["acc"])["setting"]
+    runs = [score(method, chosen, train, test, k, s) for s in SEEDS]
+    summary = {
+        name: (float(np.mean([r[name] for r in runs])), float(np.std([r[name] for r in runs])))
+        for name in ("acc", "nmi", "ari")
+    }
+    print(
+        f"{method} K={k} {chosen}: test ACC {summary['acc'][0]:.4f} +- {summary['acc'][1]:.4f} "
+        f"({select.acc_kind(k, test.num_classes)}), NMI {summary['nmi'][0]:.4f}, ARI "
+        f"{summary['ari'][0]:.4f}",
+        flush=True,
+    )
+    return {"val": tried, "chosen": chosen, "test": runs, "summary": summary}
+
+
 def turtle_spaces(args, setting) -> dict:
     """TURTLE with the chosen setting on the first run's space, the second's, and both:
     test ACC over the seeds (the second run's files must hold the same images)."""
@@ -99,23 +122,7 @@ def main():
     c = test.num_classes
     out = {"features": os.path.abspath(args.features), "meta": train.meta, "methods": {}}
     for method in args.methods.split(","):
-        tried = []
-        for setting in GRIDS[method]:
-            r = score(method, setting, train, val, c, 0)
-            tried.append({"setting": setting, **r})
-            print(f"{method} {setting}: val ACC {r['acc']:.4f} ({r['seconds']:.1f} s)", flush=True)
-        chosen = max(tried, key=lambda r: r["acc"])["setting"]
-        runs = [score(method, chosen, train, test, c, s) for s in SEEDS]
-        summary = {
-            name: (float(np.mean([r[name] for r in runs])), float(np.std([r[name] for r in runs])))
-            for name in ("acc", "nmi", "ari")
-        }
-        out["methods"][method] = {"val": tried, "chosen": chosen, "test": runs, "summary": summary}
-        print(
-            f"{method} {chosen}: test ACC {summary['acc'][0]:.4f} +- {summary['acc'][1]:.4f}, "
-            f"NMI {summary['nmi'][0]:.4f}, ARI {summary['ari'][0]:.4f}",
-            flush=True,
-        )
+        out["methods"][method] = choose_and_test(method, train, val, test, c)
     # Label-free model selection: over every (method, setting) tried on the validation split,
     # how each criterion ranks them against the validation ACC, and what it would pick.
     tried = [{"method": m, **r} for m, v in out["methods"].items() for r in v["val"]]
@@ -137,24 +144,7 @@ def main():
     chosen = out["methods"][best]["chosen"]
     # Over-clustering: for each K, the method's grid again on the validation split (a setting
     # good for K = 10 may not be for 50), then the test rows over the seeds.
-    over = {}
-    for k in (20, 50):
-        tried = [{"setting": s, **score(best, s, train, val, k, 0)} for s in GRIDS[best]]
-        setting = max(tried, key=lambda r: r["acc"])["setting"]
-        runs = [score(best, setting, train, test, k, s) for s in SEEDS]
-        acc, nmi = [r["acc"] for r in runs], [r["nmi"] for r in runs]
-        over[k] = {
-            "val": tried,
-            "chosen": setting,
-            "test": runs,
-            "acc": (float(np.mean(acc)), float(np.std(acc))),
-            "nmi": float(np.mean(nmi)),
-        }
-        print(
-            f"{best} K={k} {setting}: test many-to-one ACC {np.mean(acc):.4f} +- "
-            f"{np.std(acc):.4f}, NMI {np.mean(nmi):.4f}",
-            flush=True,
-        )
+    over = {k: choose_and_test(best, train, val, test, k) for k in (20, 50)}
     out["overclustering"] = {"method": best, "by_k": over}
     sweep = [{"k": k, **score(best, chosen, train, val, k, 0)} for k in (5, 8, 10, 12, 15, 20)]
     corr = select.correlations(sweep, target="acc_hungarian")

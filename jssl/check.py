@@ -629,9 +629,10 @@ def _program_verdict(p: dict) -> Verdict:
     )
     # What the devices exchange each step: data parallel, the gradients' all-reduce; an
     # all-gather copies every device's part of an array to each.
-    moved = p.get("collectives") or {}
     text += "; per step and device: " + (
-        ", ".join(f"{k} {v['count']} ({v['bytes'] / 1e6:.2f} MB)" for k, v in moved.items())
+        ", ".join(
+            f"{k} {v['count']} ({v['bytes'] / 1e6:.2f} MB)" for k, v in p["collectives"].items()
+        )
         or "no collectives"
     )
     return Verdict("program", text, not problems, p)

@@ -76,7 +76,9 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _line(method: str, k: int, num_classes: int, what: str, m: dict) -> str:
-    kind = "Hungarian" if k == num_classes else "many-to-one"
+    from jssl.cluster.select import acc_kind
+
+    kind = acc_kind(k, num_classes)
     return (
         f"{method} K={k} on {what}: ACC {m['acc']:.4f} ({kind}), NMI {m['nmi']:.4f}, "
         f"ARI {m['ari']:.4f}, AMI {m['ami']:.4f}"

@@ -23,21 +23,24 @@ import sklearn.linear_model
 import sklearn.metrics
 
 from jssl.cluster import heads
-from jssl.evaluation import clustering
+from jssl.evaluation import clustering, rank
 
 CRITERIA = ("generalization", "silhouette", "balance", "neg_objective")
 
 
-def metrics(labels, pred, *, num_classes: int, num_clusters: int) -> dict[str, float]:
-    """Labelled scores of cluster assignments ``pred`` [N] against ``labels`` [N].
+def acc_kind(num_clusters: int, num_classes: int) -> str:
+    """Which ACC ``metrics`` reports as ``acc``: "Hungarian" when K == C, else "many-to-one"."""
+    return "Hungarian" if num_clusters == num_classes else "many-to-one"
 
-    ``acc`` is the Hungarian ACC when K == C, else the many-to-one ACC.
-    """
+
+def metrics(labels, pred, *, num_classes: int, num_clusters: int) -> dict[str, float]:
+    """Labelled scores of cluster assignments ``pred`` [N] against ``labels`` [N]; ``acc`` is
+    the ACC of ``acc_kind``."""
     counts = dict(num_classes=num_classes, num_clusters=num_clusters)
     hungarian = float(clustering.cluster_accuracy(labels, pred, **counts))
     many = float(clustering.cluster_accuracy_many_to_one(labels, pred, **counts))
     return {
-        "acc": hungarian if num_clusters == num_classes else many,
+        "acc": hungarian if acc_kind(num_clusters, num_classes) == "Hungarian" else many,
         "acc_hungarian": hungarian,
         "acc_many_to_one": many,
         "nmi": float(clustering.nmi(labels, pred, **counts)),
@@ -84,8 +87,6 @@ def rankme(features, *, seed: int = 0, max_examples: int = 16384) -> float:
     """RankMe (``jssl.evaluation.rank.rankme``) of the L2-normalised rows (at most
     ``max_examples`` of them, drawn with ``seed``): the effective number of directions the
     space uses, in [1, D]."""
-    from jssl.evaluation import rank
-
     x = np.asarray(features)
     if len(x) > max_examples:
         x = x[np.random.default_rng(seed).permutation(len(x))[:max_examples]]

@@ -139,9 +139,11 @@ def read_clusterings(folders: list[str]) -> list[tuple[str, dict]]:
 def clusterings(found: list[tuple[str, dict]], out: str) -> Section:
     """A row per ``jssl.cluster`` result: method, K, ACC, NMI, ARI, AMI, each space's RankMe,
     and a link to the clustering's own page (confusion matrix, sizes, images)."""
+    from jssl.cluster.select import acc_kind
+
     rows = []
     for folder, m in found:
-        kind = "Hungarian" if m["k"] == m["num_classes"] else "many-to-one"
+        kind = acc_kind(m["k"], m["num_classes"])
         own = os.path.join(folder, "report.html")
         link = (
             f'<a href="{esc(os.path.relpath(own, out))}">clusters</a>'
