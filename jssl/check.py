@@ -253,9 +253,23 @@ def gradient_check(exp, state: TrainState, batch, *, against=None) -> dict[str, 
         "sensitive_leaf": None,
     }
     if err > PRECISE:
-        moved, moved_err = worst(sensitivity_of(grads64_fn, host, grads64))
-        result.update(sensitivity=moved_err, sensitive_leaf=moved)
+        result.update(_conditioning(grads64_fn, host, grads64))
     return result
+
+
+def conditioning(exp, state: TrainState, batch) -> dict[str, Any]:
+    """The step's ``sensitivity`` and ``sensitive_leaf`` (``sensitivity_of``) on the views
+    of ``batch``: measured for a layout that differs from 1 device beyond
+    ``layout_limit`` where the gradient check did not need it."""
+    views, key = _views(exp, state, batch)
+    host = jax.device_get((state, views, key))
+    grads64_fn = _float64_grads(exp)
+    return _conditioning(grads64_fn, host, grads64_fn(*host)[1])
+
+
+def _conditioning(grads64_fn, host, grads64) -> dict[str, Any]:
+    leaf, moved = worst(sensitivity_of(grads64_fn, host, grads64))
+    return {"sensitivity": moved, "sensitive_leaf": leaf}
 
 
 def _float64_grads(exp):
@@ -481,7 +495,10 @@ def run_checks(config, *, steps: int = 5, workdir: str | None = None):
         yield _gradient_verdict(g)
         if len(devices) > 1 and jax.process_count() == 1:
             d = _devices_sgd(config, devices, workdir or tmp)
-            yield _devices_verdict(d, g["max_relative_error"])
+            beyond = d["rms_relative_error"] > layout_limit(g["max_relative_error"])
+            if beyond and g["sensitivity"] is None:
+                g = {**g, **conditioning(exp, state, batch)}
+            yield _devices_verdict(d, g)
         elif len(devices) == 1:
             yield Verdict("numerics", "1 local device: no N-device comparison to make", None)
         speed = speed_check(exp, state, steps=steps)
@@ -543,42 +560,52 @@ _LEVELS = {
 
 
 def _gradient_verdict(g: dict) -> Verdict:
-    err, moved = g["max_relative_error"], g.get("sensitivity")
-    ok = _judge(err, moved)
+    err = g["max_relative_error"]
+    ok = _judge(err, g.get("sensitivity"))
     text = (
         f"gradient vs float64: max relative error {err:.1e} ({g['worst_leaf']}), limits "
         f"{PRECISE:.0e} / {LIMIT:.0e}; loss {g['loss']:.6f} vs {g['loss_float64']:.6f}"
     )
-    if moved is not None:
-        text += (
-            f"; 1-ulp changes of the float32 inputs move the float64 gradient by {moved:.1e} "
-            f"({g['sensitive_leaf']})"
-        )
-    if moved is not None and err > LIMIT:
-        text += (
-            f"; within {CONDITION:g}x of that: an ill-conditioned step, float32 cannot be "
-            "judged closer here, not a wrong step"
-            if ok is None
-            else f"; beyond {CONDITION:g}x of that: a wrong step"
-        )
-    else:
-        text += _LEVELS[ok]
-    return Verdict("numerics", text, ok, dict(g))
+    return Verdict("numerics", text + _judged(err, ok, g), ok, dict(g))
 
 
-def _devices_verdict(d: dict, float64_error: float) -> Verdict:
-    """Precise where every leaf is within ``layout_limit`` in root mean square and
-    ``PRECISE`` at its largest difference; else judged as float32 rounding or wrong."""
-    err, rms, limit = d["max_relative_error"], d["rms_relative_error"], layout_limit(float64_error)
-    ok = _judge(max(err, rms))
+def _devices_verdict(d: dict, g: dict) -> Verdict:
+    """Precise where every leaf is within ``layout_limit`` of the gradient check ``g`` in
+    root mean square and ``PRECISE`` at its largest difference; beyond, float32 rounding
+    of long sums up to ``LIMIT``, or of an ill-conditioned step up to ``CONDITION`` times
+    ``g``'s sensitivity (where measured), else wrong."""
+    err, rms = d["max_relative_error"], d["rms_relative_error"]
+    limit = layout_limit(g["max_relative_error"])
+    ok = _judge(max(err, rms), g.get("sensitivity"))
     if ok and rms > limit:
         ok = None
     text = (
         f"{d['devices']} devices vs 1, every leaf after one SGD step: relative error "
         f"{rms:.1e} in RMS ({d['worst_rms_leaf']}), limit {limit:.0e}; at most {err:.1e} "
-        f"({d['worst_leaf']}), limits {PRECISE:.0e} / {LIMIT:.0e}" + _LEVELS[ok]
+        f"({d['worst_leaf']}), limits {PRECISE:.0e} / {LIMIT:.0e}"
     )
-    return Verdict("numerics", text, ok, {**d, "limit": limit})
+    values = {**d, "limit": limit, "sensitivity": g.get("sensitivity")}
+    return Verdict("numerics", text + _judged(max(err, rms), ok, g), ok, values)
+
+
+def _judged(err: float, ok: bool | None, g: dict) -> str:
+    """The end of a numerics line: the step's conditioning where measured (gradient check
+    ``g``), and what ``ok`` means for an error ``err``."""
+    moved = g.get("sensitivity")
+    if moved is None:
+        return _LEVELS[ok]
+    text = (
+        f"; 1-ulp changes of the float32 inputs move the float64 gradient by {moved:.1e} "
+        f"({g['sensitive_leaf']})"
+    )
+    if err <= LIMIT:
+        return text + _LEVELS[ok]
+    return text + (
+        f"; within {CONDITION:g}x of that: an ill-conditioned step, float32 cannot be "
+        "judged closer here, not a wrong step"
+        if ok is None
+        else f"; beyond {CONDITION:g}x of that: a wrong step"
+    )
 
 
 def _speed_verdicts(s: dict, exp, devices) -> list[Verdict]:
