@@ -379,9 +379,10 @@ class Experiment:
             )
         return self._during(state)
 
-    def during_warnings(self, results: dict[str, float]) -> list[str]:
-        """Collapse warnings of one ``evaluate_during`` result (its RankMe against the first)."""
-        return self._during.collapse_warnings(results)
+    def during_warnings(self, results: dict[str, float], logged: float | None = None) -> list[str]:
+        """Collapse warnings of one ``evaluate_during`` result: its RankMe against the run's
+        first (``logged``: from metrics.jsonl before a resume)."""
+        return self._during.collapse_warnings(results, logged)
 
 
 def transplant(tree: dict, parts: dict, source: str) -> dict:

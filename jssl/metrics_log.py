@@ -60,6 +60,23 @@ def drop_after(workdir: str, step: int) -> int:
     return len(lines) - len(keep)
 
 
+def first(workdir: str, kind: str, key: str) -> float | None:
+    """``key`` of the first record of ``kind`` in ``workdir``'s metrics.jsonl that has it
+    (None without one, or without the file: a fresh run, or not process 0's folder)."""
+    path = os.path.join(workdir, FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill
+            if record.get("kind") == kind and key in record:
+                return float(record[key])
+    return None
+
+
 class MetricWriter:
     """metrics.jsonl (one JSON object per line) and TensorBoard events, from process 0 only
     (the others' writes do nothing).

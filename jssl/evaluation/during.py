@@ -10,8 +10,9 @@ are drawn once from ``config.seed`` (``jssl.data.take_subset``), so a resumed ru
 scores the same examples as before its interruption.
 
 RankMe of the test subset's features is the label-free collapse monitor of every method:
-``collapse_warnings`` warns when it falls under ``RANKME_WARN_FRACTION`` of its first value
-in this process (the trainer shows them as it shows a method's own).
+``collapse_warnings`` warns when it falls under ``RANKME_WARN_FRACTION`` of the run's first
+value (the trainer shows them as it shows a method's own; a resumed run reads its first
+value from metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class DuringTraining:
     num_classes: int
     networks: tuple[str, ...]
     teacher: str | None = None  # the method-state entry of the EMA copy (Method.teacher)
-    first_rankme: float | None = None  # the first RankMe this process measured
+    first_rankme: float | None = None  # the run's first RankMe (collapse_warnings)
 
     @classmethod
     def build(
@@ -91,12 +92,15 @@ class DuringTraining:
         results["rankme"] = rankme_score(ctx)["rankme"].value
         return results
 
-    def collapse_warnings(self, results: dict[str, float]) -> list[str]:
-        """A warning when ``results``' RankMe is under RANKME_WARN_FRACTION of the first
-        RankMe this process measured (which the first call records)."""
+    def collapse_warnings(
+        self, results: dict[str, float], logged: float | None = None
+    ) -> list[str]:
+        """A warning when ``results``' RankMe is under RANKME_WARN_FRACTION of the run's
+        first RankMe, which the first call records: ``logged``, the first value of a run
+        resumed after it (metrics.jsonl), else ``results``' own."""
         rank = results["rankme"]
         if self.first_rankme is None:
-            self.first_rankme = rank
+            self.first_rankme = rank if logged is None else logged
         if rank >= RANKME_WARN_FRACTION * self.first_rankme:
             return []
         return [

@@ -2,13 +2,14 @@
 trajectory and the final evaluation unchanged, the history kept exactly across a resume."""
 
 import glob
+import json
 import os
 import re
 
 import numpy as np
 import pytest
 
-from jssl import trainer
+from jssl import metrics_log, trainer
 from jssl.validation import ConfigError, validate_config
 from tests.helpers import leaves_equal, records, tiny_config
 
@@ -102,10 +103,11 @@ def test_bad_eval_during_fields_are_config_errors(overrides, message):
         validate_config(tiny_config("simclr", **overrides))
 
 
-def test_a_kill_after_the_last_checkpoint_leaves_each_point_once(tmp_path):
+def test_a_kill_after_the_last_checkpoint_leaves_each_point_once(tmp_path, monkeypatch):
     """As kill -9 after step 4 was logged but before its checkpoint was complete: the resumed
     run starts from step 2, logs steps 3 and 4 again, and metrics.jsonl holds each once, with
-    the values of the first time (resume is exact)."""
+    the values of the first time (resume is exact); its RankMe warnings are against the
+    run's first value."""
     import shutil
 
     config = tiny_config("simclr", **{**RUN, "eval.every_steps": 1})
@@ -114,10 +116,21 @@ def test_a_kill_after_the_last_checkpoint_leaves_each_point_once(tmp_path):
     before = {r["step"]: r["knn_top1"] for r in records(workdir, KIND)}
     assert sorted(before) == [1, 2, 3, 4]
     shutil.rmtree(workdir / "checkpoints" / "4")  # the save the kill interrupted
-    with open(workdir / "metrics.jsonl", "a") as f:
-        f.write('{"step": 5, "kind": "tra')  # and a line cut short
+    # The resumed run's collapse warning compares RankMe with the run's first value, from
+    # metrics.jsonl (not the first this process measures): made 1e6 here, it warns.
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if f'"kind": "{KIND}"' in line)
+    lines[at] = json.dumps({**json.loads(lines[at]), "rankme": 1e6}) + "\n"
+    path.write_text("".join(lines) + '{"step": 5, "kind": "tra')  # and a line cut short
+    warned = []
+    monkeypatch.setattr(trainer, "_warn", lambda bar, step, w: warned.extend(w))
     trainer.train_and_evaluate(config, str(workdir), show_progress=False)
     during = records(workdir, KIND)
     assert [r["step"] for r in during] == [1, 2, 3, 4, 5, 6]
     assert {r["step"]: r["knn_top1"] for r in during if r["step"] <= 4} == before
     assert [r["step"] for r in records(workdir)] == [2, 4, 6]
+    assert len(warned) == 4 and all("first value (1000000.00)" in w for w in warned), warned
+    assert metrics_log.first(str(workdir), KIND, "rankme") == 1e6
+    assert metrics_log.first(str(workdir), KIND, "no_such_key") is None
+    assert metrics_log.first(str(tmp_path / "nothing"), KIND, "rankme") is None
