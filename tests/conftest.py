@@ -110,13 +110,7 @@ class BackgroundRun:
         else:
             argv = train_py.command(*self.args, f"--workdir={self.workdir}")
         out, err = str(self.folder / "stdout.txt"), str(self.folder / "stderr.txt")
-        if forked.forkable(argv, train_py.env):
-            self.proc = forked.Forked(argv, ROOT, out, err)
-            return
-        with open(out, "w") as stdout, open(err, "w") as stderr:
-            self.proc = subprocess.Popen(
-                argv, cwd=ROOT, env=train_py.env, stdout=stdout, stderr=stderr
-            )
+        self.proc = forked.start(argv, ROOT, train_py.env, out, err)
 
     def running(self) -> bool:
         if self.proc is None or self.ended is not None:

@@ -75,6 +75,19 @@ def forkable(argv, env) -> bool:
     return _environment(env) == _environment(server)
 
 
+def start(argv, cwd, env, stdout_path: str | None = None, stderr_path: str | None = None):
+    """``argv`` running with cwd ``cwd``: a ``Forked`` where it is ``forkable`` in ``env``,
+    else a ``subprocess.Popen`` in ``env``. Its stdout and stderr go to the two files where
+    given, else to temporary files (``Forked``) or text pipes (``Popen``)."""
+    if forkable(argv, env):
+        return Forked(argv, cwd, stdout_path, stderr_path)
+    if stdout_path is None or stderr_path is None:
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        return subprocess.Popen(argv, cwd=cwd, env=env, **pipes)
+    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
+
+
 def _child(argv, cwd, out_path, err_path):
     """The forked process: ``python *argv[1:]`` with stdout and stderr in files."""
     for fd, path in ((1, out_path), (2, err_path)):

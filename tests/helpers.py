@@ -165,8 +165,8 @@ class TrainPy:
         ``forked.forkable``), a ``subprocess.Popen`` whose stdout and stderr are text pipes
         unless ``popen_kwargs`` says."""
         argv = self.command(*args, wrapper=wrapper)
-        if not popen_kwargs and forked.forkable(argv, self.env):
-            return forked.Forked(argv, ROOT)
+        if not popen_kwargs:
+            return forked.start(argv, ROOT, self.env)
         kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
         return subprocess.Popen(argv, cwd=ROOT, env=self.env, **{**kwargs, **popen_kwargs})
 
