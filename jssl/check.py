@@ -227,12 +227,16 @@ def _grads_fn(exp):
     )
 
 
-def gradient_check(exp, state: TrainState, batch, *, against=None) -> dict[str, Any]:
+def gradient_check(
+    exp, state: TrainState, batch, *, against=None, conditioning: bool = False
+) -> dict[str, Any]:
     """The step's float32 gradient against the same program in float64 on the same views.
 
     ``against``: the Experiment whose program is computed in float64 (default ``exp``;
     the tests pass a correct one to show that a wrong ``exp`` fails). Where the error is
-    beyond ``PRECISE``, also the gradient's conditioning (``sensitivity_of``). Returns
+    beyond ``PRECISE``, or with ``conditioning`` (a layout that differs from 1 device
+    beyond ``EQUAL`` is judged by it), also the gradient's conditioning
+    (``sensitivity_of``). Returns
     loss, loss_float64, errors (per leaf), worst_leaf, max_relative_error, sensitivity
     and sensitive_leaf (None where not measured).
     """
@@ -252,24 +256,10 @@ def gradient_check(exp, state: TrainState, batch, *, against=None) -> dict[str, 
         "sensitivity": None,
         "sensitive_leaf": None,
     }
-    if err > PRECISE:
-        result.update(_conditioning(grads64_fn, host, grads64))
+    if err > PRECISE or conditioning:
+        moved, moved_err = worst(sensitivity_of(grads64_fn, host, grads64))
+        result.update(sensitivity=moved_err, sensitive_leaf=moved)
     return result
-
-
-def conditioning(exp, state: TrainState, batch) -> dict[str, Any]:
-    """The step's ``sensitivity`` and ``sensitive_leaf`` (``sensitivity_of``) on the views
-    of ``batch``: measured for a layout that differs from 1 device beyond
-    ``layout_limit`` where the gradient check did not need it."""
-    views, key = _views(exp, state, batch)
-    host = jax.device_get((state, views, key))
-    grads64_fn = _float64_grads(exp)
-    return _conditioning(grads64_fn, host, grads64_fn(*host)[1])
-
-
-def _conditioning(grads64_fn, host, grads64) -> dict[str, Any]:
-    leaf, moved = worst(sensitivity_of(grads64_fn, host, grads64))
-    return {"sensitivity": moved, "sensitive_leaf": leaf}
 
 
 def _float64_grads(exp):
@@ -491,13 +481,15 @@ def run_checks(config, *, steps: int = 5, workdir: str | None = None):
         exp, _ = open_run(config, workdir or tmp, devices=devices)
         state = exp.init_state()
         batch = exp.global_batch(0)
-        g = gradient_check(exp, state, batch)
-        yield _gradient_verdict(g)
+        # The layouts first: where they differ beyond EQUAL, the one float64 pass of the
+        # gradient check also measures the conditioning that judges them.
+        d = None
         if len(devices) > 1 and jax.process_count() == 1:
             d = _devices_sgd(config, devices, workdir or tmp)
-            beyond = d["rms_relative_error"] > layout_limit(g["max_relative_error"])
-            if beyond and g["sensitivity"] is None:
-                g = {**g, **conditioning(exp, state, batch)}
+        beyond = d is not None and d["rms_relative_error"] > EQUAL
+        g = gradient_check(exp, state, batch, conditioning=beyond)
+        yield _gradient_verdict(g)
+        if d is not None:
             yield _devices_verdict(d, g)
         elif len(devices) == 1:
             yield Verdict("numerics", "1 local device: no N-device comparison to make", None)

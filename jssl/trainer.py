@@ -361,7 +361,9 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     host = exp.host
     eval_every = config.eval.get("every_steps", 0)  # evaluation during training; 0: none
     # The run's first RankMe, where an earlier session of it logged one.
-    first_rankme = metrics_log.first(writer.workdir, evaluation.during.KIND, "rankme")
+    first_rankme = (
+        metrics_log.first(writer.workdir, evaluation.during.KIND, "rankme") if eval_every else None
+    )
     in_flight = config.get("steps_in_flight", 2)
     history: list[dict[str, jax.Array]] = []
     primary = distributed.is_primary()
