@@ -12,11 +12,13 @@ of one evaluation (``EvalContext.features``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -157,24 +159,29 @@ def rankme_score(ctx: EvalContext) -> dict[str, Metric]:
 @dataclasses.dataclass(frozen=True)
 class AugmentedViews:
     """A Predictor selector: ``select`` of ``views`` random crops (and flips) of each image,
-    [b, views, ...]. Frozen, so equal settings reuse one compiled program. The crops of
-    an image come from ``seed`` and its row within the batch."""
+    [b, views, ...]. Frozen, so equal settings reuse one compiled program. View v of the
+    image at source row r is drawn from ``fold_in(fold_in(key(seed), v), r)``: the same for
+    any batch size or device count, and different for every image."""
 
     select: str
     views: int
     scale: tuple[float, float]
     flip: bool
     seed: int
+    per_row = True  # the Predictor passes each image's source row
 
-    def __call__(self, model, variables, x: jax.Array) -> jax.Array:
-        def one(key):
-            view = pretext.crop_flip_views(
-                key, x, size=x.shape[1], scale=self.scale, flip=self.flip
-            )
-            return SELECTORS[self.select](model, variables, view)
+    def __call__(self, model, variables, x: jax.Array, rows: jax.Array) -> jax.Array:
+        crop = functools.partial(
+            pretext.crop_flip_view, size=x.shape[1], scale=self.scale, flip=self.flip
+        )
 
-        keys = jax.random.split(jax.random.key(self.seed), self.views)
-        return jax.numpy.swapaxes(jax.lax.map(one, keys), 0, 1)
+        def one(view_key):
+            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(view_key, rows)
+            return SELECTORS[self.select](model, variables, jax.vmap(crop)(keys, x))
+
+        base = jax.random.key(self.seed)
+        view_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, jnp.arange(self.views))
+        return jnp.swapaxes(jax.lax.map(one, view_keys), 0, 1)
 
 
 def lidar_score(ctx: EvalContext) -> dict[str, Metric]:

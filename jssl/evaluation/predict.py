@@ -35,8 +35,10 @@ from jssl.data.core import ImageSource
 from jssl.errors import UserError
 
 PyTree = Any
-# (model, variables, x float32 [b, h, w, C]) -> array [b, ...]
-Selector = Callable[[nn.Module, PyTree, jax.Array], jax.Array]
+# (model, variables, x float32 [b, h, w, C]) -> array [b, ...]; a selector with a true
+# ``per_row`` attribute also takes ``rows`` int32 [b], each image's row in its source (for
+# random views drawn per image, whatever the batch it falls in).
+Selector = Callable[..., jax.Array]
 
 
 def features(model: nn.Module, variables: PyTree, x: jax.Array) -> jax.Array:
@@ -107,12 +109,13 @@ class Predictor:
         if fn is None:
             model, size = self.model, self.size
 
-            def run(variables, images):
+            def run(variables, images, rows):
                 x = augment.eval_view(images, size=size)
-                return select(model, variables, x).astype(jnp.float32)
+                args = (rows,) if getattr(select, "per_row", False) else ()
+                return select(model, variables, x, *args).astype(jnp.float32)
 
             rep, data = sharding.replicated(self.mesh), sharding.data_sharded(self.mesh)
-            fn = jax.jit(run, in_shardings=(rep, data), out_shardings=rep if gather else data)
+            fn = jax.jit(run, in_shardings=(rep, data, data), out_shardings=rep if gather else data)
             self._compiled[(select, gather)] = fn
         return fn
 
@@ -124,6 +127,14 @@ class Predictor:
         return jax.make_array_from_process_local_data(
             sharding.data_sharded(self.mesh), local, (len(rows), *local.shape[1:])
         )
+
+    def _batch(self, source: ImageSource, rows: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """The global batch of ``rows`` and the rows themselves as a global int32 array."""
+        rows = np.asarray(rows, np.int32)
+        global_rows = jax.make_array_from_callback(
+            rows.shape, sharding.data_sharded(self.mesh), lambda i: rows[i]
+        )
+        return self._images(source, rows), global_rows
 
     def __call__(
         self,
@@ -153,7 +164,7 @@ class Predictor:
             rows = idx[start : start + bs]
             valid = len(rows)
             rows = np.pad(rows, (0, bs - valid))  # padding reads example 0; dropped below
-            result = fn(variables, self._images(source, rows))
+            result = fn(variables, *self._batch(source, rows))
             if pending is not None:
                 outputs.append(np.asarray(pending[0], np.float32)[: pending[1]])
                 if progress is not None:
@@ -199,7 +210,7 @@ class Predictor:
         if progress is not None:
             progress(0, n)
         for b in range(batches):
-            out = fn(variables, self._images(source, table[:, b].reshape(-1)))
+            out = fn(variables, *self._batch(source, table[:, b].reshape(-1)))
             for shard in out.addressable_shards:
                 parts.setdefault(shard.device, []).append(shard.data)
             if progress is not None and previous is not None:  # the batch before is done

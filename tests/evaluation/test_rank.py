@@ -92,11 +92,11 @@ def test_rotation_invariance_and_jit_equals_no_jit():
 def test_lidar_evaluator_scores_the_crops_of_each_test_image_on_8_devices_as_by_hand():
     """``eval.extra_evaluators=('lidar',)`` adds LiDAR to SimCLR's evaluation: the value is
     ``lidar`` of the representation of ``lidar_views`` random crops of ``lidar_images``
-    test images, computed here directly on one device from the same crops, in the same
-    rows; the range is [1, min(D, n - 1)]."""
+    test images, computed here directly on one device from the same crops (each drawn from
+    the image's row and the view's number); the range is [1, min(D, n - 1)]."""
     from jssl import augment, pretext, trainer
     from jssl.data import take_subset
-    from jssl.evaluation import evaluators
+    from jssl.evaluation import Predictor, evaluators
     from tests.helpers import tiny_config
 
     config = tiny_config(
@@ -120,18 +120,27 @@ def test_lidar_evaluator_scores_the_crops_of_each_test_image_on_8_devices_as_by_
     images = take_subset(exp.dataset.test, 24, seed=config.seed + 3)
     x = augment.eval_view(images.get(np.arange(24)), size=(config.augment.crop_size,) * 2)
     variables = ctx.variables()
-    keys = jax.random.split(jax.random.key(config.seed), 3)
+    a = config.augment
     per_view = []
-    for key in keys:
-        view = pretext.crop_flip_views(
-            key, x, size=x.shape[1], scale=tuple(config.augment.scale), flip=config.augment.flip
-        )
+    for v in range(3):  # view v of image i: key fold_in(fold_in(key(seed), v), i)
+        key = jax.random.fold_in(jax.random.key(config.seed), v)
+        view = np.stack([
+            pretext.crop_flip_view(
+                jax.random.fold_in(key, i), x[i], size=x.shape[1], scale=tuple(a.scale),
+                flip=a.flip,
+            )
+            for i in range(len(x))
+        ])  # fmt: skip
         per_view.append(exp.model.apply(variables, view, train=False)[1]["features"])
     want = np.stack(per_view, axis=1)  # [n, q, D]
-    a = config.augment
     selector = evaluators.AugmentedViews("features", 3, tuple(a.scale), a.flip, config.seed)
     embeddings = exp.predict(variables, images, selector)
     np.testing.assert_allclose(embeddings, want, rtol=1e-5, atol=1e-6)
+    # An image's crops do not depend on the batch it falls in: batches of 8 (images 8 and
+    # 16 at the place of image 0) give the same views, so LiDAR does not change with
+    # eval.batch_size or the device count.
+    small = Predictor(exp.model, exp.mesh, crop_size=a.crop_size, batch_size=8)
+    np.testing.assert_allclose(small(variables, images, selector), want, rtol=1e-5, atol=1e-6)
     # LiDAR with n (q - 1) = 48 < D = 128 is ill-conditioned (S_w's null space is only
     # regularised by delta): judged on the embeddings above, the score from them here.
     np.testing.assert_allclose(got, lidar(embeddings), rtol=1e-6)
