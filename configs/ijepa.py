@@ -12,9 +12,14 @@ lr 1e-3 at batch 2048 after 40 warm-up epochs from 2e-4, cosine to 1e-6, weight 
 
 Not reproduced: the ViT-H/14 itself (ViT-B/16 here, 196 patches as the 224 px ViT-H/16);
 the warm-up's start at 2e-4 (jssl's warm-up starts at 0); jssl's ViT carries a [CLS]
-token, which nothing trains (the features are the pooled patch tokens). The CIFAR-10 and
-STL-10 presets have no published recipe: a ViT-S with 4 px (8 px) patches, the same masks
-on its 8 x 8 (12 x 12) grid with min_keep 4, 500 epochs.
+token, which nothing trains (the features are the pooled patch tokens), learns its
+position embeddings (the official encoder's are fixed sine-cosine, as its predictor's are
+here) and initialises its dense kernels Xavier-uniform and its patch embedding
+LeCun-normal (the official: truncated normal 0.02, block l's output projections divided
+by sqrt(2 l)). On digits neither the fixed embeddings nor that initialisation did better
+(docs/results.md, "I-JEPA on digits: the variants tried"). The CIFAR-10 and STL-10
+presets have no published recipe: a ViT-S with 4 px (8 px) patches, the same masks on its
+8 x 8 (12 x 12) grid with min_keep 4, 500 epochs.
 """
 
 import ml_collections
