@@ -159,14 +159,26 @@ def _whole_arrays_in_one_process() -> None:
     if jax.process_count() > 1 or type(handler) is not ocp.type_handlers.ArrayHandler:
         return
     if getattr(handler, "_use_replica_parallel", False):
-        ocp.type_handlers.register_type_handler(
-            jax.Array,
-            ocp.type_handlers.ArrayHandler(
-                use_replica_parallel=False,
-                array_metadata_store=getattr(handler, "_array_metadata_store", None),
-            ),
-            override=True,
-        )
+        # orbax warns of every override ("Type handler registry type ... overriding"); this
+        # one is meant, so its warning is left out of the run's output.
+        absl_logger, quiet = pylogging.getLogger("absl"), _NoOverrideWarning()
+        absl_logger.addFilter(quiet)
+        try:
+            ocp.type_handlers.register_type_handler(
+                jax.Array,
+                ocp.type_handlers.ArrayHandler(
+                    use_replica_parallel=False,
+                    array_metadata_store=getattr(handler, "_array_metadata_store", None),
+                ),
+                override=True,
+            )
+        finally:
+            absl_logger.removeFilter(quiet)
+
+
+class _NoOverrideWarning(pylogging.Filter):
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Type handler registry")
 
 
 class Checkpointer:

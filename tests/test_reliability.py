@@ -62,11 +62,19 @@ def test_checkpoint_from_8_devices_resumes_on_1(tmp_path):
     )
 
 
-def test_a_save_in_one_process_compiles_nothing_and_restores_exactly(tmp_path):
+def test_a_save_in_one_process_compiles_nothing_and_restores_exactly(tmp_path, caplog):
     """The state replicated on 8 devices is written whole from one replica: no slicing
-    program per array and replica (orbax's replica-parallel saving compiled 28 here)."""
+    program per array and replica (orbax's replica-parallel saving compiled 28 here). The
+    handler swap that does it logs no warning of its own."""
+    import orbax.checkpoint as ocp
+
     exp = trainer.Experiment(tiny_config("simclr"), jax.devices())
     state = exp.init_state()
+    # orbax's default handler back, so that the Checkpointer below replaces it again
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=True), override=True
+    )
+    caplog.clear()
     compiled = []
 
     def listen(event, duration, **kwargs):
@@ -84,6 +92,12 @@ def test_a_save_in_one_process_compiles_nothing_and_restores_exactly(tmp_path):
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     assert compiled == []
+    assert not ocp.type_handlers.get_type_handler(jax.Array)._use_replica_parallel
+    assert [r.getMessage() for r in caplog.records if "Type handler" in r.getMessage()] == []
+    # the filter is gone again: other overrides still warn
+    assert not any(
+        isinstance(f, checkpoint._NoOverrideWarning) for f in logging.getLogger("absl").filters
+    )
     leaves_equal(jax.device_get(state), jax.device_get(restore_final(exp.config, tmp_path)))
 
 
