@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jssl import data, evaluation, optim, progress, sharding
+from jssl import data, evaluation, metrics_log, optim, progress, sharding
 from jssl.checkpoint import Checkpointer, load_saved_config
 from jssl.errors import UserError
 from jssl.methods import HostContext, RunInfo, get_method
@@ -376,13 +376,17 @@ class Experiment:
                 num_classes=self.dataset.num_classes,
                 evaluators=self.method.evaluators,
                 teacher=self.method.teacher,
+                # a resumed run's first RankMe, from the sessions before it
+                first_rankme=metrics_log.first(self.workdir, evaluation.during.KIND, "rankme")
+                if self.workdir
+                else None,
             )
         return self._during(state)
 
-    def during_warnings(self, results: dict[str, float], logged: float | None = None) -> list[str]:
+    def during_warnings(self, results: dict[str, float]) -> list[str]:
         """Collapse warnings of one ``evaluate_during`` result: its RankMe against the run's
-        first (``logged``: from metrics.jsonl before a resume)."""
-        return self._during.collapse_warnings(results, logged)
+        first."""
+        return self._during.collapse_warnings(results)
 
 
 def transplant(tree: dict, parts: dict, source: str) -> dict:

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jssl import distributed, evaluation, metrics_log, optim, progress, run_info, validation
+from jssl import distributed, evaluation, optim, progress, run_info, validation
 from jssl.checkpoint import Checkpointer, save_config
 from jssl.errors import UserError
 from jssl.experiment import (
@@ -360,10 +360,6 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
     config = exp.config
     host = exp.host
     eval_every = config.eval.get("every_steps", 0)  # evaluation during training; 0: none
-    # The run's first RankMe, where an earlier session of it logged one.
-    first_rankme = (
-        metrics_log.first(writer.workdir, evaluation.during.KIND, "rankme") if eval_every else None
-    )
     in_flight = config.get("steps_in_flight", 2)
     history: list[dict[str, jax.Array]] = []
     primary = distributed.is_primary()
@@ -447,7 +443,7 @@ def _train_loop(exp: Experiment, state, start, ckpt, writer, show_progress, stop
             if eval_every and done % eval_every == 0:  # reads the state only
                 during = exp.evaluate_during(state)
                 writer.write(done, during, kind=evaluation.during.KIND)
-                _warn(bar, done, exp.during_warnings(during, first_rankme))
+                _warn(bar, done, exp.during_warnings(during))
             if save_due:
                 ckpt.save(state)
             if stop:

@@ -55,8 +55,10 @@ class DuringTraining:
         num_classes: int,
         evaluators: tuple[str, ...],
         teacher: str | None = None,
+        first_rankme: float | None = None,
     ) -> DuringTraining:
-        """The subsets of ``train`` and ``test`` (the run's splits) scored during training."""
+        """The subsets of ``train`` and ``test`` (the run's splits) scored during training;
+        ``first_rankme``: the run's first RankMe where an earlier session logged one."""
         cap = config.eval.during_max_examples
         networks = ("student", "teacher") if "teacher_knn" in evaluators else ("student",)
         return cls(
@@ -68,6 +70,7 @@ class DuringTraining:
             num_classes=num_classes,
             networks=networks,
             teacher=teacher,
+            first_rankme=first_rankme,
         )
 
     def __call__(self, state) -> dict[str, float]:
@@ -92,15 +95,12 @@ class DuringTraining:
         results["rankme"] = rankme_score(ctx)["rankme"].value
         return results
 
-    def collapse_warnings(
-        self, results: dict[str, float], logged: float | None = None
-    ) -> list[str]:
+    def collapse_warnings(self, results: dict[str, float]) -> list[str]:
         """A warning when ``results``' RankMe is under RANKME_WARN_FRACTION of the run's
-        first RankMe, which the first call records: ``logged``, the first value of a run
-        resumed after it (metrics.jsonl), else ``results``' own."""
+        first RankMe (``first_rankme``; without one, the first call records its own)."""
         rank = results["rankme"]
         if self.first_rankme is None:
-            self.first_rankme = rank if logged is None else logged
+            self.first_rankme = rank
         if rank >= RANKME_WARN_FRACTION * self.first_rankme:
             return []
         return [

@@ -54,6 +54,10 @@ def output(model: nn.Module, variables: PyTree, x: jax.Array) -> jax.Array:
 SELECTORS: dict[str, Selector] = {"features": features, "output": output}
 
 
+def _per_row(select: Selector) -> bool:
+    return bool(getattr(select, "per_row", False))
+
+
 def model_variables(params: PyTree, batch_stats: PyTree) -> dict:
     """Flax variables of a network: its params and, when it has them, BatchNorm statistics."""
     return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
@@ -109,13 +113,13 @@ class Predictor:
         if fn is None:
             model, size = self.model, self.size
 
-            def run(variables, images, rows):
+            def run(variables, images, *rows):  # rows: only for a per_row selector
                 x = augment.eval_view(images, size=size)
-                args = (rows,) if getattr(select, "per_row", False) else ()
-                return select(model, variables, x, *args).astype(jnp.float32)
+                return select(model, variables, x, *rows).astype(jnp.float32)
 
             rep, data = sharding.replicated(self.mesh), sharding.data_sharded(self.mesh)
-            fn = jax.jit(run, in_shardings=(rep, data, data), out_shardings=rep if gather else data)
+            inputs = (rep, data, data) if _per_row(select) else (rep, data)
+            fn = jax.jit(run, in_shardings=inputs, out_shardings=rep if gather else data)
             self._compiled[(select, gather)] = fn
         return fn
 
@@ -128,13 +132,15 @@ class Predictor:
             sharding.data_sharded(self.mesh), local, (len(rows), *local.shape[1:])
         )
 
-    def _batch(self, source: ImageSource, rows: np.ndarray) -> tuple[jax.Array, jax.Array]:
-        """The global batch of ``rows`` and the rows themselves as a global int32 array."""
+    def _batch(self, source: ImageSource, rows: np.ndarray, select: Selector) -> tuple:
+        """The arguments of ``select``'s function after the variables: the global batch of
+        ``rows``, and for a per_row selector the rows themselves as a global int32 array."""
+        images = self._images(source, rows)
+        if not _per_row(select):
+            return (images,)
         rows = np.asarray(rows, np.int32)
-        global_rows = jax.make_array_from_callback(
-            rows.shape, sharding.data_sharded(self.mesh), lambda i: rows[i]
-        )
-        return self._images(source, rows), global_rows
+        data = sharding.data_sharded(self.mesh)
+        return images, jax.make_array_from_callback(rows.shape, data, lambda i: rows[i])
 
     def __call__(
         self,
@@ -164,7 +170,7 @@ class Predictor:
             rows = idx[start : start + bs]
             valid = len(rows)
             rows = np.pad(rows, (0, bs - valid))  # padding reads example 0; dropped below
-            result = fn(variables, *self._batch(source, rows))
+            result = fn(variables, *self._batch(source, rows, select))
             if pending is not None:
                 outputs.append(np.asarray(pending[0], np.float32)[: pending[1]])
                 if progress is not None:
@@ -210,7 +216,7 @@ class Predictor:
         if progress is not None:
             progress(0, n)
         for b in range(batches):
-            out = fn(variables, *self._batch(source, table[:, b].reshape(-1)))
+            out = fn(variables, *self._batch(source, table[:, b].reshape(-1), select))
             for shard in out.addressable_shards:
                 parts.setdefault(shard.device, []).append(shard.data)
             if progress is not None and previous is not None:  # the batch before is done
