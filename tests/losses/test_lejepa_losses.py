@@ -87,10 +87,11 @@ def test_lejepa_loss_matches_the_reference_and_its_parts():
         for got, w in zip((total, inv, sig), want, strict=True):
             assert got.shape == () and got.dtype == jnp.float32
             np.testing.assert_allclose(float(got), w, rtol=1e-4)
-    # Identical views: no invariance term; the total is lambda * SIGReg.
+    # Identical views: no invariance term (up to the float32 rounding of their mean,
+    # squared: 3e-15 without YNNPACK fusions); the total is lambda * SIGReg.
     same = np.broadcast_to(views[:1], views.shape)
     total, inv, sig = losses.lejepa_loss(same, a, lambda_=0.5)
-    assert float(inv) == 0.0
+    assert 0.0 <= float(inv) < 1e-12
     np.testing.assert_allclose(float(total), 0.5 * float(sig), rtol=1e-6)
     with pytest.raises(ValueError, match="num_global_views"):
         losses.lejepa_loss(views, a, num_global_views=9)

@@ -150,7 +150,9 @@ def test_dino_loss_jit_and_8_devices_equal_eager_1_device():
         jax.device_put(teacher, batch),
         jax.device_put(center, sharding.replicated(mesh)),
     )
-    chex.assert_trees_all_close(eager, jitted, rtol=1e-6)
+    # Float32 tolerance: XLA:CPU fuses and orders the sums as it compiles (2.5e-6 apart in
+    # the student's entropy without YNNPACK fusions).
+    chex.assert_trees_all_close(eager, jitted, rtol=1e-5)
     chex.assert_trees_all_close(eager, sharded, rtol=1e-5, atol=1e-6)
 
 

@@ -54,8 +54,10 @@ def test_equivariance_views():
     v1, v2, pv1, k = (np.asarray(v) for v in views)
     assert v1.shape == v2.shape == pv1.shape == (32, 16, 16, 1)
     assert set(k.tolist()) == {0, 4}
+    # The jitted program may compute v1 again inside the flip's fusion, in another order:
+    # float32 rounding of pixels in [0, 1] (7e-8 without YNNPACK fusions).
     for b in range(32):
-        np.testing.assert_array_equal(pv1[b], pretext.dihedral(v1[b], int(k[b])))
+        np.testing.assert_allclose(pv1[b], pretext.dihedral(v1[b], int(k[b])), atol=1e-6)
 
 
 class Identity(nn.Module):
