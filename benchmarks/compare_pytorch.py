@@ -481,6 +481,7 @@ def main(argv=None):
             "cpu_count": os.cpu_count(),
             "cpu_model": cpu_model(),
             "loadavg_1_5_15_before": load_before,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),  # jssl.xla_cpu's, unless named
         },
         "versions": versions(),
         "model": {

@@ -4,20 +4,20 @@
         [--out F.json]
 
 For each of 1, 2, 4 and 8 CPU devices (one process, fake devices) and XLA:CPU's
-YNNPACK fusions on (jaxlib 0.10.2's default) and off
-(``--xla_cpu_experimental_ynn_fusion_type=``), a fresh process computes the config's
-first train-step gradient in float32 on that mesh and the same program in float64
-(``jssl.reference``) on the same views, and prints the largest per-leaf relative error
-(``jssl.check.leaf_errors``) and its leaf. Each row is its own process because XLA
-reads its flags once.
+YNNPACK fusions on (jaxlib 0.10.2's own set) and off
+(``--xla_cpu_experimental_ynn_fusion_type=``, jssl's CPU default), a fresh process
+computes the config's first train-step gradient in float32 on that mesh and the same
+program in float64 (``jssl.reference``) on the same views, and prints the largest
+per-leaf relative error (``jssl.check.leaf_errors``) and its leaf. Each row is its own
+process because XLA reads its flags once.
 
-What it showed on a 2-core AMD EPYC (jax 0.10.2, 2026-12-05; the README and
-jssl/check.py quote it): with YNNPACK on, the SimCLR digits gradient is within 4e-6 of
-float64 on every layout; with it off, 5.4e-4 on every layout (backbone/Conv_2/kernel).
+What it showed on a 2-core AMD EPYC (jax 0.10.2; docs/results.md, "Numerics", quotes
+it): on 2026-12-07, the SimCLR digits gradient within 4.7e-6 of float64 on every layout
+with YNNPACK fusions and within 3.8e-6 without (jssl's default); on 2026-12-05, with
+XLA's own convolution gradients (``conv_impl=xla``), 4e-6 with them and 5.4e-4 without.
 A BatchNorm network's per-channel gradient sums run over batch x height x width
 (131,072 terms at batch 512, 16 px) and nearly cancel, so float32 results depend on
-the order of the sums: the 1% that 4 devices showed against 8 in an earlier report is
-of this kind, and float64 is the judge of which layout is closer.
+the order of the sums, and float64 is the judge of which layout is closer.
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+# jssl's CPU default (jssl.xla_cpu), and jaxlib 0.10.2's own set of YNNPACK fusions, which
+# compiles to the same program as no flag (named, so that ``import jssl`` keeps it).
+YNN = {
+    False: "--xla_cpu_experimental_ynn_fusion_type=",
+    True: "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution",
+}
 
 ONE = """
 import json, sys, tempfile
@@ -50,7 +55,7 @@ print(json.dumps({{"error": g["max_relative_error"], "leaf": g["worst_leaf"]}}))
 
 def one_layout(config_flags: list[str], devices: int, ynn: bool) -> dict:
     """The row of one layout; ``config_flags``: --config=FILE:PRESET and its overrides."""
-    flags = f"--xla_force_host_platform_device_count={devices}" + ("" if ynn else f" {YNN_OFF}")
+    flags = f"--xla_force_host_platform_device_count={devices} {YNN[ynn]}"
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     code = ONE.format(root=ROOT, argv=["float32_gradient", *config_flags], devices=devices)
     run = subprocess.run(

@@ -5,6 +5,10 @@
 training machinery (``jssl.trainer.train_and_evaluate``).
 """
 
-from jssl import augment, data, evaluation, losses, models  # noqa: F401
+from jssl import xla_cpu
+
+xla_cpu.prefer_cpu_flags()  # before JAX starts its backends
+
+from jssl import augment, data, evaluation, losses, models  # noqa: E402, F401
 
 __version__ = "0.1.0"

@@ -1,0 +1,35 @@
+"""XLA:CPU settings jssl runs with, put in ``XLA_FLAGS`` when jssl is imported.
+
+XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend, so these take effect
+when ``import jssl`` comes before the first computation (``train.py`` and every ``python
+-m jssl.*`` command import it first); afterwards they change nothing. A flag the user
+already set in ``XLA_FLAGS`` is left as it is. Accelerators ignore ``xla_cpu_*`` flags.
+
+- ``--xla_cpu_experimental_ynn_fusion_type=`` (empty: no YNNPACK fusions): jaxlib 0.10's
+  YNNPACK fusions of convolutions and their neighbours leave a fifth of the two cores
+  waiting inside ops on the CPU step of a ResNet; XLA's own kernels keep both busy.
+  ResNet-18 at batch 128 steps 1.5x faster without them, the width-16 ResNet about 5%
+  (docs/results.md, "YNNPACK fusions off"). Results stay within float32 tolerance: the
+  equivalence tests and ``jssl.check`` hold with either. To compile with jaxlib's own
+  fusions, name the flag yourself:
+  ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` (the same
+  program as no flag at all, on jaxlib 0.10.2).
+"""
+
+from __future__ import annotations
+
+import os
+
+# flag name -> value jssl prefers on the CPU
+CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def prefer_cpu_flags(environ=os.environ) -> str:
+    """Adds each of ``CPU_FLAGS`` that ``environ["XLA_FLAGS"]`` does not name; returns the
+    new value."""
+    flags = environ.get("XLA_FLAGS", "")
+    for name, value in CPU_FLAGS.items():
+        if name not in flags:
+            flags = f"{flags} --{name}={value}".strip()
+    environ["XLA_FLAGS"] = flags
+    return flags
