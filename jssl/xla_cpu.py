@@ -4,6 +4,8 @@ XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend, so these take e
 when ``import jssl`` comes before the first computation (``train.py`` and every ``python
 -m jssl.*`` command import it first); afterwards they change nothing. A flag the user
 already set in ``XLA_FLAGS`` is left as it is. Accelerators ignore ``xla_cpu_*`` flags.
+Each flag is added only on the jaxlib releases it was measured on: XLA exits at its
+first computation on a flag it does not know, and experimental flags are renamed.
 
 - ``--xla_cpu_experimental_ynn_fusion_type=`` (empty: no YNNPACK fusions): jaxlib 0.10's
   YNNPACK fusions of convolutions and their neighbours leave a fifth of the two cores
@@ -18,18 +20,27 @@ already set in ``XLA_FLAGS`` is left as it is. Accelerators ignore ``xla_cpu_*``
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 
-# flag name -> value jssl prefers on the CPU
-CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# flag name -> (value jssl prefers on the CPU, jaxlib versions measured with it: prefixes)
+CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": ("", ("0.10.",))}
 
 
-def prefer_cpu_flags(environ=os.environ) -> str:
-    """Adds each of ``CPU_FLAGS`` that ``environ["XLA_FLAGS"]`` does not name; returns the
-    new value."""
+def _jaxlib_version() -> str:
+    try:
+        return importlib.metadata.version("jaxlib")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def prefer_cpu_flags(environ=os.environ, jaxlib_version: str | None = None) -> str:
+    """Adds each of ``CPU_FLAGS`` that ``environ["XLA_FLAGS"]`` does not name and that was
+    measured on this jaxlib (default: the installed one); returns the new value."""
+    version = _jaxlib_version() if jaxlib_version is None else jaxlib_version
     flags = environ.get("XLA_FLAGS", "")
-    for name, value in CPU_FLAGS.items():
-        if name not in flags:
+    for name, (value, versions) in CPU_FLAGS.items():
+        if name not in flags and version.startswith(versions):
             flags = f"{flags} --{name}={value}".strip()
     environ["XLA_FLAGS"] = flags
     return flags
