@@ -5,10 +5,12 @@
     python -m jssl.check --config=configs/simclr.py:digits --config.batch_size=128
 
 The command to run first on a new machine: 20 s for the digits presets on a 2-core CPU;
-SimCLR's ResNet-18 CIFAR preset (batch 512) took 25 min and 21 GB there, most of it two
-float64 gradients (on a GPU they run on the card; on a TPU, which has no float64, on the
-host's CPU). It builds the config's real train step on every local device and prints one
-line per verdict, then writes them all to ``--out`` (JSON):
+SimCLR's ResNet-18 CIFAR preset (batch 512) took 25 min and 21 GB there (2026-12-06),
+most of it its float64 gradients: one, and two more where the gradient is beyond 1e-4
+(the conditioning probe), one more where N devices differ from 1 beyond 1e-5 (on a GPU
+they run on the card; on a TPU, which has no float64, on the host's CPU). It builds the
+config's real train step on every local device and prints one line per verdict, then
+writes them all to ``--out`` (JSON):
 
 - machine: backend, device kind and count, processes, library versions;
 - numerics: the step's gradient against the same program computed in float64
@@ -71,8 +73,9 @@ LIMIT = 1e-3
 # Where the layouts' float32 gradients are themselves further from float64 (DINO's ViT,
 # 5e-5; SeLa's digits ConvNet on 1 device without YNNPACK fusions, 1.6e-5, and 2 devices
 # from it 2.5e-5 in the gradient, 4.5e-5 in Adam's second moment), they may differ by
-# the sum of their distances, and Adam's second moment, the gradient squared, by twice
-# that (``layout_limit``): no layout can be asked to agree beyond float32's precision.
+# the sum of their distances, and an Adam state, whose second moment is the gradient
+# squared, by twice that (``layout_limit``): no layout can be asked to agree beyond
+# float32's precision.
 EQUAL = 1e-5
 # A leaf is judged against at least this share of the largest leaf of its group
 # (``leaf_errors``): float32 noise in a gradient that is zero in exact arithmetic.
@@ -204,13 +207,16 @@ def _rms(x) -> float:
     return float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64)))))
 
 
-def layout_limit(float64_error: float, other: float | None = None) -> float:
+def layout_limit(
+    float64_error: float, other: float | None = None, *, squared: bool = False
+) -> float:
     """How far (``leaf_errors(rms=True)``) the state after a step on N devices may be from
     1 device, given the two layouts' float32 gradients' distances from float64
     (``other``: the second one's where measured, else taken as alike): ``EQUAL``, or
-    twice their sum where larger (Adam's second moment squares the gradient)."""
+    their sum where larger, twice it with ``squared`` (a state that holds the gradient
+    squared: Adam's second moment)."""
     other = float64_error if other is None else other
-    return max(EQUAL, 2.0 * (float64_error + other))
+    return max(EQUAL, (2.0 if squared else 1.0) * (float64_error + other))
 
 
 def worst(errors: dict[str, float]) -> tuple[str, float]:
@@ -235,7 +241,7 @@ def _grads_fn(exp):
 
 
 def gradient_check(
-    exp, state: TrainState, batch, *, against=None, conditioning: bool = False
+    exp, state: TrainState, batch, *, against=None, conditioning: bool | None = False
 ) -> dict[str, Any]:
     """The step's float32 gradient against the same program in float64 on the same views.
 
@@ -243,7 +249,7 @@ def gradient_check(
     the tests pass a correct one to show that a wrong ``exp`` fails). Where the error is
     beyond ``PRECISE``, or with ``conditioning`` (a layout that differs from 1 device
     beyond ``EQUAL`` is judged by it), also the gradient's conditioning
-    (``sensitivity_of``). Returns
+    (``sensitivity_of``); never with ``conditioning=None``. Returns
     loss, loss_float64, errors (per leaf), worst_leaf, max_relative_error, sensitivity
     and sensitive_leaf (None where not measured).
     """
@@ -263,7 +269,7 @@ def gradient_check(
         "sensitivity": None,
         "sensitive_leaf": None,
     }
-    if err > PRECISE or conditioning:
+    if conditioning is not None and (err > PRECISE or conditioning):
         moved, moved_err = worst(sensitivity_of(grads64_fn, host, grads64))
         result.update(sensitivity=moved_err, sensitive_leaf=moved)
     return result
@@ -307,7 +313,8 @@ def sensitivity_of(grads64_fn, host, grads64) -> dict[str, float]:
     gradient at all. Large where the step's sums nearly cancel (a network at
     initialisation whose features are nearly alike), and where a ReLU's input is within
     float32 rounding of 0: the mirrored pair moves every value both ways, so one of the
-    two takes it across the kink, which one random direction does half the time."""
+    two takes it across the kink whenever the moves reach that far, where one random
+    direction would half the time."""
     state, views, key = host
     worst_of = {}
     for mirror in (False, True):
@@ -329,8 +336,9 @@ def one_step(exp, host_state: TrainState, step: int = 0):
 def devices_check(one, many, host_state: TrainState) -> dict[str, Any]:
     """The state after one step of Experiment ``many`` (N devices) against Experiment
     ``one`` (1 device), from the same ``host_state`` on the same global batch: every
-    leaf of the new state. Returns devices, errors, worst_leaf, max_relative_error, and
-    rms_errors, worst_rms_leaf, rms_relative_error (``leaf_errors(rms=True)``)."""
+    leaf of the new state. Returns devices, optimizer (the config's), errors, worst_leaf,
+    max_relative_error, and rms_errors, worst_rms_leaf, rms_relative_error
+    (``leaf_errors(rms=True)``)."""
     want, _ = one_step(one, host_state)
     got, _ = one_step(many, host_state)
     roots = set(host_state.params)
@@ -340,6 +348,7 @@ def devices_check(one, many, host_state: TrainState) -> dict[str, Any]:
     rms_leaf, rms = worst(rms_errors)
     return {
         "devices": many.mesh.devices.size,
+        "optimizer": one.config.optim.name,
         "errors": errors,
         "worst_leaf": leaf,
         "max_relative_error": err,
@@ -525,9 +534,10 @@ def _devices_sgd(config, devices, workdir: str) -> dict:
     one, _ = open_run(sgd, workdir, devices=devices[:1])
     many, _ = open_run(sgd, workdir, devices=devices)
     host = jax.device_get(one.init_state())
-    result = {**devices_check(one, many, host), "optimizer": "sgd", "float64_error": None}
+    result = {**devices_check(one, many, host), "float64_error": None}
     if result["rms_relative_error"] > EQUAL:  # how far the 1-device layout is from float64
-        g = gradient_check(one, jax.device_put(host, one.state_sharding), one.global_batch(0))
+        state = jax.device_put(host, one.state_sharding)
+        g = gradient_check(one, state, one.global_batch(0), conditioning=None)
         result["float64_error"] = g["max_relative_error"]
     return result
 
@@ -582,12 +592,14 @@ def _gradient_verdict(g: dict) -> Verdict:
 def _devices_verdict(d: dict, g: dict) -> Verdict:
     """Precise where every leaf is within ``layout_limit`` in root mean square (of the
     distances from float64 of the gradient check ``g``, on the N devices, and, where
-    measured, of the 1-device layout, ``float64_error``) and ``PRECISE`` at its largest
+    measured, of the 1-device layout, ``float64_error``; doubled for an Adam optimiser's
+    state) and ``PRECISE`` at its largest
     difference; beyond, float32 rounding of long sums up to ``LIMIT``, or of an
     ill-conditioned step up to ``CONDITION`` times ``g``'s sensitivity (where measured),
     else wrong."""
     err, rms = d["max_relative_error"], d["rms_relative_error"]
-    limit = layout_limit(g["max_relative_error"], d.get("float64_error"))
+    squared = "adam" in d.get("optimizer", "")  # a state holding the gradient squared
+    limit = layout_limit(g["max_relative_error"], d.get("float64_error"), squared=squared)
     ok = _judge(max(err, rms), g.get("sensitivity"))
     if ok and rms > limit:
         ok = None

@@ -39,8 +39,10 @@ def prefer_cpu_flags(environ=os.environ, jaxlib_version: str | None = None) -> s
     measured on this jaxlib (default: the installed one); returns the new value."""
     version = _jaxlib_version() if jaxlib_version is None else jaxlib_version
     flags = environ.get("XLA_FLAGS", "")
+    named = {flag.split("=")[0] for flag in flags.split()}
     for name, (value, versions) in CPU_FLAGS.items():
-        if name not in flags and version.startswith(versions):
+        if f"--{name}" not in named and version.startswith(versions):
             flags = f"{flags} --{name}={value}".strip()
-    environ["XLA_FLAGS"] = flags
+    if flags != environ.get("XLA_FLAGS", ""):
+        environ["XLA_FLAGS"] = flags
     return flags

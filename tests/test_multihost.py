@@ -110,10 +110,10 @@ def _reason(err: str) -> str:
 
 
 # DINO's float32 step is up to 5e-5 from float64 (tests/test_check.py), so two of its
-# layouts, with SGD (no Adam second moment, see check.layout_limit), may differ by the
-# sum; measured 2026-12-07 after 4 steps: 2 x 2 4.7e-5, 2 x 4 3.1e-5. The other
+# layouts, with SGD (no Adam second moment), may differ by the sum (check.layout_limit);
+# measured 2026-12-07 after 4 steps: 2 x 2 4.7e-5, 2 x 4 3.1e-5. The other
 # methods: 2e-7 (MAE) to 3.2e-6 (BYOL).
-LAYOUT_LIMIT = {"dino": 2 * 5e-5}
+LAYOUT_LIMIT = {"dino": check.layout_limit(5e-5)}
 
 
 def _assert_every_leaf_close(a, b, method):
