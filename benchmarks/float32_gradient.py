@@ -29,12 +29,13 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from jssl.xla_cpu import YNN_FUSIONS  # noqa: E402
+
 # jssl's CPU default (jssl.xla_cpu), and jaxlib 0.10.2's own set of YNNPACK fusions, which
 # compiles to the same program as no flag (named, so that ``import jssl`` keeps it).
-YNN = {
-    False: "--xla_cpu_experimental_ynn_fusion_type=",
-    True: "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution",
-}
+YNN = {False: f"--{YNN_FUSIONS}=", True: f"--{YNN_FUSIONS}=+individual_convolution"}
 
 ONE = """
 import json, sys, tempfile
@@ -83,7 +84,6 @@ def main(argv=None) -> None:
             err = "failed" if row["error"] is None else f"{row['error']:.1e}"
             print(f"{devices:>7}  {'on' if ynn else 'off':>7}  {err:>8}  {row['leaf']}", flush=True)
     if args.out:
-        sys.path.insert(0, ROOT)
         from benchmarks import common
 
         with open(args.out, "w") as f:

@@ -208,14 +208,15 @@ def _rms(x) -> float:
 
 
 def layout_limit(
-    float64_error: float, other: float | None = None, *, squared: bool = False
+    float64_error: float, other: float | None = None, *, optimizer: str = "sgd"
 ) -> float:
     """How far (``leaf_errors(rms=True)``) the state after a step on N devices may be from
     1 device, given the two layouts' float32 gradients' distances from float64
     (``other``: the second one's where measured, else taken as alike): ``EQUAL``, or
-    their sum where larger, twice it with ``squared`` (a state that holds the gradient
-    squared: Adam's second moment)."""
+    their sum where larger, twice it for an Adam ``optimizer`` (config.optim.name), whose
+    second moment holds the gradient squared."""
     other = float64_error if other is None else other
+    squared = "adam" in optimizer
     return max(EQUAL, (2.0 if squared else 1.0) * (float64_error + other))
 
 
@@ -592,14 +593,14 @@ def _gradient_verdict(g: dict) -> Verdict:
 def _devices_verdict(d: dict, g: dict) -> Verdict:
     """Precise where every leaf is within ``layout_limit`` in root mean square (of the
     distances from float64 of the gradient check ``g``, on the N devices, and, where
-    measured, of the 1-device layout, ``float64_error``; doubled for an Adam optimiser's
-    state) and ``PRECISE`` at its largest
-    difference; beyond, float32 rounding of long sums up to ``LIMIT``, or of an
-    ill-conditioned step up to ``CONDITION`` times ``g``'s sensitivity (where measured),
-    else wrong."""
+    measured, of the 1-device layout, ``float64_error``; for ``d``'s optimiser) and
+    ``PRECISE`` at its largest difference; beyond, float32 rounding of long sums up to
+    ``LIMIT``, or of an ill-conditioned step up to ``CONDITION`` times ``g``'s
+    sensitivity (where measured), else wrong."""
     err, rms = d["max_relative_error"], d["rms_relative_error"]
-    squared = "adam" in d.get("optimizer", "")  # a state holding the gradient squared
-    limit = layout_limit(g["max_relative_error"], d.get("float64_error"), squared=squared)
+    limit = layout_limit(
+        g["max_relative_error"], d.get("float64_error"), optimizer=d.get("optimizer", "sgd")
+    )
     ok = _judge(max(err, rms), g.get("sensitivity"))
     if ok and rms > limit:
         ok = None

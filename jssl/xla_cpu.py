@@ -23,8 +23,9 @@ from __future__ import annotations
 import importlib.metadata
 import os
 
+YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"  # the YNNPACK fusion types XLA:CPU uses
 # flag name -> (value jssl prefers on the CPU, jaxlib versions measured with it: prefixes)
-CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": ("", ("0.10.",))}
+CPU_FLAGS = {YNN_FUSIONS: ("", ("0.10.",))}
 
 
 def _jaxlib_version() -> str:

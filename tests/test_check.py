@@ -106,7 +106,7 @@ def test_leaf_errors_by_hand():
 def test_layout_limit_and_devices_verdict():
     assert check.layout_limit(1e-6) == check.EQUAL
     assert check.layout_limit(5e-5) == pytest.approx(1e-4)
-    assert check.layout_limit(5e-5, squared=True) == pytest.approx(2e-4)
+    assert check.layout_limit(5e-5, optimizer="adamw") == pytest.approx(2e-4)
     assert check.layout_limit(1e-6, 5e-5) == pytest.approx(5.1e-5)
     d = {"devices": 8, "worst_leaf": "a", "worst_rms_leaf": "b"}
     g = {"max_relative_error": 1e-6, "sensitivity": None}
@@ -304,7 +304,7 @@ def test_step_equals_float64_and_1_2_4_8_devices_agree(method, tmp_path, monkeyp
     # The step is well-conditioned: its conditioning does not excuse the 1% error.
     assert wrong["sensitivity"] < check.PRECISE / check.CONDITION, wrong["sensitive_leaf"]
     assert check._gradient_verdict(wrong).ok is False
-    limit = check.layout_limit(g["max_relative_error"], squared="adam" in config.optim.name)
+    limit = check.layout_limit(g["max_relative_error"], optimizer=config.optim.name)
     for n in (2, 4, 8):
         many, _ = open_run(config, str(tmp_path), devices=jax.devices()[:n])
         d = check.devices_check(one, many, host)
