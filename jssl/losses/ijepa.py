@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ijepa_loss"]
+__all__ = ["ijepa_loss", "standardise_by_position"]
 
 
 def _layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -60,3 +60,15 @@ def ijepa_loss(
         return jnp.mean(per)
     w = jnp.asarray(valid, jnp.float32)[..., None]
     return jnp.sum(per * w) / (jnp.maximum(jnp.sum(w), 1.0) * d)
+
+
+def standardise_by_position(target_features: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """[N, L, D] target features standardised over the N images at each patch position and
+    feature (mean 0, variance 1; the variance biased, ``eps`` added): what the position
+    alone does not tell. Not in the official recipe; ``ijepa_loss`` layer-normalises the
+    result as it does raw features. On the global batch, as the loss.
+    """
+    h = jnp.asarray(target_features, jnp.float32)
+    mean = jnp.mean(h, axis=0, keepdims=True)
+    var = jnp.mean(jnp.square(h - mean), axis=0, keepdims=True)
+    return (h - mean) * jax.lax.rsqrt(var + eps)

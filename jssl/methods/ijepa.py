@@ -13,7 +13,10 @@ encoder's features of a few target blocks, in feature space; no augmentation but
   momentum ``ijepa.target_momentum`` -> ``target_momentum_end`` linearly over the run, as
   the official ``momentum_scheduler``) on the whole image, no gradient;
 - loss: ``losses.ijepa_loss``: smooth L1 between the predictions and the layer-normalised
-  target features of the target blocks' tokens;
+  target features of the target blocks' tokens; with ``ijepa.target_standardise="position"``
+  (not the official recipe; the digits preset's) the targets are first standardised per
+  patch position and feature over the batch (``losses.standardise_by_position``), so that
+  a target encoder whose features say only where a patch is gives nothing to predict;
 - monitors: ``target_spread`` (collapse of the patches' features, warned under 0.1) and
   ``rankme``, the effective rank (``jssl.evaluation.rankme``) of the step's pooled target
   features, logged every step.
@@ -33,7 +36,7 @@ import ml_collections
 import optax
 
 from jssl import ema, losses, masks, pretext
-from jssl.checks import MOMENTUM, WIDTH, integer, pair
+from jssl.checks import MOMENTUM, WIDTH, Added, integer, one_of, pair
 from jssl.evaluation.rank import rankme
 from jssl.methods import parts
 from jssl.methods.base import Method, RunInfo
@@ -127,7 +130,10 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
             train=True,
             method=JEPANetwork.predict,
         )
-        loss = losses.ijepa_loss(pred, features, views["targets"], valid=views["targets_valid"])
+        targets = features
+        if config.ijepa.get("target_standardise", "none") == "position":
+            targets = losses.standardise_by_position(features)
+        loss = losses.ijepa_loss(pred, targets, views["targets"], valid=views["targets_valid"])
         num = features.shape[1]
         metrics = {
             "context_share": jnp.sum(views["context_valid"][0]) / num,
@@ -148,6 +154,7 @@ def make_loss(model, config: ml_collections.ConfigDict, run: RunInfo):
 
 
 SPREAD_FLOOR = 0.1
+STANDARDISE = ("none", "position")
 
 
 def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[str]:
@@ -157,8 +164,8 @@ def collapse_warnings(metrics: dict, config: ml_collections.ConfigDict) -> list[
     if spread is not None and spread < SPREAD_FLOOR:
         return [
             f"target_spread {spread:.3f} < {SPREAD_FLOOR}: the target encoder gives every patch "
-            "nearly the same features (collapse); lower the learning rate or raise "
-            "ijepa.target_momentum"
+            "nearly the same features (collapse); lower the learning rate, raise "
+            "ijepa.target_momentum or set ijepa.target_standardise=position"
         ]
     return []
 
@@ -261,6 +268,7 @@ IJEPA = Method(
         "ijepa.pred_mlp_dim": WIDTH,
         "ijepa.target_momentum": MOMENTUM,
         "ijepa.target_momentum_end": MOMENTUM,
+        "ijepa.target_standardise": Added(one_of(STANDARDISE, "ijepa.target_standardise"), "none"),
     },
     check=check,
 )

@@ -100,6 +100,40 @@ def test_ijepa_loss_and_gradient_on_8_devices_equal_1():
     np.testing.assert_allclose(np.asarray(eight[1]), np.asarray(one[1]), rtol=1e-5, atol=1e-9)
 
 
+def test_standardise_by_position_by_hand_blind_to_position_and_on_8_devices():
+    # Two images, two positions, D = 1: position 0 holds (1, 3) -> mean 2, variance 1 ->
+    # (-1, 1) / sqrt(1 + eps); position 1 holds (5, 5) -> (0, 0).
+    feats = np.array([[[1.0], [5.0]], [[3.0], [5.0]]], np.float32)
+    s = 1 / math.sqrt(1 + 1e-5)
+    np.testing.assert_allclose(
+        losses.standardise_by_position(feats), [[[-s], [0]], [[s], [0]]], rtol=1e-6
+    )
+    # Anything that depends on the position alone leaves nothing to predict, and adding it
+    # changes nothing (float64 reference: the images' features standardised).
+    _, feats, idx = _data(2, m=2, n=8, k=4, length=10, d=4)
+    where = np.random.default_rng(3).integers(-4, 5, size=(1, 10, 4)).astype(np.float32)
+    only_where = losses.standardise_by_position(np.broadcast_to(where, feats.shape))
+    assert not np.any(only_where)  # small integers: their mean is exact
+    f64 = np.asarray(feats, np.float64)
+    want = (f64 - f64.mean(0)) / np.sqrt(f64.var(0) + 1e-5)
+    np.testing.assert_allclose(
+        losses.standardise_by_position(feats + 10 * where), want, rtol=1e-4, atol=1e-5
+    )
+    # On the global batch: the mean over images sharded over 8 devices is the 1-device mean.
+    pred = np.random.default_rng(4).normal(size=idx.shape + (4,)).astype(np.float32)
+    mesh = sharding.make_mesh()
+    on = lambda x, spec: jax.device_put(x, NamedSharding(mesh, spec))
+    loss = lambda p, h: losses.ijepa_loss(p, losses.standardise_by_position(h), idx)
+    f = jax.jit(jax.value_and_grad(loss))
+    one = f(pred, feats)
+    eight = f(on(pred, PartitionSpec(None, "data")), on(feats, PartitionSpec("data")))
+    np.testing.assert_allclose(float(eight[0]), float(one[0]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(eight[1]), np.asarray(one[1]), rtol=1e-5, atol=1e-9)
+    # Per-device statistics would differ: the check can fail.
+    local = np.concatenate([c - c.mean(0) for c in np.split(f64, 8)])
+    assert not np.allclose(local, f64 - f64.mean(0), atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- masks
 
 GRID = (14, 14)  # 224 px at patch 16

@@ -120,11 +120,20 @@ def test_gradients_reach_encoder_and_predictor_never_the_target():
     assert not any(np.any(t) for t in jax.tree.leaves(g_target))
     for part in ("encoder", "predictor"):
         assert any(np.any(t) for t in jax.tree.leaves(g[part])), part
-    # The loss is ijepa_loss of the predictions against the target encoder's features.
+    # The loss is ijepa_loss of the predictions against the target encoder's features,
+    # standardised per position (the digits presets') or raw (the official recipe).
+    assert config.ijepa.target_standardise == "position"
     value, (_, _, metrics) = jax.jit(loss_fn)(params, {}, views, state, 0, None)
     pred, feats = jax.jit(lambda v: _predictions_and_targets(model, params, v))(views)
-    want = losses.ijepa_loss(pred, feats, views["targets"], valid=views["targets_valid"])
-    np.testing.assert_allclose(float(value), float(want), rtol=1e-5)
+    loss_of = lambda h: losses.ijepa_loss(pred, h, views["targets"], valid=views["targets_valid"])
+    np.testing.assert_allclose(
+        float(value), float(loss_of(losses.standardise_by_position(feats))), rtol=1e-5
+    )
+    raw = ijepa.make_loss(model, smoke_config(**{"ijepa.target_standardise": "none"}), RUN)
+    np.testing.assert_allclose(
+        float(jax.jit(raw)(params, {}, views, state, 0, None)[0]), float(loss_of(feats)), rtol=1e-5
+    )
+    assert abs(float(value) - float(loss_of(feats))) > 1e-3  # the two differ here
     assert 0.0 < float(metrics["target_spread"]) <= 1.01
     # RankMe of the batch's pooled target features, by hand: exp of the entropy of the
     # normalised singular values (eps 1e-7), in float64.
