@@ -121,7 +121,7 @@ def test_gradients_reach_encoder_and_predictor_never_the_target():
     for part in ("encoder", "predictor"):
         assert any(np.any(t) for t in jax.tree.leaves(g[part])), part
     # The loss is ijepa_loss of the predictions against the target encoder's features,
-    # standardised per position (the digits presets') or raw (the official recipe).
+    # standardised per position (the digits preset's) or raw (the official recipe).
     assert config.ijepa.target_standardise == "position"
     value, (_, _, metrics) = jax.jit(loss_fn)(params, {}, views, state, 0, None)
     pred, feats = jax.jit(lambda v: _predictions_and_targets(model, params, v))(views)
