@@ -64,11 +64,8 @@ def ijepa_loss(
 
 def standardise_by_position(target_features: jax.Array, eps: float = 1e-5) -> jax.Array:
     """[N, L, D] target features standardised over the N images at each patch position and
-    feature (mean 0, variance 1; the variance biased, ``eps`` added): what the position
+    feature (``jax.nn.standardize``: mean 0, variance 1, ``eps`` added): what the position
     alone does not tell. Not in the official recipe; ``ijepa_loss`` layer-normalises the
     result as it does raw features. On the global batch, as the loss.
     """
-    h = jnp.asarray(target_features, jnp.float32)
-    mean = jnp.mean(h, axis=0, keepdims=True)
-    var = jnp.mean(jnp.square(h - mean), axis=0, keepdims=True)
-    return (h - mean) * jax.lax.rsqrt(var + eps)
+    return jax.nn.standardize(jnp.asarray(target_features, jnp.float32), axis=0, epsilon=eps)
