@@ -1,15 +1,15 @@
 """jssl.reference (a program in float64), jssl.check's comparisons, the equivalence of a
 step on 1, 2, 4 and 8 devices for six methods, and the ``python -m jssl.check`` command.
 
-The equivalence tests compare every leaf of the state after one step (parameters,
-optimiser, BatchNorm statistics, method state) with the 1-device step: relative
-``check.EQUAL`` (1e-5) in root mean square, or where larger ``check.layout_limit`` of the
-1-device step's distance from float64, doubled for AdamW's second moment (the 1-device
-gradient check: 9e-7 for MAE to 6.5e-5 for SimCLR's BatchNorm bias on XLA:CPU without
-YNNPACK fusions, jssl's default, at the suite's compile settings), and ``check.PRECISE`` (1e-4) at each leaf's largest
-difference. Measured, 2026-12-07, without YNNPACK fusions: 4e-7 (MAE) to 4.5e-5 (SeLa's
-Adam second moment) in RMS. Each also shows that a gradient 1% off, the size of an error
-an earlier report found on 4 devices, fails the same comparisons.
+The equivalence tests compare every leaf of the state after one step (parameters, optimiser,
+BatchNorm statistics, method state) with the 1-device step: relative ``check.EQUAL`` (1e-5)
+in root mean square, or where larger ``check.layout_limit`` of the 1-device step's distance
+from float64, doubled for AdamW's second moment (the 1-device gradient check: 9e-7 for MAE
+to 6.5e-5 for SimCLR's BatchNorm bias on XLA:CPU without YNNPACK fusions, jssl's default, at
+the suite's compile settings), and ``check.PRECISE`` (1e-4) at each leaf's largest
+difference. Measured, 2026-12-07, without YNNPACK fusions: 4e-7 (MAE) to 4.5e-5 (SeLa's Adam
+second moment) in RMS. Each also shows that a gradient 1% off, the size of an error an
+earlier report found on 4 devices, fails the same comparisons.
 """
 
 from __future__ import annotations
